@@ -1,0 +1,9 @@
+//! Client keys: who may call the service, how fast, and with which models.
+
+pub mod limiter;
+pub mod policy;
+pub mod registry;
+
+pub use limiter::RateLimitSnapshot;
+pub use policy::{ClientPolicy, KeyHash, Limits};
+pub use registry::{Admission, Admit, KeyRegistry, Refusal, ReplaceClients};

@@ -1,0 +1,65 @@
+//! What the service knows about one client: its name, how its key is checked,
+//! its limits and what it may do.
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// A client key's SHA-256; the registry keeps only these, never the keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    pub fn of(key: &str) -> KeyHash {
+        KeyHash(Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// Constant-time equality, so response timing says nothing about how close a guess was.
+    pub fn ct_eq(&self, other: &KeyHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl std::fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHash(…)")
+    }
+}
+
+/// A client's sustained rate and burst (a GCRA token bucket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub requests_per_minute: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl Default for Limits {
+    /// SPEC §1: 60 requests a minute with a burst of 10 when nothing says otherwise.
+    fn default() -> Self {
+        Limits {
+            requests_per_minute: NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+/// One client of the service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPolicy {
+    /// Shown in logs and metrics; never the key.
+    pub name: Arc<str>,
+    pub key_hash: KeyHash,
+    pub limits: Limits,
+    /// Model ids (without `models/`) this client may use; `None` = any valid model.
+    pub models: Option<BTreeSet<String>>,
+    /// May the client send its own Gemini key?
+    pub allow_own_key: bool,
+}
+
+impl ClientPolicy {
+    pub fn may_use_model(&self, model_id: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.contains(model_id))
+    }
+}

@@ -1,0 +1,230 @@
+//! The Prometheus registry `/metrics` serves: actix-web-prom's two HTTP metrics
+//! plus the service's own (SPEC §4).
+//!
+//! Label values come only from route patterns, config names, fixed code lists and
+//! model ids Gemini has answered successfully (at most [`MAX_MODEL_LABELS`]; any
+//! other id is `other`), so no request can create unbounded series.
+
+use actix_web_prom::{ActixMetricsConfiguration, PrometheusMetrics, PrometheusMetricsBuilder};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::time::Duration;
+
+/// How many distinct model ids get their own label value.
+pub const MAX_MODEL_LABELS: usize = 100;
+/// The label for every model id without its own.
+pub const OTHER_MODEL: &str = "other";
+/// Latency buckets, seconds: LLM calls take from milliseconds to minutes.
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    http: PrometheusMetrics,
+    pub client_requests: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub tokens: IntCounterVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_retries: IntCounterVec,
+    pub stream_first_byte: HistogramVec,
+    pub in_flight: IntGauge,
+    pub key_available: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+    models: RwLock<HashSet<String>>,
+}
+
+/// Building the registry fails only on a programming error (a duplicate or
+/// malformed metric name), which start-up reports.
+pub type MetricsError = prometheus::Error;
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let http = PrometheusMetricsBuilder::new("api")
+            .registry(registry.clone())
+            .endpoint("/metrics")
+            .mask_unmatched_patterns("UNMATCHED")
+            .buckets(BUCKETS)
+            .metrics_configuration(
+                ActixMetricsConfiguration::default()
+                    .http_requests_total_name("requests_total")
+                    .http_requests_duration_seconds_name("request_duration_seconds"),
+            )
+            .build()
+            .map_err(|e| prometheus::Error::Msg(e.to_string()))?;
+
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+                let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, MetricsError> {
+                let metric = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+                    labels,
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+
+        let metrics = Metrics {
+            client_requests: counter(
+                "gemini_proxy_client_requests_total",
+                "Requests by client name and outcome code (OK or a SPEC code)",
+                &["client", "code"],
+            )?,
+            rate_limited: counter(
+                "gemini_proxy_rate_limited_total",
+                "Requests refused by the client's own rate limit",
+                &["client"],
+            )?,
+            tokens: counter(
+                "gemini_proxy_tokens_total",
+                "Gemini tokens used, by client, model and kind (prompt, response, thoughts)",
+                &["client", "model", "kind"],
+            )?,
+            upstream_requests: counter(
+                "gemini_proxy_upstream_requests_total",
+                "Calls to Gemini (one per attempt) by model and outcome",
+                &["model", "outcome"],
+            )?,
+            upstream_duration: histogram(
+                "gemini_proxy_upstream_duration_seconds",
+                "Duration of each call to Gemini",
+                &["model"],
+            )?,
+            upstream_retries: counter(
+                "gemini_proxy_upstream_retries_total",
+                "Calls to Gemini made again, by the outcome that caused it",
+                &["reason"],
+            )?,
+            stream_first_byte: histogram(
+                "gemini_proxy_stream_first_byte_seconds",
+                "Time to the first byte of a streamed answer",
+                &["model"],
+            )?,
+            in_flight: {
+                let gauge = IntGauge::new(
+                    "gemini_proxy_in_flight_requests",
+                    "Requests being handled right now",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            key_available: {
+                let gauge = IntGaugeVec::new(
+                    Opts::new(
+                        "gemini_proxy_upstream_key_available",
+                        "1 when the server key at this index is in rotation, else 0",
+                    ),
+                    &["key"],
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            config_reloads: counter(
+                "gemini_proxy_config_reloads_total",
+                "Keys-file reloads by result",
+                &["result"],
+            )?,
+            models: RwLock::new(HashSet::new()),
+            registry,
+            http,
+        };
+        let build_info = IntGaugeVec::new(
+            Opts::new("gemini_proxy_build_info", "The running version; always 1"),
+            &["version"],
+        )?;
+        metrics.registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for result in ["success", "failure"] {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
+        Ok(metrics)
+    }
+
+    /// The middleware that records the HTTP metrics and serves `/metrics`.
+    pub fn http_middleware(&self) -> PrometheusMetrics {
+        self.http.clone()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The label for a model id: itself once Gemini has answered it successfully
+    /// (while fewer than [`MAX_MODEL_LABELS`] are known), else `other`.
+    pub fn model_label(&self, model: &str) -> String {
+        let known = self
+            .models
+            .read()
+            .map(|m| m.contains(model))
+            .unwrap_or(false);
+        if known {
+            model.to_owned()
+        } else {
+            OTHER_MODEL.to_owned()
+        }
+    }
+
+    /// Records that Gemini answered this model successfully, giving it a label
+    /// of its own if there is room; returns the label to use.
+    pub fn model_succeeded(&self, model: &str) -> String {
+        if let Ok(models) = self.models.read() {
+            if models.contains(model) {
+                return model.to_owned();
+            }
+            if models.len() >= MAX_MODEL_LABELS {
+                return OTHER_MODEL.to_owned();
+            }
+        }
+        match self.models.write() {
+            Ok(mut models) if models.len() < MAX_MODEL_LABELS || models.contains(model) => {
+                models.insert(model.to_owned());
+                model.to_owned()
+            }
+            _ => OTHER_MODEL.to_owned(),
+        }
+    }
+
+    /// Counts one call to Gemini and its duration.
+    pub fn upstream_call(&self, model_label: &str, outcome: &str, duration: Duration) {
+        self.upstream_requests
+            .with_label_values(&[model_label, outcome])
+            .inc();
+        self.upstream_duration
+            .with_label_values(&[model_label])
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Counts tokens a client used.
+    pub fn count_tokens(
+        &self,
+        client: &str,
+        model_label: &str,
+        prompt: u64,
+        response: u64,
+        thoughts: u64,
+    ) {
+        for (kind, count) in [
+            ("prompt", prompt),
+            ("response", response),
+            ("thoughts", thoughts),
+        ] {
+            if count > 0 {
+                self.tokens
+                    .with_label_values(&[client, model_label, kind])
+                    .inc_by(count);
+            }
+        }
+    }
+}

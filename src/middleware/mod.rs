@@ -1,0 +1,4 @@
+//! Middleware the service wraps around every route.
+
+pub mod method;
+pub mod observe;

@@ -1,0 +1,211 @@
+//! The outermost application middleware: gives every request an id, turns any
+//! error a middleware raised into the envelope, adds `X-Request-Id` and the
+//! `RateLimit-*` headers, and writes the access log line and per-client metrics.
+
+use crate::errors::{ApiError, ErrorCode, ResponseCode};
+use crate::request_log::RequestLog;
+use crate::startup::AppState;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpMessage, ResponseError};
+use std::time::Instant;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// The route label for requests that matched no route.
+pub const UNMATCHED: &str = "UNMATCHED";
+
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = Instant::now();
+    let request_id = incoming_request_id(req.headers()).unwrap_or_else(new_request_id);
+    req.extensions_mut().insert(RequestLog {
+        request_id: request_id.clone(),
+        ..RequestLog::default()
+    });
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let _in_flight = state.as_ref().map(|s| InFlight::enter(s));
+    let method = req.method().clone();
+
+    let mut response = match next.call(req).await {
+        Ok(response) => response.map_into_boxed_body(),
+        // An error from a middleware (CORS) rather than a handler. The request is
+        // gone with it, so the error itself carries what the response needs.
+        Err(error) => {
+            let status = error.as_response_error().status_code();
+            let api_error = if status.is_client_error() {
+                ApiError::new(ErrorCode::InvalidRequest, error.to_string())
+            } else {
+                ApiError::new(ErrorCode::InternalError, "the request could not be handled")
+            };
+            log::info!(
+                target: "gemini_proxy::access",
+                request_id = request_id.as_str(),
+                client = "anonymous",
+                method = method.as_str(),
+                route = UNMATCHED,
+                status = api_error.code.status().as_u16(),
+                code = api_error.code.as_str(),
+                latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                "request"
+            );
+            return Err(MiddlewareError {
+                error: api_error,
+                request_id,
+            }
+            .into());
+        }
+    };
+
+    let log = response
+        .request()
+        .extensions()
+        .get::<RequestLog>()
+        .cloned()
+        .unwrap_or_default();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    if let Some(rate) = log.rate {
+        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(rate.limit));
+        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(rate.remaining));
+        headers.insert(RATELIMIT_RESET, HeaderValue::from(rate.reset_secs));
+    }
+
+    let code = response_code(&response);
+    let client = log.client.as_deref().unwrap_or("anonymous");
+    if log.api {
+        if let Some(state) = &state {
+            state
+                .metrics
+                .client_requests
+                .with_label_values(&[client, code])
+                .inc();
+        }
+    }
+    let route = response.request().match_pattern();
+    log::info!(
+        target: "gemini_proxy::access",
+        request_id = request_id.as_str(),
+        client = client,
+        method = response.request().method().as_str(),
+        route = route.as_deref().unwrap_or(UNMATCHED),
+        model = log.model.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        code = code,
+        attempts = log.attempts,
+        tokens = log.tokens,
+        latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        "request"
+    );
+    Ok(response)
+}
+
+/// An error raised by a middleware, answered in the envelope with its request id.
+#[derive(Debug)]
+struct MiddlewareError {
+    error: ApiError,
+    request_id: String,
+}
+
+impl std::fmt::Display for MiddlewareError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl ResponseError for MiddlewareError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        self.error.status_code()
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        let mut response = self.error.error_response();
+        if let Ok(value) = HeaderValue::from_str(&self.request_id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        response
+    }
+}
+
+/// The outcome code of a response: the error's code, a code a handler attached,
+/// or one derived from the status.
+fn response_code(response: &ServiceResponse) -> &'static str {
+    if let Some(error) = response.response().error() {
+        if let Some(api_error) = error.as_error::<ApiError>() {
+            return api_error.code.as_str();
+        }
+    }
+    if let Some(ResponseCode(code)) = response.response().extensions().get::<ResponseCode>() {
+        return code;
+    }
+    let status = response.status();
+    if status.is_success() {
+        "OK"
+    } else {
+        ErrorCode::ALL
+            .iter()
+            .find(|c| c.status() == status)
+            .map_or("UPSTREAM_ERROR", |c| c.as_str())
+    }
+}
+
+/// The client's own id when it is 1–128 characters of `A-Z a-z 0-9 . _ -`.
+fn incoming_request_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(REQUEST_ID)?.as_bytes();
+    let valid = (1..=128).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    valid.then(|| String::from_utf8_lossy(value).into_owned())
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// Counts a request in `gemini_proxy_in_flight_requests` until dropped, so a
+/// cancelled request leaves the gauge too.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(state: &AppState) -> InFlight {
+        state.metrics.in_flight.inc();
+        InFlight(state.metrics.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(value: &str) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_str(value).unwrap());
+        incoming_request_id(&headers)
+    }
+
+    #[test]
+    fn keeps_a_well_formed_request_id_only() {
+        assert_eq!(id("abc-123_X.y").as_deref(), Some("abc-123_X.y"));
+        assert_eq!(id(&"a".repeat(128)).map(|s| s.len()), Some(128));
+        assert_eq!(id(&"a".repeat(129)), None);
+        assert_eq!(id("has space"), None);
+        assert_eq!(id("semi;colon"), None);
+        assert_eq!(new_request_id().len(), 32);
+    }
+}

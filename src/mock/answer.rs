@@ -1,0 +1,272 @@
+//! What each route answers on success, in two phases: `prepare` parses and validates the
+//! request (failing with upstream's error), and `finish` builds the reply once the
+//! scenario is known. The split exists because a scenario can be named inside the prompt,
+//! so it is only known after the body has been parsed.
+
+use std::time::Duration;
+
+use super::bodies::{self, Answer, Shape};
+use super::catalogue;
+use super::errors::ApiError;
+use super::openai::{self, ChatPrompt, ChatRequest, EmbeddingsRequest};
+use super::reply::{Reply, JSON, SSE};
+use super::request::{
+    embed, parse_json, BatchEmbedRequest, CountTokensRequest, EmbedRequest, GenerateRequest, Prompt,
+};
+use super::route::{ModelMethod, Query, Route};
+use super::scenario::Scenario;
+use super::stream::{array_element, array_frames, compact_event, openai_event, sse_event};
+
+/// A validated request, ready to be answered.
+pub(crate) enum Prepared {
+    Generate {
+        model: String,
+        prompt: Prompt,
+        /// `None`: unary; `Some(true)`: SSE; `Some(false)`: JSON array.
+        stream: Option<bool>,
+    },
+    Chat(ChatPrompt),
+    Done(Reply),
+}
+
+/// Stream sizing and pacing for one request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    pub chunks: usize,
+    pub gap: Duration,
+}
+
+pub(crate) fn prepare(route: &Route, body: &[u8], query: &Query) -> Result<Prepared, ApiError> {
+    let sse = query.sse;
+    let done = |reply| Ok(Prepared::Done(reply));
+    match route {
+        Route::Model { id, method, .. } => match method {
+            ModelMethod::Generate | ModelMethod::Stream => {
+                let req: GenerateRequest = parse_json(body)?;
+                req.validate()?;
+                Ok(Prepared::Generate {
+                    model: id.clone(),
+                    prompt: req.prompt(),
+                    stream: (*method == ModelMethod::Stream).then_some(sse),
+                })
+            }
+            ModelMethod::CountTokens => {
+                let req: CountTokensRequest = parse_json(body)?;
+                let tokens = req.into_generate()?.prompt().tokens;
+                done(Reply::json(&bodies::count_tokens(tokens)))
+            }
+            ModelMethod::Embed => {
+                let req: EmbedRequest = parse_json(body)?;
+                done(Reply::json(&bodies::embed_one(embed(&req.text()))))
+            }
+            ModelMethod::BatchEmbed => {
+                let req: BatchEmbedRequest = parse_json(body)?;
+                let items = req.requests.unwrap_or_default();
+                let mismatch = items.iter().filter_map(|r| r.model.as_deref()).any(|m| {
+                    openai::bare_model(m) != id.as_str() && m != format!("tunedModels/{id}")
+                });
+                if mismatch {
+                    return Err(ApiError::invalid("Request contains an invalid argument."));
+                }
+                let vectors = items.iter().map(|r| embed(&r.text())).collect();
+                done(Reply::json(&bodies::embed_batch(vectors)))
+            }
+        },
+        Route::ListModels { version } => {
+            let page = catalogue::page(
+                version,
+                query.page_size.as_deref(),
+                query.page_token.as_deref(),
+            )?;
+            done(Reply::json(&page))
+        }
+        Route::GetModel { id, .. } => done(Reply::json(&catalogue::model(id))),
+        Route::OpenAiChat { .. } => {
+            let req: ChatRequest = parse_json(body)?;
+            let prompt = req.prompt()?;
+            known_openai_model(&prompt.model)?;
+            Ok(Prepared::Chat(prompt))
+        }
+        Route::OpenAiEmbeddings { .. } => {
+            let req: EmbeddingsRequest = parse_json(body)?;
+            let model = req.model()?;
+            known_openai_model(&model)?;
+            done(Reply::compact_json(&req.answer(model)?))
+        }
+        Route::OpenAiModels { version } => done(Reply::compact_json(&openai::models(version))),
+        Route::OpenAiModel { id, .. } => done(Reply::compact_json(&openai::model(id))),
+    }
+}
+
+/// The OpenAI surface lives under v1beta, where the `-latest` aliases exist, whatever
+/// version prefix the mock was reached under.
+fn known_openai_model(model: &str) -> Result<(), ApiError> {
+    if catalogue::is_known("v1beta", model) {
+        Ok(())
+    } else {
+        Err(ApiError::model_not_found(
+            &format!("models/{model}"),
+            "v1beta",
+            "generateContent",
+        ))
+    }
+}
+
+impl Prepared {
+    /// The first user text, which may name a scenario with `[mock:<name>]`.
+    pub fn prompt_text(&self) -> Option<&str> {
+        match self {
+            Prepared::Generate { prompt, .. } => prompt.first_user_text.as_deref(),
+            Prepared::Chat(c) => c.first_user_text.as_deref(),
+            Prepared::Done(_) => None,
+        }
+    }
+
+    /// The model named in the body (OpenAI routes), which may be `mock-<name>`.
+    pub fn body_model(&self) -> Option<&str> {
+        match self {
+            Prepared::Chat(c) => Some(&c.model),
+            _ => None,
+        }
+    }
+
+    pub fn finish(self, scenario: Option<&Scenario>, pace: Pace) -> Reply {
+        match self {
+            Prepared::Done(reply) => reply,
+            Prepared::Generate {
+                model,
+                prompt,
+                stream,
+            } => {
+                let id = bodies::response_id();
+                let text = format!("echo: {}", prompt.last_user_text);
+                let answer = Answer {
+                    model: &model,
+                    response_id: &id,
+                    prompt_tokens: prompt.tokens,
+                    shape: Shape::of(scenario),
+                };
+                match stream {
+                    None => Reply::json(&answer.response(&text, &text, true, true)),
+                    Some(sse) => native_stream(&answer, &text, sse, scenario, pace),
+                }
+            }
+            Prepared::Chat(chat) => {
+                let id = format!("chatcmpl-{}", bodies::response_id());
+                let text = format!("echo: {}", chat.last_user_text);
+                if chat.stream {
+                    openai_stream(&id, &chat, &text, scenario, pace)
+                } else {
+                    Reply::compact_json(&openai::completion(&id, &chat.model, &text, chat.tokens))
+                }
+            }
+        }
+    }
+}
+
+/// How a stream scenario changes the end of a stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Clean,
+    ErrorEvent,
+    Drop,
+}
+
+impl Ending {
+    fn of(scenario: Option<&Scenario>) -> Self {
+        match scenario {
+            Some(Scenario::StreamMidwayError) => Ending::ErrorEvent,
+            Some(Scenario::StreamDrop) => Ending::Drop,
+            _ => Ending::Clean,
+        }
+    }
+
+    /// Events to emit: all of them, or the 2 good ones before a failure.
+    fn plan(self, shape_single: bool, chunks: usize) -> (usize, usize) {
+        match (self, shape_single) {
+            (_, true) => (1, 1),
+            (Ending::Clean, false) => (chunks.max(1), chunks.max(1)),
+            (_, false) => (chunks.max(3), 2),
+        }
+    }
+}
+
+fn native_stream(
+    answer: &Answer<'_>,
+    text: &str,
+    sse: bool,
+    scenario: Option<&Scenario>,
+    pace: Pace,
+) -> Reply {
+    let ending = Ending::of(scenario);
+    let lf = matches!(scenario, Some(Scenario::LfFraming));
+    let (total, emit) = ending.plan(answer.shape.single_event(), pace.chunks);
+    let pieces = bodies::split(text, total);
+    let mut so_far = String::with_capacity(text.len());
+    let mut events = Vec::with_capacity(emit + 1);
+    let mut elements = Vec::with_capacity(emit + 1);
+    for (i, piece) in pieces.iter().take(emit).enumerate() {
+        so_far.push_str(piece);
+        let resp = answer.response(piece, &so_far, i == 0, i + 1 == total);
+        if sse {
+            events.push(sse_event(&resp, lf));
+        } else {
+            elements.push(array_element(&resp));
+        }
+    }
+    if ending == Ending::ErrorEvent {
+        let err = ApiError::internal();
+        if sse {
+            events.push(compact_event(&err.envelope(), lf));
+        } else {
+            elements.push(array_element(&err.envelope()));
+        }
+    }
+    let mut reply = if sse {
+        Reply::frames(SSE, events)
+    } else {
+        Reply::frames(JSON, array_frames(&elements, ending != Ending::Drop))
+    };
+    if ending == Ending::Drop {
+        reply.make_drop();
+    }
+    reply
+}
+
+fn openai_stream(
+    id: &str,
+    chat: &ChatPrompt,
+    text: &str,
+    scenario: Option<&Scenario>,
+    pace: Pace,
+) -> Reply {
+    let ending = Ending::of(scenario);
+    let (total, emit) = ending.plan(false, pace.chunks);
+    let pieces = bodies::split(text, total);
+    let mut events: Vec<_> = pieces
+        .iter()
+        .take(emit)
+        .enumerate()
+        .map(|(i, piece)| {
+            let last = i + 1 == total;
+            openai_event(&openai::chunk(
+                id,
+                &chat.model,
+                piece,
+                text,
+                chat.tokens,
+                last,
+            ))
+        })
+        .collect();
+    match ending {
+        Ending::Clean => events.push(bytes::Bytes::from_static(b"data: [DONE]\n\n")),
+        Ending::ErrorEvent => events.push(openai_event(&ApiError::internal().envelope())),
+        Ending::Drop => {}
+    }
+    let mut reply = Reply::frames(SSE, events);
+    if ending == Ending::Drop {
+        reply.make_drop();
+    }
+    reply
+}

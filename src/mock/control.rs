@@ -1,0 +1,137 @@
+//! `/__mock/*`: the HTTP face of `MockGemini`'s methods, for a mock that runs as a separate
+//! process (benchmarks, demo mode). These calls are neither counted nor recorded.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::state::Shared;
+use super::MockConfig;
+
+#[derive(Serialize)]
+struct RequestView<'a> {
+    method: &'a str,
+    path_and_query: &'a str,
+    headers: &'a [(String, String)],
+    body: String,
+}
+
+pub(crate) async fn requests(shared: web::Data<Shared>) -> HttpResponse {
+    let all = shared.requests();
+    let views: Vec<RequestView<'_>> = all
+        .iter()
+        .map(|r| RequestView {
+            method: &r.method,
+            path_and_query: &r.path_and_query,
+            headers: &r.headers,
+            body: String::from_utf8_lossy(&r.body).into_owned(),
+        })
+        .collect();
+    HttpResponse::Ok().json(views)
+}
+
+pub(crate) async fn reset(shared: web::Data<Shared>) -> HttpResponse {
+    shared.reset();
+    HttpResponse::Ok().json(serde_json::json!({"reset": true}))
+}
+
+pub(crate) async fn stats(shared: web::Data<Shared>) -> HttpResponse {
+    HttpResponse::Ok().json(shared.stats())
+}
+
+/// Applies any of the known fields; an unknown field or a wrong type is refused whole,
+/// so a typo in a benchmark script does not pass silently.
+pub(crate) async fn config(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    let patch: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad_request(format!("config must be a JSON object: {e}")),
+    };
+    let mut next = MockConfig::clone(&shared.config());
+    if let Err(msg) = apply(&mut next, &patch) {
+        return bad_request(msg);
+    }
+    let view = ConfigView::of(&next);
+    shared.update_config(|c| *c = next);
+    HttpResponse::Ok().json(view)
+}
+
+fn bad_request(message: String) -> HttpResponse {
+    HttpResponse::BadRequest().json(serde_json::json!({"error": message}))
+}
+
+fn keys(v: &Value, field: &str) -> Result<HashSet<String>, String> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| format!("{field} must be an array of strings"))?;
+    items
+        .iter()
+        .map(|k| k.as_str().map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("{field} must be an array of strings"))
+}
+
+fn millis(v: &Value, field: &str) -> Result<Duration, String> {
+    v.as_u64()
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{field} must be a non-negative integer (milliseconds)"))
+}
+
+fn apply(cfg: &mut MockConfig, patch: &Map<String, Value>) -> Result<(), String> {
+    for (field, v) in patch {
+        match field.as_str() {
+            "accepted_keys" if v.is_null() => cfg.accepted_keys = None,
+            "accepted_keys" => cfg.accepted_keys = Some(keys(v, field)?),
+            "exhausted_keys" => cfg.exhausted_keys = keys(v, field)?,
+            "retry_delay" if v.is_null() => cfg.retry_delay = None,
+            "retry_delay" => {
+                let s = v
+                    .as_str()
+                    .ok_or("retry_delay must be a string like \"26s\"")?;
+                cfg.retry_delay = Some(s.to_owned());
+            }
+            "first_byte_delay_ms" => cfg.first_byte_delay = millis(v, field)?,
+            "chunk_delay_ms" => cfg.chunk_delay = millis(v, field)?,
+            "chunks" => {
+                let n = v.as_u64().ok_or("chunks must be a non-negative integer")?;
+                cfg.chunks = usize::try_from(n).map_err(|e| e.to_string())?;
+            }
+            "record" => cfg.record = v.as_bool().ok_or("record must be a boolean")?,
+            other => return Err(format!("unknown config field {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// The configuration as `POST /__mock/config` reports it back.
+#[derive(Serialize)]
+struct ConfigView {
+    accepted_keys: Option<Vec<String>>,
+    exhausted_keys: Vec<String>,
+    retry_delay: Option<String>,
+    first_byte_delay_ms: u128,
+    chunk_delay_ms: u128,
+    chunks: usize,
+    record: bool,
+}
+
+impl ConfigView {
+    fn of(c: &MockConfig) -> Self {
+        let sorted = |s: &HashSet<String>| {
+            let mut v: Vec<String> = s.iter().cloned().collect();
+            v.sort();
+            v
+        };
+        ConfigView {
+            accepted_keys: c.accepted_keys.as_ref().map(sorted),
+            exhausted_keys: sorted(&c.exhausted_keys),
+            retry_delay: c.retry_delay.clone(),
+            first_byte_delay_ms: c.first_byte_delay.as_millis(),
+            chunk_delay_ms: c.chunk_delay.as_millis(),
+            chunks: c.chunks,
+            record: c.record,
+        }
+    }
+}

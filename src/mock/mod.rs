@@ -1,0 +1,185 @@
+//! An offline stand-in for generativelanguage.googleapis.com.
+//!
+//! The proxy's tests, its demo mode and its benchmarks need an upstream that answers like
+//! Google's — the same bodies, error shapes, SSE framing and auth rules — and that can be
+//! told to fail in every way the real one does (gemini-api.md §10). Scenarios are picked
+//! per request (`x-mock-scenario`, a `mock-<name>` model, or a `[mock:<name>]` prompt), so
+//! one mock serves a whole suite; `/__mock/*` routes expose the record and counters to a
+//! mock running as a separate process.
+//!
+//! Known limits: no file upload routes; no gzip; recorded headers come sorted by name
+//! (actix does not keep arrival order across names).
+
+mod answer;
+mod bodies;
+mod catalogue;
+mod control;
+mod deliver;
+mod errors;
+mod handler;
+mod openai;
+mod reply;
+mod request;
+mod route;
+mod scenario;
+mod state;
+mod stream;
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+
+pub use state::RecordedRequest;
+use state::Shared;
+
+/// Request bodies the mock accepts; well above any prompt a test sends.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// How the mock behaves when a request names no scenario.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// None = any non-empty key is accepted; Some(set) = only these keys, others get the
+    /// API_KEY_INVALID 400 body.
+    pub accepted_keys: Option<HashSet<String>>,
+    /// Keys whose quota is exhausted: every call with them answers the 429
+    /// RESOURCE_EXHAUSTED body (QuotaFailure + Help + RetryInfo).
+    pub exhausted_keys: HashSet<String>,
+    /// RetryInfo `retryDelay` of 429 answers, as Gemini writes it ("26s", "1.5s");
+    /// None = omit RetryInfo. Default "26s", from a real capture.
+    pub retry_delay: Option<String>,
+    /// Before response headers.
+    pub first_byte_delay: Duration,
+    /// Between stream events.
+    pub chunk_delay: Duration,
+    /// Stream events per streamed answer.
+    pub chunks: usize,
+    /// Record requests; off for benchmarks, so memory does not grow.
+    pub record: bool,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            accepted_keys: None,
+            exhausted_keys: HashSet::new(),
+            retry_delay: Some("26s".to_owned()),
+            first_byte_delay: Duration::ZERO,
+            chunk_delay: Duration::ZERO,
+            chunks: 3,
+            record: true,
+        }
+    }
+}
+
+/// A running mock. Dropping it leaves the server running; `stop` stops it.
+pub struct MockGemini {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    handle: ServerHandle,
+}
+
+impl MockGemini {
+    /// Binds 127.0.0.1 on a free port and starts serving on the current runtime.
+    pub async fn start(config: MockConfig) -> std::io::Result<MockGemini> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        Self::start_on(listener, config, 1).await
+    }
+
+    /// Serves on an already-bound listener with `workers` worker threads (at least 1).
+    pub async fn start_on(
+        listener: TcpListener,
+        config: MockConfig,
+        workers: usize,
+    ) -> std::io::Result<MockGemini> {
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(config, format!("http://{addr}")));
+        let data = web::Data::from(Arc::clone(&shared));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(MAX_BODY))
+                .configure(routes)
+        })
+        .workers(workers.max(1))
+        // The owner of the mock (a test, or the binary) decides when it stops.
+        .disable_signals()
+        // A client that closes its side has given up: drop the handler, so `hang` and
+        // slow answers end and `in_flight` falls, as an upstream would cancel the call.
+        .h1_allow_half_closed(false)
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        log::info!("mock-gemini listening on http://{addr}");
+        Ok(MockGemini {
+            shared,
+            addr,
+            handle,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Recorded upstream-route requests, oldest first (never `/__mock/*` control calls).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests()
+    }
+
+    /// Upstream-route requests received, counted even when recording is off.
+    pub fn request_count(&self) -> usize {
+        self.shared.stats().request_count
+    }
+
+    /// Clears the record, the counters and the `flaky-N` call counts.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    pub fn update_config(&self, f: impl FnOnce(&mut MockConfig)) {
+        self.shared.update_config(f);
+    }
+
+    /// Requests whose handler or response body is still running.
+    pub fn in_flight(&self) -> usize {
+        self.shared.stats().in_flight
+    }
+
+    /// Streamed bodies dropped before their planned end (the client went away).
+    pub fn streams_cancelled(&self) -> usize {
+        self.shared.stats().streams_cancelled
+    }
+
+    /// Streamed bodies that reached their planned end (a planned failure counts as an end).
+    pub fn streams_completed(&self) -> usize {
+        self.shared.stats().streams_completed
+    }
+
+    /// Stops accepting and drops open connections without waiting for them.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/__mock/requests", web::get().to(control::requests))
+        .route("/__mock/reset", web::post().to(control::reset))
+        .route("/__mock/config", web::post().to(control::config))
+        .route("/__mock/stats", web::get().to(control::stats))
+        .route(
+            "/__mock/redirect-target",
+            web::route().to(handler::redirect_target),
+        )
+        .default_service(web::to(handler::upstream));
+}

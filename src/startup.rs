@@ -1,0 +1,201 @@
+//! Building the service from settings, and running it.
+//!
+//! Build and run are separate so tests can start the real server on port 0 and
+//! learn its port before they send anything.
+
+use crate::keys::{ClientPolicy, KeyHash, KeyRegistry, Limits};
+use crate::metrics::Metrics;
+use crate::middleware::{method, observe};
+use crate::model_id::ModelId;
+use crate::routes;
+use crate::settings::{CorsOrigins, Settings};
+use crate::upstream::key_pool::KeyPool;
+use crate::upstream::{UpstreamContext, UpstreamPool};
+use actix::prelude::*;
+use actix_cors::Cors;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{http, web, App, HttpServer};
+use secrecy::ExposeSecret;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// In-flight requests get this long to finish after SIGTERM (SPEC §4).
+const SHUTDOWN_GRACE_SECS: u64 = 30;
+/// Slow clients must finish sending their headers within this.
+const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The request limits handlers apply.
+#[derive(Clone, Debug)]
+pub struct RequestLimits {
+    pub max_body_bytes: usize,
+    pub max_prompt_chars: usize,
+    pub default_model: ModelId,
+    pub upstream_timeout: Duration,
+}
+
+/// Shared by every worker: the actors' addresses and the settings handlers need.
+pub struct AppState {
+    pub limits: RequestLimits,
+    pub registry: Addr<KeyRegistry>,
+    pub upstream: UpstreamPool,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A built, bound, not yet running service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    upstream: UpstreamPool,
+    registry_arbiter: ArbiterHandle,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("could not listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("server: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+/// The clients the service starts with: `API_KEYS` entries with the default limits.
+pub fn env_clients(settings: &Settings) -> Vec<ClientPolicy> {
+    settings
+        .api_keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| ClientPolicy {
+            name: format!("env-{}", i + 1).into(),
+            key_hash: KeyHash::of(key.expose_secret()),
+            limits: Limits::default(),
+            models: None,
+            allow_own_key: true,
+        })
+        .collect()
+}
+
+impl Application {
+    /// Binds `HOST:PORT` and builds the service; must run inside an actix System.
+    pub fn build(settings: Settings) -> Result<Application, StartupError> {
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        Application::build_with_listener(settings, listener, true)
+    }
+
+    /// Builds the service on a bound listener. `handle_signals` is false in
+    /// in-process tests, where many servers share one process.
+    pub fn build_with_listener(
+        settings: Settings,
+        listener: TcpListener,
+        handle_signals: bool,
+    ) -> Result<Application, StartupError> {
+        let port = listener.local_addr()?.port();
+        let metrics = Arc::new(Metrics::new()?);
+        let context = Arc::new(UpstreamContext {
+            base_url: settings.gemini_base_url.as_str().to_owned(),
+            keys: KeyPool::new(&settings.gemini_api_keys, metrics.clone()),
+            metrics: metrics.clone(),
+        });
+        let upstream = UpstreamPool::start(
+            context,
+            settings.upstream_actors.get(),
+            settings.max_in_flight.get(),
+            settings.upstream_connect_timeout,
+        );
+        let registry_arbiter = Arbiter::new().handle();
+        let clients = env_clients(&settings);
+        let registry = KeyRegistry::start_in_arbiter(&registry_arbiter, move |_| {
+            KeyRegistry::new(clients, governor::clock::DefaultClock::default())
+        });
+        let state = web::Data::new(AppState {
+            limits: RequestLimits {
+                max_body_bytes: settings.max_body_bytes.get(),
+                max_prompt_chars: settings.max_prompt_chars.get(),
+                default_model: settings.default_model.clone(),
+                upstream_timeout: settings.upstream_timeout,
+            },
+            registry,
+            upstream: upstream.clone(),
+            metrics: metrics.clone(),
+        });
+        let cors = settings.cors_allowed_origins.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(routes::configure)
+                .wrap(cors_middleware(&cors))
+                .wrap(from_fn(observe::observe))
+                .wrap(metrics.http_middleware())
+                .wrap(from_fn(method::fold_unknown_methods))
+        })
+        .workers(settings.workers.get())
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        .client_request_timeout(CLIENT_HEADER_TIMEOUT)
+        .listen(listener)?;
+        if !handle_signals {
+            server = server.disable_signals();
+        }
+        log::info!("listening on http://{}:{port}", settings.host);
+        Ok(Application {
+            port,
+            server: server.run(),
+            upstream,
+            registry_arbiter,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server (tests use it).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM/SIGINT drain in-flight requests first).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.upstream.stop();
+        self.registry_arbiter.stop();
+        result
+    }
+}
+
+fn cors_middleware(origins: &CorsOrigins) -> Cors {
+    let base = Cors::default()
+        .allowed_methods([http::Method::GET, http::Method::POST])
+        .allowed_headers([
+            http::header::CONTENT_TYPE,
+            http::header::AUTHORIZATION,
+            http::header::HeaderName::from_static("x-api-key"),
+            http::header::HeaderName::from_static("x-goog-api-key"),
+            http::header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            http::header::RETRY_AFTER,
+            http::header::HeaderName::from_static("x-request-id"),
+            http::header::HeaderName::from_static("ratelimit-limit"),
+            http::header::HeaderName::from_static("ratelimit-remaining"),
+            http::header::HeaderName::from_static("ratelimit-reset"),
+        ])
+        .max_age(3600);
+    match origins {
+        CorsOrigins::None => base,
+        // Any origin, never with credentials (actix-cors sends `*` only without them).
+        CorsOrigins::Any => base.send_wildcard().allow_any_origin(),
+        CorsOrigins::List(list) => list
+            .iter()
+            .fold(base, |cors, origin| cors.allowed_origin(origin)),
+    }
+}

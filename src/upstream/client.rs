@@ -1,0 +1,60 @@
+//! The HTTP client each upstream actor owns, with every awc default that is wrong
+//! for an LLM proxy set deliberately (STACK.md trap 3).
+
+use awc::{Client, Connector};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// Unary bodies above this are refused as `UPSTREAM_ERROR` (SPEC §5).
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+/// Idle keep-alive connections are closed after this; Google's front end keeps
+/// idle connections for longer, so ours is the one that decides.
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+/// Connections are recycled after this, so DNS changes on Google's side are picked up.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Installs ring as rustls' crypto provider once per process; awc's rustls
+/// features enable none, and building a client without one panics (STACK.md trap 1).
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider is already installed, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Set here, not with max_http_version(), which would replace this config (trap 2).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Builds a client; call it on the thread that will use it (awc clients are `!Send`).
+pub fn build(connect_timeout: Duration) -> Client {
+    install_crypto_provider();
+    let connector = Connector::new()
+        .rustls_0_23(tls_config())
+        .timeout(connect_timeout)
+        .handshake_timeout(connect_timeout)
+        // Admission control bounds concurrency; a pool limit here would only queue.
+        .limit(0)
+        .conn_keep_alive(KEEP_ALIVE)
+        .conn_lifetime(CONNECTION_LIFETIME);
+    Client::builder()
+        .connector(connector)
+        // A redirect would carry the key elsewhere; treat it as a bad answer instead.
+        .disable_redirects()
+        // The caller enforces one deadline over headers and body together.
+        .disable_timeout()
+        .add_default_header((
+            awc::http::header::USER_AGENT,
+            concat!("gemini-proxy/", env!("CARGO_PKG_VERSION")),
+        ))
+        .finish()
+}

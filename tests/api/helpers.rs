@@ -1,0 +1,293 @@
+//! Starting the real service on port 0 against the bundled mock Gemini, and a
+//! small HTTP client for the tests.
+
+use awc::http::Method;
+use bytes::Bytes;
+use gemini_proxy::mock::{MockConfig, MockGemini, RecordedRequest};
+use gemini_proxy::settings::Settings;
+use gemini_proxy::startup::Application;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const CLIENT_KEY: &str = "client-key-0123456789abcdef";
+pub const SERVER_KEY: &str = "AIzaServerKey0123456789abcdefghijklmnop";
+
+/// A running service and the mock behind it.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub mock: MockGemini,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// A whole response, read so it can outlive the connection.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The code of an error envelope, after checking the envelope's shape.
+    pub fn error_code(&self) -> String {
+        let body = self.json();
+        assert_eq!(body["result"], "Failed", "{body}");
+        let errors = body["errors"].as_array().expect("errors is an array");
+        assert_eq!(errors.len(), 1, "{body}");
+        assert!(
+            errors[0]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        errors[0]["code"]
+            .as_str()
+            .expect("code is a string")
+            .to_owned()
+    }
+}
+
+/// Settings every test starts from: loopback, one client key, one server key.
+pub fn base_settings(mock: &MockGemini) -> HashMap<String, String> {
+    HashMap::from([
+        ("HOST".into(), "127.0.0.1".into()),
+        ("PORT".into(), "0".into()),
+        ("API_KEYS".into(), CLIENT_KEY.into()),
+        ("GEMINI_API_KEY".into(), SERVER_KEY.into()),
+        ("GEMINI_BASE_URL".into(), mock.base_url()),
+        ("KEYS_FILE".into(), String::new()),
+        ("WORKERS".into(), "2".into()),
+        ("UPSTREAM_ACTORS".into(), "2".into()),
+    ])
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the mock and the service; `configure` edits the settings map first.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    let mock = MockGemini::start(MockConfig::default())
+        .await
+        .expect("mock starts");
+    let mut settings = base_settings(&mock);
+    configure(&mut settings);
+    let settings = Settings::from_map(&settings).expect("valid settings");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let app = Application::build_with_listener(settings, listener, false).expect("app builds");
+    let port = app.port();
+    let handle = app.handle();
+    actix_rt::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        mock,
+        handle,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Sends the stop command at once; nobody needs to wait for it.
+        drop(self.handle.stop(false));
+    }
+}
+
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .disable_redirects()
+        .finish()
+}
+
+impl TestApp {
+    /// Sends any request and reads the whole answer.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> TestResponse {
+        let mut request = client().request(method, format!("{}{path}", self.address));
+        for (name, value) in headers {
+            request = request.append_header((*name, *value));
+        }
+        let mut response = request
+            .send_body(body.into())
+            .await
+            .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        let body = response
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .expect("body reads");
+        TestResponse {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body,
+        }
+    }
+
+    /// `POST /gemini-proxy` with the test client's key and a JSON body.
+    pub async fn proxy(&self, body: &serde_json::Value) -> TestResponse {
+        self.proxy_raw(&body.to_string()).await
+    }
+
+    pub async fn proxy_raw(&self, body: &str) -> TestResponse {
+        self.request(
+            Method::POST,
+            "/gemini-proxy",
+            &[
+                ("X-API-KEY", CLIENT_KEY),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_owned(),
+        )
+        .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.request(Method::GET, "/metrics", &[], "").await.text()
+    }
+
+    /// Gemini calls the mock received (control routes excluded).
+    pub fn upstream_requests(&self) -> Vec<RecordedRequest> {
+        self.mock.requests()
+    }
+}
+
+/// The value of one series in a Prometheus exposition, if present.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The service run as its real binary, with its logs captured.
+pub struct BinaryApp {
+    pub child: Child,
+    pub address: String,
+    logs: Arc<Mutex<String>>,
+}
+
+impl BinaryApp {
+    /// Starts `gemini-proxy` with exactly these variables (plus PATH) and waits
+    /// until it logs the address it listens on.
+    pub fn start(args: &[&str], env: &HashMap<String, String>) -> BinaryApp {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-proxy"))
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .current_dir(env!("CARGO_TARGET_TMPDIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let logs = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().expect("stdout")),
+        ] {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut logs = logs.lock().expect("log lock");
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+            });
+        }
+        let started = Instant::now();
+        let address = loop {
+            let found = logs.lock().expect("log lock").lines().find_map(|line| {
+                let at = line.find("listening on http://")?;
+                Some(line[at + "listening on ".len()..].trim().to_owned())
+            });
+            if let Some(address) = found {
+                break address.replace("0.0.0.0", "127.0.0.1");
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "binary exited with {status}: {}",
+                    logs.lock().expect("log lock")
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "binary did not start: {}",
+                logs.lock().expect("log lock")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        BinaryApp {
+            child,
+            address,
+            logs,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Sends a signal to the child (by its PID, which this test started).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the child to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "binary did not exit in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BinaryApp {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Environment for the binary against a mock: loopback, port 0, test keys.
+pub fn binary_env(mock: &MockGemini) -> HashMap<String, String> {
+    let mut env = base_settings(mock);
+    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+    env
+}
