@@ -1,5 +1,7 @@
 //! The `gemini-proxy` binary: read settings, start logging, build, run.
 
+use gemini_proxy::keys::file::load_clients;
+use gemini_proxy::keys::KeyHash;
 use gemini_proxy::mock::{MockConfig, MockGemini};
 use gemini_proxy::settings::Settings;
 use gemini_proxy::startup::Application;
@@ -14,6 +16,10 @@ commands:
   serve          run the service (the default)
   demo           run the service against the bundled mock Gemini, with the
                  client key `demo-key` (no Gemini key needed)
+  hash-key       read a client key on stdin, print its `key_sha256` line for
+                 the keys file
+  check-config   validate the settings and the keys file, print a summary
+                 (no secrets), exit non-zero on error
   version        print the version
   help           print this text
 
@@ -34,6 +40,8 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => serve(false),
         Some("demo") => serve(true),
+        Some("hash-key") => hash_key(),
+        Some("check-config") => check_config(),
         Some("version" | "--version" | "-V") => {
             println!("gemini-proxy {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -97,4 +105,58 @@ fn serve(demo: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn hash_key() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+        eprintln!("gemini-proxy hash-key: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let key = input.trim_end_matches(['\r', '\n']);
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        eprintln!("gemini-proxy hash-key: give one key (visible ASCII, no spaces) on stdin");
+        return ExitCode::FAILURE;
+    }
+    println!("key_sha256 = \"{}\"", hex::encode(KeyHash::of(key).0));
+    ExitCode::SUCCESS
+}
+
+fn check_config() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("gemini-proxy check-config: invalid setting {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let clients = match load_clients(&settings.keys_file, &settings.api_keys) {
+        Ok(clients) => clients,
+        Err(e) => {
+            eprintln!("gemini-proxy check-config: keys file {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("settings: {}", settings.summary());
+    println!("{} clients:", clients.len());
+    for client in &clients {
+        let models = client.models.as_ref().map_or_else(
+            || "any".to_owned(),
+            |m| m.iter().cloned().collect::<Vec<_>>().join(", "),
+        );
+        println!(
+            "  {}: {}/min, burst {}, models: {}, own Gemini key: {}",
+            client.name,
+            client.limits.requests_per_minute,
+            client.limits.burst,
+            models,
+            if client.allow_own_key {
+                "allowed"
+            } else {
+                "refused"
+            }
+        );
+    }
+    println!("configuration OK");
+    ExitCode::SUCCESS
 }

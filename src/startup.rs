@@ -3,7 +3,10 @@
 //! Build and run are separate so tests can start the real server on port 0 and
 //! learn its port before they send anything.
 
-use crate::keys::{ClientPolicy, KeyHash, KeyRegistry, Limits};
+use crate::keys::file::{load_clients, KeysFileError};
+use crate::keys::registry::BucketCount;
+use crate::keys::reload::{self, Reloader, WatchGuard};
+use crate::keys::{Admit, KeyRegistry, ReplaceClients};
 use crate::metrics::Metrics;
 use crate::middleware::{method, observe};
 use crate::model_id::ModelId;
@@ -16,7 +19,7 @@ use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{http, web, App, HttpServer};
-use secrecy::ExposeSecret;
+use governor::clock::{Clock, DefaultClock};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +41,7 @@ pub struct RequestLimits {
 /// Shared by every worker: the actors' addresses and the settings handlers need.
 pub struct AppState {
     pub limits: RequestLimits,
-    pub registry: Addr<KeyRegistry>,
+    pub registry: Recipient<Admit>,
     pub upstream: UpstreamPool,
     pub metrics: Arc<Metrics>,
 }
@@ -49,6 +52,9 @@ pub struct Application {
     server: Server,
     upstream: UpstreamPool,
     registry_arbiter: ArbiterHandle,
+    bucket_count: Recipient<BucketCount>,
+    reloader: Arc<Reloader>,
+    _watch: WatchGuard,
 }
 
 /// Why the service could not start.
@@ -59,26 +65,12 @@ pub enum StartupError {
         address: String,
         source: std::io::Error,
     },
+    #[error("keys file: {0}")]
+    Keys(#[from] KeysFileError),
     #[error("metrics: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("server: {0}")]
     Server(#[from] std::io::Error),
-}
-
-/// The clients the service starts with: `API_KEYS` entries with the default limits.
-pub fn env_clients(settings: &Settings) -> Vec<ClientPolicy> {
-    settings
-        .api_keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| ClientPolicy {
-            name: format!("env-{}", i + 1).into(),
-            key_hash: KeyHash::of(key.expose_secret()),
-            limits: Limits::default(),
-            models: None,
-            allow_own_key: true,
-        })
-        .collect()
 }
 
 impl Application {
@@ -99,6 +91,25 @@ impl Application {
         listener: TcpListener,
         handle_signals: bool,
     ) -> Result<Application, StartupError> {
+        Application::build_with_clock(settings, listener, handle_signals, DefaultClock::default())
+    }
+
+    /// As [`Application::build_with_listener`], with the clock the rate limiter
+    /// reads, so tests can move time instead of sleeping.
+    pub fn build_with_clock<C>(
+        settings: Settings,
+        listener: TcpListener,
+        handle_signals: bool,
+        clock: C,
+    ) -> Result<Application, StartupError>
+    where
+        C: Clock + Clone + Send + Unpin + 'static,
+        C::Instant: Unpin,
+    {
+        let clients = load_clients(&settings.keys_file, &settings.api_keys)?;
+        if clients.is_empty() {
+            log::warn!("no client keys are configured (API_KEYS or the keys file): every request will be refused");
+        }
         let port = listener.local_addr()?.port();
         let metrics = Arc::new(Metrics::new()?);
         let context = Arc::new(UpstreamContext {
@@ -113,10 +124,20 @@ impl Application {
             settings.upstream_connect_timeout,
         );
         let registry_arbiter = Arbiter::new().handle();
-        let clients = env_clients(&settings);
         let registry = KeyRegistry::start_in_arbiter(&registry_arbiter, move |_| {
-            KeyRegistry::new(clients, governor::clock::DefaultClock::default())
+            KeyRegistry::new(clients, clock)
         });
+        let reloader = Arc::new(Reloader::new(
+            settings.keys_file.clone(),
+            settings.api_keys.clone(),
+            registry.clone().recipient::<ReplaceClients>(),
+            metrics.clone(),
+        ));
+        let watch = reload::watch(reloader.clone());
+        if handle_signals {
+            let pool = upstream.clone();
+            reload::reload_on_sighup(reloader.clone(), move || pool.context().keys.reset());
+        }
         let state = web::Data::new(AppState {
             limits: RequestLimits {
                 max_body_bytes: settings.max_body_bytes.get(),
@@ -124,7 +145,7 @@ impl Application {
                 default_model: settings.default_model.clone(),
                 upstream_timeout: settings.upstream_timeout,
             },
-            registry,
+            registry: registry.clone().recipient(),
             upstream: upstream.clone(),
             metrics: metrics.clone(),
         });
@@ -151,6 +172,9 @@ impl Application {
             server: server.run(),
             upstream,
             registry_arbiter,
+            bucket_count: registry.recipient(),
+            reloader,
+            _watch: watch,
         })
     }
 
@@ -163,12 +187,40 @@ impl Application {
         self.server.handle()
     }
 
+    /// Operations on the running service that tests (and embedders) need.
+    pub fn control(&self) -> AppControl {
+        AppControl {
+            reloader: self.reloader.clone(),
+            bucket_count: self.bucket_count.clone(),
+        }
+    }
+
     /// Serves until stopped (SIGTERM/SIGINT drain in-flight requests first).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.upstream.stop();
         self.registry_arbiter.stop();
         result
+    }
+}
+
+/// A handle on a running service, cheap to clone.
+#[derive(Clone)]
+pub struct AppControl {
+    reloader: Arc<Reloader>,
+    bucket_count: Recipient<BucketCount>,
+}
+
+impl AppControl {
+    /// Reloads the keys file now, as SIGHUP does.
+    pub async fn reload(&self) -> Result<usize, KeysFileError> {
+        self.reloader.reload("requested").await
+    }
+
+    /// How many rate-limit buckets exist: one per configured client, whatever
+    /// keys were tried.
+    pub async fn bucket_count(&self) -> usize {
+        self.bucket_count.send(BucketCount).await.unwrap_or(0)
     }
 }
 

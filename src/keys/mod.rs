@@ -1,8 +1,10 @@
 //! Client keys: who may call the service, how fast, and with which models.
 
+pub mod file;
 pub mod limiter;
 pub mod policy;
 pub mod registry;
+pub mod reload;
 
 pub use limiter::RateLimitSnapshot;
 pub use policy::{ClientPolicy, KeyHash, Limits};
