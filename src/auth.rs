@@ -22,6 +22,58 @@ pub fn client_key(req: &HttpRequest, header: &str) -> Option<String> {
     (!key.is_empty()).then(|| key.to_owned())
 }
 
+/// Which API surface a request came in on; decides where the SDK puts its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    /// Gemini's native REST paths: `x-goog-api-key` or `?key=`.
+    Gemini,
+    /// The OpenAI-compatible paths: `Authorization: Bearer`.
+    OpenAi,
+}
+
+/// The keys a pass-through request carries (SPEC §3).
+pub struct SdkKeys {
+    /// The key that identifies the client to this service.
+    pub client_key: Option<String>,
+    /// The client's own Gemini key, when it sent one beside `X-API-KEY`.
+    pub own_key: Option<String>,
+}
+
+/// Reads the keys of a native or OpenAI-compatible request: `X-API-KEY` is the
+/// client key when present, and then the SDK's key is the client's own Gemini
+/// key; without `X-API-KEY`, the SDK's key is the client key and a server key
+/// replaces it upstream.
+pub fn sdk_keys(req: &HttpRequest, surface: Surface) -> SdkKeys {
+    let sdk_key = match surface {
+        Surface::Gemini => client_key(req, "x-goog-api-key").or_else(|| query_key(req)),
+        Surface::OpenAi => bearer_key(req),
+    };
+    match client_key(req, CLIENT_KEY_HEADER) {
+        Some(key) => SdkKeys {
+            client_key: Some(key),
+            own_key: sdk_key,
+        },
+        None => SdkKeys {
+            client_key: sdk_key,
+            own_key: None,
+        },
+    }
+}
+
+fn query_key(req: &HttpRequest) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).ok()?;
+    let mut keys = pairs.into_iter().filter(|(name, _)| name == "key");
+    let (_, key) = keys.next()?;
+    (keys.next().is_none() && !key.trim().is_empty()).then(|| key.trim().to_owned())
+}
+
+fn bearer_key(req: &HttpRequest) -> Option<String> {
+    let value = client_key(req, "authorization")?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
 /// Identifies the client and takes one token from its bucket.
 pub async fn admit(
     req: &HttpRequest,
@@ -32,7 +84,7 @@ pub async fn admit(
     let unauthorized = || {
         ApiError::new(
             ErrorCode::Unauthorized,
-            "a valid client key is required in the X-API-KEY header",
+            "a valid client key is required (the X-API-KEY header, or the API key an SDK sends)",
         )
     };
     let key_hash = KeyHash::of(&key.ok_or_else(unauthorized)?);

@@ -105,6 +105,33 @@ pub struct ApiError {
     pub message: String,
     /// Whole seconds for `Retry-After`, already rounded up.
     pub retry_after: Option<u64>,
+    /// The body shape the route's clients understand.
+    pub shape: Shape,
+}
+
+/// How an error body is written: each surface speaks its clients' dialect, so
+/// the official SDKs report the service's own errors properly (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// `{"result":"Failed","errors":[{code,message}]}` (`/gemini-proxy`, operations).
+    #[default]
+    Envelope,
+    /// Google's `{"error":{code,message,status,details:[ErrorInfo]}}` (`/v1*/`).
+    Google,
+    /// OpenAI's `{"error":{message,type,code}}` (`/v1*/openai/`).
+    OpenAi,
+}
+
+impl Shape {
+    /// The shape for a request path.
+    pub fn for_path(path: &str) -> Shape {
+        let mut segments = path.trim_start_matches('/').split('/');
+        match (segments.next(), segments.next()) {
+            (Some("v1" | "v1beta" | "v1alpha"), Some("openai")) => Shape::OpenAi,
+            (Some("v1" | "v1beta" | "v1alpha"), _) => Shape::Google,
+            _ => Shape::Envelope,
+        }
+    }
 }
 
 impl ApiError {
@@ -113,7 +140,13 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            shape: Shape::Envelope,
         }
+    }
+
+    pub fn in_shape(mut self, shape: Shape) -> Self {
+        self.shape = shape;
+        self
     }
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
@@ -141,6 +174,50 @@ struct EnvelopeError<'a> {
 }
 
 impl ApiError {
+    /// The body in the error's shape.
+    pub fn body(&self) -> Vec<u8> {
+        match self.shape {
+            Shape::Envelope => self.envelope_body(),
+            Shape::Google => self.google_body(),
+            Shape::OpenAi => self.openai_body(),
+        }
+    }
+
+    /// Google's `google.rpc.Status` shape, with the code as `ErrorInfo.reason`.
+    pub fn google_body(&self) -> Vec<u8> {
+        let status = self.code.status();
+        let body = serde_json::json!({"error": {
+            "code": status.as_u16(),
+            "message": self.message,
+            "status": google_status(status),
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": self.code.as_str(),
+                "domain": "gemini-proxy",
+            }],
+        }});
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// OpenAI's error shape, with the code as `error.code`.
+    pub fn openai_body(&self) -> Vec<u8> {
+        let status = self.code.status();
+        let kind = match status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        };
+        let body = serde_json::json!({"error": {
+            "message": self.message,
+            "type": kind,
+            "code": self.code.as_str(),
+        }});
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
     /// The body in the `/gemini-proxy` envelope shape.
     pub fn envelope_body(&self) -> Vec<u8> {
         let envelope = Envelope {
@@ -169,7 +246,24 @@ impl ResponseError for ApiError {
         response
             .extensions_mut()
             .insert(ResponseCode(self.code.as_str()));
-        response.body(self.envelope_body())
+        response.body(self.body())
+    }
+}
+
+/// The `google.rpc.Code` name Google pairs with an HTTP status (SPEC §3).
+fn google_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 413 | 415 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        405 => "UNIMPLEMENTED",
+        422 => "INVALID_ARGUMENT",
+        429 => "RESOURCE_EXHAUSTED",
+        500 => "INTERNAL",
+        502 | 503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "UNKNOWN",
     }
 }
 

@@ -4,10 +4,17 @@
 //! Label values come only from route patterns, config names, fixed code lists and
 //! model ids Gemini has answered successfully (at most [`MAX_MODEL_LABELS`]; any
 //! other id is `other`), so no request can create unbounded series.
+//!
+//! Every family is always in the exposition (SPEC §4), even before its first
+//! sample: the Prometheus client drops a family without series, so the families
+//! still empty are written as their `# HELP` and `# TYPE` lines alone. Dashboards
+//! and alerts can then tell "nothing happened yet" from "not exported".
 
 use actix_web_prom::{ActixMetricsConfiguration, PrometheusMetrics, PrometheusMetricsBuilder};
+use prometheus::core::Collector;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::collections::HashSet;
 use std::sync::RwLock;
@@ -36,6 +43,29 @@ pub struct Metrics {
     pub key_available: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     models: RwLock<HashSet<String>>,
+    /// Every family the registry holds, to write the empty ones too.
+    families: Vec<Family>,
+}
+
+/// A family's header lines, written when it has no series yet.
+struct Family {
+    name: String,
+    help: String,
+    kind: &'static str,
+}
+
+impl Family {
+    fn of(collector: &impl Collector, kind: &'static str) -> Vec<Family> {
+        collector
+            .desc()
+            .into_iter()
+            .map(|desc| Family {
+                name: desc.fq_name.clone(),
+                help: desc.help.clone(),
+                kind,
+            })
+            .collect()
+    }
 }
 
 /// Building the registry fails only on a programming error (a duplicate or
@@ -45,9 +75,9 @@ pub type MetricsError = prometheus::Error;
 impl Metrics {
     pub fn new() -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
+        // No `.endpoint(..)`: `/metrics` is a route of ours that writes `exposition()`.
         let http = PrometheusMetricsBuilder::new("api")
             .registry(registry.clone())
-            .endpoint("/metrics")
             .mask_unmatched_patterns("UNMATCHED")
             .buckets(BUCKETS)
             .metrics_configuration(
@@ -74,7 +104,7 @@ impl Metrics {
                 Ok(metric)
             };
 
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             client_requests: counter(
                 "gemini_proxy_client_requests_total",
                 "Requests by client name and outcome code (OK or a SPEC code)",
@@ -135,6 +165,7 @@ impl Metrics {
                 &["result"],
             )?,
             models: RwLock::new(HashSet::new()),
+            families: Vec::new(),
             registry,
             http,
         };
@@ -149,10 +180,64 @@ impl Metrics {
         for result in ["success", "failure"] {
             metrics.config_reloads.with_label_values(&[result]);
         }
+        metrics.families = metrics.family_list(&build_info);
         Ok(metrics)
     }
 
-    /// The middleware that records the HTTP metrics and serves `/metrics`.
+    /// Every family of the registry, in the order they were declared.
+    fn family_list(&self, build_info: &IntGaugeVec) -> Vec<Family> {
+        // actix-web-prom's two families; the help texts are its own.
+        let mut families = vec![
+            Family {
+                name: "api_requests_total".into(),
+                help: "Total number of HTTP requests".into(),
+                kind: "counter",
+            },
+            Family {
+                name: "api_request_duration_seconds".into(),
+                help: "HTTP request duration in seconds for all requests".into(),
+                kind: "histogram",
+            },
+        ];
+        for counter in [
+            &self.client_requests,
+            &self.rate_limited,
+            &self.tokens,
+            &self.upstream_requests,
+            &self.upstream_retries,
+            &self.config_reloads,
+        ] {
+            families.extend(Family::of(counter, "counter"));
+        }
+        for histogram in [&self.upstream_duration, &self.stream_first_byte] {
+            families.extend(Family::of(histogram, "histogram"));
+        }
+        families.extend(Family::of(&self.in_flight, "gauge"));
+        families.extend(Family::of(&self.key_available, "gauge"));
+        families.extend(Family::of(build_info, "gauge"));
+        families
+    }
+
+    /// The Prometheus text exposition `/metrics` serves: the registry's series,
+    /// then the header lines of every family that has none yet.
+    pub fn exposition(&self) -> Result<String, MetricsError> {
+        let gathered = self.registry.gather();
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&gathered, &mut buffer)?;
+        let mut text = String::from_utf8_lossy(&buffer).into_owned();
+        for family in &self.families {
+            if !gathered.iter().any(|f| f.name() == family.name) {
+                text.push_str(&format!(
+                    "# HELP {} {}\n# TYPE {} {}\n",
+                    family.name, family.help, family.name, family.kind
+                ));
+            }
+        }
+        Ok(text)
+    }
+
+    /// The middleware that records the HTTP metrics (`/metrics` is served by
+    /// `routes::health::metrics`, from [`Metrics::exposition`]).
     pub fn http_middleware(&self) -> PrometheusMetrics {
         self.http.clone()
     }

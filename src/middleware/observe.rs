@@ -2,12 +2,12 @@
 //! error a middleware raised into the envelope, adds `X-Request-Id` and the
 //! `RateLimit-*` headers, and writes the access log line and per-client metrics.
 
-use crate::errors::{ApiError, ErrorCode, ResponseCode};
+use crate::errors::{ApiError, ErrorCode, ResponseCode, Shape};
 use crate::request_log::RequestLog;
 use crate::startup::AppState;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, ResponseError};
 use std::time::Instant;
@@ -35,16 +35,11 @@ pub async fn observe(
     let method = req.method().clone();
 
     let mut response = match next.call(req).await {
-        Ok(response) => response.map_into_boxed_body(),
-        // An error from a middleware (CORS) rather than a handler. The request is
-        // gone with it, so the error itself carries what the response needs.
+        Ok(response) => in_the_envelope(response.map_into_boxed_body()),
+        // An error from a middleware rather than a handler. The request is gone
+        // with it, so the error itself carries what the response needs.
         Err(error) => {
-            let status = error.as_response_error().status_code();
-            let api_error = if status.is_client_error() {
-                ApiError::new(ErrorCode::InvalidRequest, error.to_string())
-            } else {
-                ApiError::new(ErrorCode::InternalError, "the request could not be handled")
-            };
+            let api_error = as_api_error(&error);
             log::info!(
                 target: "gemini_proxy::access",
                 request_id = request_id.as_str(),
@@ -134,6 +129,39 @@ impl ResponseError for MiddlewareError {
         }
         response
     }
+}
+
+/// A middleware's own error (actix-cors answers a refused origin in plain text)
+/// as the service's error, so every error leaves in the envelope.
+fn as_api_error(error: &Error) -> ApiError {
+    if error.as_response_error().status_code().is_client_error() {
+        ApiError::new(ErrorCode::InvalidRequest, error.to_string())
+    } else {
+        ApiError::new(ErrorCode::InternalError, "the request could not be handled")
+    }
+}
+
+/// Rewrites an error response that is not JSON (actix-cors refuses an origin in
+/// plain text) into the error shape of its route. JSON errors are the service's
+/// own, already in that shape, and pass unchanged.
+fn in_the_envelope(response: ServiceResponse) -> ServiceResponse {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+    let api_error = match response.response().error() {
+        Some(error) if !is_json => {
+            as_api_error(error).in_shape(Shape::for_path(response.request().path()))
+        }
+        _ => return response,
+    };
+    let mut envelope = api_error.error_response();
+    // Keep what the refusing middleware said about caching (actix-cors: `Vary`).
+    if let Some(vary) = response.headers().get(header::VARY) {
+        envelope.headers_mut().insert(header::VARY, vary.clone());
+    }
+    response.into_response(envelope)
 }
 
 /// The outcome code of a response: the error's code, a code a handler attached,

@@ -1,6 +1,13 @@
-//! `GET /health`: the process is up and serving; never calls Gemini.
+//! `GET /health` (the process is up and serving; never calls Gemini) and
+//! `GET /metrics` (the Prometheus exposition, unauthenticated like actix-web-prom's).
 
-use actix_web::HttpResponse;
+use crate::errors::{ApiError, ErrorCode};
+use crate::startup::AppState;
+use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
+use actix_web::{web, HttpResponse, ResponseError};
+
+/// The content type of the Prometheus text format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
@@ -9,7 +16,16 @@ pub async fn health() -> HttpResponse {
     }))
 }
 
-/// Placeholder so `/metrics` is a known route; actix-web-prom writes the body.
-pub async fn metrics_route() -> HttpResponse {
-    HttpResponse::Ok().finish()
+/// Every metric family of SPEC §4, including those with no series yet.
+pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
+    match state.metrics.exposition() {
+        Ok(text) => HttpResponse::Ok()
+            .insert_header((CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT)))
+            .body(text),
+        Err(error) => {
+            log::error!("cannot encode the metrics: {error}");
+            ApiError::new(ErrorCode::InternalError, "the metrics could not be encoded")
+                .error_response()
+        }
+    }
 }

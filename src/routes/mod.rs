@@ -2,6 +2,9 @@
 
 pub mod fallback;
 pub mod health;
+pub mod native;
+pub mod openai;
+pub mod passthrough;
 pub mod proxy;
 
 use actix_web::web;
@@ -21,6 +24,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/metrics")
             .route(web::get().to(health::metrics_route))
+            .default_service(web::to(fallback::method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/{version}/models")
+            .route(web::get().to(native::list_models))
+            .default_service(web::to(fallback::method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/{version}/models/{name}")
+            .route(web::post().to(native::model_call))
+            .route(web::get().to(native::get_model))
+            .default_service(web::to(fallback::method_not_allowed("GET, POST"))),
+    )
+    .service(
+        web::resource("/{version}/tunedModels/{name}")
+            .route(web::post().to(native::tuned_model_call))
+            .default_service(web::to(fallback::method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/{version}/openai/chat/completions")
+            .route(web::post().to(openai::chat_completions))
+            .default_service(web::to(fallback::method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/{version}/openai/embeddings")
+            .route(web::post().to(openai::embeddings))
+            .default_service(web::to(fallback::method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/{version}/openai/models")
+            .route(web::get().to(openai::models))
             .default_service(web::to(fallback::method_not_allowed("GET"))),
     )
     .default_service(web::to(fallback::not_found));

@@ -2,6 +2,7 @@
 //! own thread, and makes the calls handlers hand it.
 
 use super::call::{self, CallOutcome, GenerateCall, UpstreamContext};
+use super::forward::{self, ForwardCall, ForwardReply};
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,32 @@ impl Handler<Generate> for UpstreamActor {
             tokio::select! {
                 outcome = work => outcome,
                 // Dropping `work` drops the awc request and closes its connection.
+                _ = msg.cancelled => CallOutcome::cancelled(),
+            }
+        })
+    }
+}
+
+/// Asks the actor to make a pass-through call; answers Gemini's status and
+/// headers with the body whole (unary) or as a channel of chunks (streams),
+/// which the actor keeps filling after it answers. `cancelled` as in [`Generate`].
+#[derive(Message)]
+#[rtype(result = "CallOutcome<ForwardReply>")]
+pub struct Forward {
+    pub call: ForwardCall,
+    pub cancelled: oneshot::Receiver<()>,
+}
+
+impl Handler<Forward> for UpstreamActor {
+    type Result = ResponseFuture<CallOutcome<ForwardReply>>;
+
+    fn handle(&mut self, msg: Forward, _: &mut Context<Self>) -> Self::Result {
+        let client = self.client.clone();
+        let context = self.context.clone();
+        Box::pin(async move {
+            let work = forward::forward(&client, &context, msg.call);
+            tokio::select! {
+                outcome = work => outcome,
                 _ = msg.cancelled => CallOutcome::cancelled(),
             }
         })

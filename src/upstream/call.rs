@@ -9,6 +9,7 @@ use crate::model_id::ModelId;
 use awc::http::header::{HeaderValue, CONTENT_TYPE};
 use awc::Client;
 use bytes::Bytes;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,14 +46,14 @@ pub struct GenerateCall {
 
 /// How a call ended, with the number of attempts it took.
 #[derive(Debug)]
-pub struct CallOutcome {
-    pub result: Result<Answer, ApiError>,
+pub struct CallOutcome<T = Answer> {
+    pub result: Result<T, ApiError>,
     pub attempts: u32,
     /// The metrics label of the model (bounded).
     pub model_label: String,
 }
 
-impl CallOutcome {
+impl<T> CallOutcome<T> {
     /// A call that never reached Gemini.
     pub fn refused(error: ApiError) -> Self {
         CallOutcome {
@@ -71,73 +72,93 @@ impl CallOutcome {
     }
 }
 
-pub async fn generate(
-    client: &Client,
+/// The result of one attempt.
+pub enum Attempt<T> {
+    Success(T),
+    /// A failed attempt; `answer` is what to give the client if the service
+    /// gives up here (pass-through routes return Gemini's own answer).
+    Failure {
+        failure: Failure,
+        answer: Option<T>,
+    },
+}
+
+/// Makes attempts until one succeeds or the policy gives up: a server key that
+/// hit its quota rests and the next key is tried at once; a rejected server key
+/// leaves the rotation; 500/503 and broken connections are retried at most
+/// [`MAX_RETRIES`] times with backoff, inside `deadline`. A client's own key is
+/// the only key its calls use.
+pub async fn with_attempts<T, F, Fut>(
     context: &UpstreamContext,
-    call: GenerateCall,
-) -> CallOutcome {
-    let url = format!(
-        "{}/v1beta/{}:generateContent",
-        context.base_url,
-        call.model.resource()
-    );
-    let model = call.model.display_id();
+    credential: &Credential,
+    model: &str,
+    deadline: Instant,
+    mut attempt: F,
+) -> CallOutcome<T>
+where
+    F: FnMut(HeaderValue, KeyOwner) -> Fut,
+    Fut: Future<Output = Attempt<T>>,
+{
     let mut attempts = 0;
     let mut retries = 0;
     let mut tried: Vec<usize> = Vec::new();
+    let mut last_answer: Option<T> = None;
     loop {
-        let (key, index, owner) = match &call.credential {
+        let (key, index, owner) = match credential {
             Credential::Client(key) => (key.clone(), None, KeyOwner::Client),
             Credential::Server => match context.keys.pick(&tried) {
                 Ok(picked) => (picked.header, Some(picked.index), KeyOwner::Server),
                 Err(reason) => {
                     return CallOutcome {
-                        result: Err(no_key_error(reason)),
+                        result: last_answer.ok_or_else(|| no_key_error(reason)),
                         attempts,
-                        model_label: context.metrics.model_label(&model),
+                        model_label: context.metrics.model_label(model),
                     }
                 }
             },
         };
         attempts += 1;
         let started = Instant::now();
-        let result = attempt(client, &url, key, call.body.clone(), call.deadline, owner).await;
+        let outcome = attempt(key, owner).await;
         let elapsed = started.elapsed();
-        let failure = match result {
-            Ok(answer) => {
-                let label = context.metrics.model_succeeded(&model);
+        let (failure, answer) = match outcome {
+            Attempt::Success(value) => {
+                let label = context.metrics.model_succeeded(model);
                 context.metrics.upstream_call(&label, "ok", elapsed);
                 return CallOutcome {
-                    result: Ok(answer),
+                    result: Ok(value),
                     attempts,
                     model_label: label,
                 };
             }
-            Err(failure) => failure,
+            Attempt::Failure { failure, answer } => (failure, answer),
         };
-        let label = context.metrics.model_label(&model);
+        let label = context.metrics.model_label(model);
         context
             .metrics
             .upstream_call(&label, failure.code.as_str(), elapsed);
 
         if let Some(index) = index {
-            match failure.key {
+            let moved_on = match failure.key {
                 KeyVerdict::Rest(rest) => {
                     context.keys.rest(index, rest);
-                    tried.push(index);
-                    continue;
+                    true
                 }
                 KeyVerdict::Rejected => {
                     context.keys.reject(index);
-                    tried.push(index);
-                    continue;
+                    true
                 }
-                KeyVerdict::Fine => {}
+                KeyVerdict::Fine => false,
+            };
+            if moved_on {
+                tried.push(index);
+                last_answer = answer;
+                continue;
             }
         }
         if failure.retryable && retries < MAX_RETRIES {
             let pause = backoff(retries);
-            if Instant::now() + pause < call.deadline {
+            if Instant::now() + pause < deadline {
                 retries += 1;
                 context
                     .metrics
@@ -149,11 +170,44 @@ pub async fn generate(
             }
         }
         return CallOutcome {
-            result: Err(into_api_error(failure)),
+            result: answer.ok_or_else(|| into_api_error(failure)),
             attempts,
             model_label: label,
         };
     }
+}
+
+/// A generateContent call for `/gemini-proxy`, its answer classified.
+pub async fn generate(
+    client: &Client,
+    context: &UpstreamContext,
+    call: GenerateCall,
+) -> CallOutcome {
+    let url = format!(
+        "{}/v1beta/{}:generateContent",
+        context.base_url,
+        call.model.resource()
+    );
+    let model = call.model.display_id();
+    with_attempts(
+        context,
+        &call.credential,
+        &model,
+        call.deadline,
+        |key, owner| {
+            let exchange = attempt(client, &url, key, call.body.clone(), call.deadline, owner);
+            async move {
+                match exchange.await {
+                    Ok(answer) => Attempt::Success(answer),
+                    Err(failure) => Attempt::Failure {
+                        failure,
+                        answer: None,
+                    },
+                }
+            }
+        },
+    )
+    .await
 }
 
 async fn attempt(

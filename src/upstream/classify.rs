@@ -95,6 +95,15 @@ pub fn classify_answer(status: u16, body: &[u8], owner: KeyOwner) -> Result<Answ
     }
 }
 
+/// Classifies an answer whose status is not 200 (pass-through routes read only these).
+pub fn classify_failure(status: u16, body: &[u8], owner: KeyOwner) -> Failure {
+    match classify_answer(status, body, owner) {
+        Err(failure) => failure,
+        // A 200 is a success, whatever its body: pass-through does not judge it.
+        Ok(_) => Failure::new(ErrorCode::UpstreamError, "unexpected success"),
+    }
+}
+
 fn classify_success(body: &[u8]) -> Result<Answer, Failure> {
     let response: GenerateResponse = serde_json::from_slice(body).map_err(|_| {
         Failure::new(

@@ -5,9 +5,11 @@ pub mod actor;
 pub mod call;
 pub mod classify;
 pub mod client;
+pub mod forward;
 pub mod gemini;
 pub mod key_pool;
 pub mod pool;
+pub mod stream_check;
 
 pub use call::{CallOutcome, Credential, GenerateCall, UpstreamContext};
 pub use pool::UpstreamPool;

@@ -5,8 +5,9 @@
 //! past `MAX_IN_FLIGHT`: a client learns to back off in microseconds instead of
 //! waiting behind a queue that only grows.
 
-use super::actor::{Generate, UpstreamActor};
+use super::actor::{Forward, Generate, UpstreamActor};
 use super::call::{CallOutcome, GenerateCall, UpstreamContext};
+use super::forward::{ForwardCall, ForwardReply};
 use crate::errors::{ApiError, ErrorCode};
 use actix::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,11 +33,12 @@ struct PoolInner {
 }
 
 /// One admitted call; releases its place when dropped, however the call ends.
-struct Permit<'a>(&'a AtomicUsize);
+/// A stream keeps its permit until the stream ends.
+pub struct Permit(Arc<PoolInner>);
 
-impl Drop for Permit<'_> {
+impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -74,41 +76,48 @@ impl UpstreamPool {
         &self.inner.context
     }
 
-    fn admit(&self) -> Option<Permit<'_>> {
-        let inner = &*self.inner;
-        let previous = inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        let permit = Permit(&inner.in_flight);
-        (previous < inner.max_in_flight).then_some(permit)
+    /// A place in the pool, or the 503 that says the pool is full.
+    pub fn admit(&self) -> Result<Permit, ApiError> {
+        let previous = self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        let permit = Permit(self.inner.clone());
+        if previous < self.inner.max_in_flight {
+            Ok(permit)
+        } else {
+            Err(ApiError::new(
+                ErrorCode::UpstreamUnavailable,
+                "the service is at capacity; retry shortly",
+            )
+            .with_retry_after(FULL_RETRY_AFTER_SECS))
+        }
+    }
+
+    fn next_actor(&self) -> (usize, &Addr<UpstreamActor>) {
+        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.actors.len();
+        (index, &self.inner.actors[index])
     }
 
     /// Makes a generateContent call on the next actor, or refuses at once when
     /// the pool is full. Dropping the returned future cancels the call.
     pub async fn generate(&self, call: GenerateCall) -> CallOutcome {
-        let Some(_permit) = self.admit() else {
-            return CallOutcome::refused(
-                ApiError::new(
-                    ErrorCode::UpstreamUnavailable,
-                    "the service is at capacity; retry shortly",
-                )
-                .with_retry_after(FULL_RETRY_AFTER_SECS),
-            );
+        let _permit = match self.admit() {
+            Ok(permit) => permit,
+            Err(full) => return CallOutcome::refused(full),
         };
-        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.actors.len();
+        let (index, actor) = self.next_actor();
         // Held until this future completes or is dropped; dropping it tells the actor to stop.
         let (_cancel_on_drop, cancelled) = oneshot::channel::<()>();
-        match self.inner.actors[index]
-            .send(Generate { call, cancelled })
-            .await
-        {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                log::error!("upstream actor {index} is gone: {error}");
-                CallOutcome::refused(ApiError::new(
-                    ErrorCode::InternalError,
-                    "the upstream worker stopped unexpectedly",
-                ))
-            }
-        }
+        let sent = actor.send(Generate { call, cancelled }).await;
+        sent.unwrap_or_else(|error| actor_gone(index, error))
+    }
+
+    /// Makes a pass-through call on the next actor under `permit` (which the
+    /// caller keeps for as long as a streamed body flows). Dropping the
+    /// returned future cancels the call.
+    pub async fn forward(&self, call: ForwardCall) -> CallOutcome<ForwardReply> {
+        let (index, actor) = self.next_actor();
+        let (_cancel_on_drop, cancelled) = oneshot::channel::<()>();
+        let sent = actor.send(Forward { call, cancelled }).await;
+        sent.unwrap_or_else(|error| actor_gone(index, error))
     }
 
     /// Stops the actors' threads (after the HTTP server has drained).
@@ -117,4 +126,12 @@ impl UpstreamPool {
             arbiter.stop();
         }
     }
+}
+
+fn actor_gone<T>(index: usize, error: MailboxError) -> CallOutcome<T> {
+    log::error!("upstream actor {index} is gone: {error}");
+    CallOutcome::refused(ApiError::new(
+        ErrorCode::InternalError,
+        "the upstream worker stopped unexpectedly",
+    ))
 }

@@ -1,0 +1,191 @@
+//! Gemini's native REST paths (SPEC §3), so the official SDKs work by pointing
+//! their base URL at the service.
+
+use super::passthrough::{self, version, Target};
+use crate::auth::Surface;
+use crate::errors::{ApiError, ErrorCode, Shape};
+use crate::model_id::{Collection, ModelId};
+use crate::startup::AppState;
+use crate::upstream::forward::StreamKind;
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+
+/// The model methods the service passes through.
+const METHODS: &[&str] = &[
+    "generateContent",
+    "streamGenerateContent",
+    "countTokens",
+    "embedContent",
+    "batchEmbedContents",
+];
+
+/// `POST /{version}/models/{model}:{method}`
+pub async fn model_call(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    call(req, path.into_inner(), payload, state, Collection::Models).await
+}
+
+/// `POST /{version}/tunedModels/{model}:{method}`
+pub async fn tuned_model_call(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    call(
+        req,
+        path.into_inner(),
+        payload,
+        state,
+        Collection::TunedModels,
+    )
+    .await
+}
+
+async fn call(
+    req: HttpRequest,
+    (raw_version, name): (String, String),
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    collection: Collection,
+) -> Result<HttpResponse, ApiError> {
+    let work = async {
+        let version = version(&raw_version)?;
+        let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
+        let (model, method) = model_and_method(&name, collection)?;
+        let stream = match method {
+            "streamGenerateContent" if alt_is_sse(req.query_string()) => StreamKind::GeminiSse,
+            "streamGenerateContent" => StreamKind::GeminiJsonArray,
+            _ => StreamKind::Unary,
+        };
+        let body = passthrough::body(&req, payload, &state).await?;
+        let target = Target {
+            surface: Surface::Gemini,
+            method: Method::POST,
+            path: format!("/{version}/{}:{method}", model.resource()),
+            model: Some(model),
+            stream,
+            counts_tokens: matches!(method, "generateContent" | "streamGenerateContent"),
+        };
+        passthrough::forward(&req, &state, &admission, own_key, target, body).await
+    };
+    work.await.map_err(|e| e.in_shape(Shape::Google))
+}
+
+/// `GET /{version}/models`
+pub async fn list_models(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let work = async {
+        let version = version(&path)?;
+        let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
+        let target = Target {
+            surface: Surface::Gemini,
+            method: Method::GET,
+            path: format!("/{version}/models"),
+            model: None,
+            stream: StreamKind::Unary,
+            counts_tokens: false,
+        };
+        passthrough::forward(&req, &state, &admission, own_key, target, Bytes::new()).await
+    };
+    work.await.map_err(|e| e.in_shape(Shape::Google))
+}
+
+/// `GET /{version}/models/{model}`
+pub async fn get_model(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_version, name) = path.into_inner();
+    let work = async {
+        let version = version(&raw_version)?;
+        let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
+        let model = ModelId::parse(&name)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidModel, e.to_string()))?;
+        let target = Target {
+            surface: Surface::Gemini,
+            method: Method::GET,
+            path: format!("/{version}/{}", model.resource()),
+            // Reading a model's description uses no model, so no allow-list applies.
+            model: None,
+            stream: StreamKind::Unary,
+            counts_tokens: false,
+        };
+        passthrough::forward(&req, &state, &admission, own_key, target, Bytes::new()).await
+    };
+    work.await.map_err(|e| e.in_shape(Shape::Google))
+}
+
+/// Splits `gemini-2.5-flash:generateContent` and checks both halves.
+fn model_and_method(
+    name: &str,
+    collection: Collection,
+) -> Result<(ModelId, &'static str), ApiError> {
+    let Some((id, method)) = name.rsplit_once(':') else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "the path names no method (`model:method`)",
+        ));
+    };
+    let method = METHODS.iter().find(|m| **m == method).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            "the service does not pass this method through",
+        )
+    })?;
+    let prefixed = match collection {
+        Collection::Models => id.to_owned(),
+        Collection::TunedModels => format!("tunedModels/{id}"),
+    };
+    let model = ModelId::parse(&prefixed)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidModel, e.to_string()))?;
+    if model.collection() != collection || id.starts_with("models/") {
+        return Err(ApiError::new(
+            ErrorCode::InvalidModel,
+            "the model id is not valid here",
+        ));
+    }
+    Ok((model, method))
+}
+
+fn alt_is_sse(query: &str) -> bool {
+    query.split('&').any(|pair| pair == "alt=sse")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_a_model_and_its_method() {
+        let (model, method) =
+            model_and_method("gemini-2.5-flash:streamGenerateContent", Collection::Models).unwrap();
+        assert_eq!(
+            (model.name(), method),
+            ("gemini-2.5-flash", "streamGenerateContent")
+        );
+        let (tuned, _) =
+            model_and_method("my-model:generateContent", Collection::TunedModels).unwrap();
+        assert_eq!(tuned.resource(), "tunedModels/my-model");
+        for (name, why) in [
+            ("gemini-2.5-flash", "no method"),
+            (
+                "gemini-2.5-flash:deleteEverything",
+                "a method not passed through",
+            ),
+            ("../x:generateContent", "a path in the id"),
+            ("a:b:generateContent", "a colon in the id"),
+        ] {
+            assert!(model_and_method(name, Collection::Models).is_err(), "{why}");
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The OpenAI-compatible paths Gemini offers (SPEC §3), for the `openai` SDKs.
+
+use super::passthrough::{self, version, Target};
+use crate::auth::Surface;
+use crate::errors::{ApiError, ErrorCode, Shape};
+use crate::model_id::ModelId;
+use crate::startup::AppState;
+use crate::upstream::forward::StreamKind;
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde::Deserialize;
+
+/// The fields of an OpenAI request body the service needs; the rest is passed on untouched.
+#[derive(Deserialize)]
+struct BodyFields {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// `POST /{version}/openai/chat/completions`
+pub async fn chat_completions(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    post(req, path.into_inner(), payload, state, "chat/completions").await
+}
+
+/// `POST /{version}/openai/embeddings`
+pub async fn embeddings(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    post(req, path.into_inner(), payload, state, "embeddings").await
+}
+
+async fn post(
+    req: HttpRequest,
+    raw_version: String,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    endpoint: &str,
+) -> Result<HttpResponse, ApiError> {
+    let work = async {
+        let version = version(&raw_version)?;
+        let (admission, own_key) = passthrough::admit(&req, &state, Surface::OpenAi).await?;
+        let body = passthrough::body(&req, payload, &state).await?;
+        let fields: BodyFields = serde_json::from_slice(&body).map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                "the request body must be a JSON object",
+            )
+        })?;
+        let raw_model = fields
+            .model
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "`model` is required"))?;
+        let model = ModelId::parse(&raw_model)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidModel, e.to_string()))?;
+        let stream = fields.stream == Some(true) && endpoint == "chat/completions";
+        let target = Target {
+            surface: Surface::OpenAi,
+            method: Method::POST,
+            path: format!("/{version}/openai/{endpoint}"),
+            model: Some(model),
+            stream: if stream {
+                StreamKind::OpenAiSse
+            } else {
+                StreamKind::Unary
+            },
+            counts_tokens: false,
+        };
+        passthrough::forward(&req, &state, &admission, own_key, target, body).await
+    };
+    work.await.map_err(|e| e.in_shape(Shape::OpenAi))
+}
+
+/// `GET /{version}/openai/models`
+pub async fn models(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let work = async {
+        let version = version(&path)?;
+        let (admission, own_key) = passthrough::admit(&req, &state, Surface::OpenAi).await?;
+        let target = Target {
+            surface: Surface::OpenAi,
+            method: Method::GET,
+            path: format!("/{version}/openai/models"),
+            model: None,
+            stream: StreamKind::Unary,
+            counts_tokens: false,
+        };
+        passthrough::forward(&req, &state, &admission, own_key, target, Bytes::new()).await
+    };
+    work.await.map_err(|e| e.in_shape(Shape::OpenAi))
+}
