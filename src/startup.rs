@@ -116,6 +116,7 @@ impl Application {
             base_url: settings.gemini_base_url.as_str().to_owned(),
             keys: KeyPool::new(&settings.gemini_api_keys, metrics.clone()),
             metrics: metrics.clone(),
+            retry_budget: Default::default(),
         });
         let upstream = UpstreamPool::start(
             context,

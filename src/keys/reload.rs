@@ -20,6 +20,10 @@ use tokio::sync::mpsc;
 /// Quiet time after the last change event before reloading: editors write a
 /// file in several steps, and one reload should see the finished file.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// Longest wait from the first change event to the reload: a directory that is
+/// never quiet (another file written constantly) must not hold back the reload
+/// SPEC §1 promises within 5 s.
+const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 /// Where the clients come from, and who must learn of a new set.
 pub struct Reloader {
@@ -119,7 +123,7 @@ pub fn watch(reloader: Arc<Reloader>) -> WatchGuard {
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|event| is_change(&event)) {
             let _ = tx.send(());
         }
     })
@@ -139,12 +143,39 @@ pub fn watch(reloader: Arc<Reloader>) -> WatchGuard {
     };
     actix_rt::spawn(async move {
         while rx.recv().await.is_some() {
-            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            settle(&mut rx).await;
             reloader.reload_if_changed().await;
         }
     });
     WatchGuard {
         _watcher: Some(watcher),
+    }
+}
+
+/// Whether a watcher event may mean the directory's contents changed. Opening
+/// or reading a file changes nothing; counting it would make every reload (which
+/// reads the file) wake the watcher again, so the file would be read, and a bad
+/// one refused and logged, every debounce period for ever.
+fn is_change(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match event.kind {
+        // Closing a file written in place: the moment its new bytes are complete.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// Returns once no change event came for [`DEBOUNCE`], or [`MAX_SETTLE`] after
+/// it was called, whichever is first.
+async fn settle(rx: &mut mpsc::UnboundedReceiver<()>) {
+    let give_up = tokio::time::Instant::now() + MAX_SETTLE;
+    loop {
+        let quiet_until = (tokio::time::Instant::now() + DEBOUNCE).min(give_up);
+        match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+            Ok(Some(())) => continue,
+            Ok(None) | Err(_) => return,
+        }
     }
 }
 

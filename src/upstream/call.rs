@@ -3,6 +3,7 @@
 
 use super::classify::{self, Answer, Failure, KeyOwner, KeyVerdict};
 use super::key_pool::{KeyPool, NoKey};
+use super::retry_budget::RetryBudget;
 use crate::errors::{whole_seconds_up, ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::model_id::ModelId;
@@ -34,6 +35,7 @@ pub struct UpstreamContext {
     pub base_url: String,
     pub keys: KeyPool,
     pub metrics: Arc<Metrics>,
+    pub retry_budget: RetryBudget,
 }
 
 /// A generateContent call to make.
@@ -86,7 +88,8 @@ pub enum Attempt<T> {
 /// Makes attempts until one succeeds or the policy gives up: a server key that
 /// hit its quota rests and the next key is tried at once; a rejected server key
 /// leaves the rotation; 500/503 and broken connections are retried at most
-/// [`MAX_RETRIES`] times with backoff, inside `deadline`. A client's own key is
+/// [`MAX_RETRIES`] times with backoff, inside `deadline`, while the retry
+/// budget allows. A client's own key is
 /// the only key its calls use.
 pub async fn with_attempts<T, F, Fut>(
     context: &UpstreamContext,
@@ -103,6 +106,7 @@ where
     let mut retries = 0;
     let mut tried: Vec<usize> = Vec::new();
     let mut last_answer: Option<T> = None;
+    context.retry_budget.deposit();
     loop {
         let (key, index, owner) = match credential {
             Credential::Client(key) => (key.clone(), None, KeyOwner::Client),
@@ -158,7 +162,7 @@ where
         }
         if failure.retryable && retries < MAX_RETRIES {
             let pause = backoff(retries);
-            if Instant::now() + pause < deadline {
+            if Instant::now() + pause < deadline && context.retry_budget.try_withdraw() {
                 retries += 1;
                 context
                     .metrics

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod gemini;
 pub mod key_pool;
 pub mod pool;
+pub mod retry_budget;
 pub mod stream_check;
 
 pub use call::{CallOutcome, Credential, GenerateCall, UpstreamContext};

@@ -5,10 +5,12 @@ use awc::http::Method;
 use bytes::Bytes;
 use gemini_proxy::mock::{MockConfig, MockGemini, RecordedRequest};
 use gemini_proxy::settings::Settings;
-use gemini_proxy::startup::Application;
+use gemini_proxy::startup::{AppControl, Application};
+use governor::clock::FakeRelativeClock;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ pub struct TestApp {
     pub address: String,
     pub port: u16,
     pub mock: MockGemini,
+    /// Reload the keys file, count rate-limit buckets.
+    pub control: AppControl,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -83,6 +87,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the mock and the service; `configure` edits the settings map first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    spawn_app_with_clock(configure, None).await
+}
+
+/// As [`spawn_app_with`], with a rate-limiter clock the test moves by hand.
+pub async fn spawn_app_with_clock(
+    configure: impl FnOnce(&mut HashMap<String, String>),
+    clock: Option<FakeRelativeClock>,
+) -> TestApp {
     let mock = MockGemini::start(MockConfig::default())
         .await
         .expect("mock starts");
@@ -90,14 +102,20 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
     configure(&mut settings);
     let settings = Settings::from_map(&settings).expect("valid settings");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let app = Application::build_with_listener(settings, listener, false).expect("app builds");
+    let app = match clock {
+        Some(clock) => Application::build_with_clock(settings, listener, false, clock),
+        None => Application::build_with_listener(settings, listener, false),
+    }
+    .expect("app builds");
     let port = app.port();
     let handle = app.handle();
+    let control = app.control();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         mock,
+        control,
         handle,
     }
 }
@@ -195,11 +213,17 @@ impl BinaryApp {
     /// Starts `gemini-proxy` with exactly these variables (plus PATH) and waits
     /// until it logs the address it listens on.
     pub fn start(args: &[&str], env: &HashMap<String, String>) -> BinaryApp {
+        BinaryApp::start_in(Path::new(env!("CARGO_TARGET_TMPDIR")), args, env)
+    }
+
+    /// As [`BinaryApp::start`], in working directory `dir` (where `.env` and the
+    /// default `config/keys.toml` are looked for).
+    pub fn start_in(dir: &Path, args: &[&str], env: &HashMap<String, String>) -> BinaryApp {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-proxy"))
             .args(args)
             .env_clear()
             .envs(env)
-            .current_dir(env!("CARGO_TARGET_TMPDIR"))
+            .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -222,7 +246,10 @@ impl BinaryApp {
         let address = loop {
             let found = logs.lock().expect("log lock").lines().find_map(|line| {
                 let at = line.find("listening on http://")?;
-                Some(line[at + "listening on ".len()..].trim().to_owned())
+                // The URL ends at a space or, in a JSON log line, at its closing quote.
+                let rest = &line[at + "listening on ".len()..];
+                let end = rest.find(['"', ' ']).unwrap_or(rest.len());
+                Some(rest[..end].trim().to_owned())
             });
             if let Some(address) = found {
                 break address.replace("0.0.0.0", "127.0.0.1");
@@ -290,4 +317,15 @@ pub fn binary_env(mock: &MockGemini) -> HashMap<String, String> {
     let mut env = base_settings(mock);
     env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
     env
+}
+
+/// Every 8-character window of `secret` that occurs in `text`: a leak of part
+/// of a key counts as a leak.
+pub fn leaked_fragments(text: &str, secret: &str) -> Vec<String> {
+    let chars: Vec<char> = secret.chars().collect();
+    chars
+        .windows(8)
+        .map(|w| w.iter().collect::<String>())
+        .filter(|fragment| text.contains(fragment.as_str()))
+        .collect()
 }
