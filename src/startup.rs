@@ -65,7 +65,7 @@ pub enum StartupError {
         address: String,
         source: std::io::Error,
     },
-    #[error("keys file: {0}")]
+    #[error("invalid setting KEYS_FILE: {0}")]
     Keys(#[from] KeysFileError),
     #[error("metrics: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
@@ -76,6 +76,8 @@ pub enum StartupError {
 impl Application {
     /// Binds `HOST:PORT` and builds the service; must run inside an actix System.
     pub fn build(settings: Settings) -> Result<Application, StartupError> {
+        // Every setting is checked before anything is bound.
+        load_clients(&settings.keys_file, &settings.api_keys)?;
         let address = format!("{}:{}", settings.host, settings.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
             address: address.clone(),

@@ -148,16 +148,37 @@ fn entry_label(index: usize, name: &str) -> String {
 }
 
 /// toml's own Display quotes the offending line, which may hold a key; this
-/// gives the line number and toml's message only.
+/// gives the line number and toml's message only, without any value it quotes.
 fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end();
+    let message = without_value(error.message().trim_end());
     match error.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
             format!("line {line}: {message}")
         }
-        None => message.to_owned(),
+        None => message,
     }
+}
+
+/// serde's type and value errors quote the value they refused ("invalid type:
+/// integer `1234`, expected a string"), and that value may be a key written
+/// without quotes or on the wrong line; this keeps the kind of value only.
+fn without_value(message: &str) -> String {
+    ["invalid type: ", "invalid value: "]
+        .iter()
+        .find_map(|prefix| {
+            let rest = message.strip_prefix(prefix)?;
+            let (found, expected) = match rest.split_once(", expected ") {
+                Some((found, expected)) => (found, Some(expected)),
+                None => (rest, None),
+            };
+            let kind = found.split(['`', '"']).next().unwrap_or_default().trim_end();
+            Some(match expected {
+                Some(expected) => format!("{prefix}{kind}, expected {expected}"),
+                None => format!("{prefix}{kind}"),
+            })
+        })
+        .unwrap_or_else(|| message.to_owned())
 }
 
 fn defaults(raw: DefaultsToml) -> Result<Defaults, String> {

@@ -116,6 +116,22 @@ fn each_mistake_is_refused_with_where_and_what_to_fix() {
 }
 
 #[test]
+fn a_type_error_names_the_kind_of_value_but_not_the_value() {
+    // (description, file text, the refused value, what the message says instead)
+    let cases = [
+        ("a key written as a number", "[[client]]\nname = \"a\"\nkey = 987654321\n", "987654321", "line 3: invalid type: integer, expected a string"),
+        ("a key pasted on the burst line", "[[client]]\nname = \"a\"\nkey = \"k\"\nburst = \"pasted-SECRET\"\n", "pasted-SECRET", "line 4: invalid type: string, expected i64"),
+        ("a key as a default limit", "[defaults]\nrequests_per_minute = \"SECRET-2\"\n", "SECRET-2", "line 2: invalid type: string, expected i64"),
+        ("a float", "[defaults]\nburst = 2.5\n", "2.5", "line 2: invalid type: floating point, expected i64"),
+    ];
+    for (why, text, value, expected) in cases {
+        let message = load(text).expect_err(why).to_string();
+        assert!(!message.contains(value), "{why}: the value is in `{message}`");
+        assert!(message.contains(expected), "{why}: expected `{expected}` in `{message}`");
+    }
+}
+
+#[test]
 fn an_api_keys_entry_may_not_repeat_a_file_key_or_take_a_reserved_name() {
     let keys = [SecretString::from(SECRET.to_owned())];
     let text = format!(
