@@ -3,6 +3,8 @@
 
 use crate::keys::RateLimitSnapshot;
 use actix_web::{HttpMessage, HttpRequest};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Stored in the request's extensions by the observing middleware; handlers fill it in.
@@ -21,11 +23,18 @@ pub struct RequestLog {
     pub api: bool,
 }
 
+/// The log shared between the middleware and the request's extensions, so the
+/// middleware can still read it when the request is dropped mid-way (the
+/// client went away and the request itself is gone).
+#[derive(Clone, Default)]
+pub struct SharedLog(pub Rc<RefCell<RequestLog>>);
+
 impl RequestLog {
     /// Updates the request's log, if the middleware installed one.
     pub fn update(req: &HttpRequest, f: impl FnOnce(&mut RequestLog)) {
-        if let Some(log) = req.extensions_mut().get_mut::<RequestLog>() {
-            f(log);
+        let shared = req.extensions().get::<SharedLog>().cloned();
+        if let Some(shared) = shared {
+            f(&mut shared.0.borrow_mut());
         }
     }
 }

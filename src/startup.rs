@@ -165,6 +165,9 @@ impl Application {
         .workers(settings.workers.get())
         .shutdown_timeout(SHUTDOWN_GRACE_SECS)
         .client_request_timeout(CLIENT_HEADER_TIMEOUT)
+        // A client that closes its side has gone away: drop its handler, which
+        // cancels its upstream call, instead of finishing work nobody will read.
+        .h1_allow_half_closed(false)
         .listen(listener)?;
         if !handle_signals {
             server = server.disable_signals();

@@ -3,7 +3,7 @@
 //! `RateLimit-*` headers, and writes the access log line and per-client metrics.
 
 use crate::errors::{ApiError, ErrorCode, ResponseCode, Shape};
-use crate::request_log::RequestLog;
+use crate::request_log::{RequestLog, SharedLog};
 use crate::startup::AppState;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -20,36 +20,114 @@ const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 /// The route label for requests that matched no route.
 pub const UNMATCHED: &str = "UNMATCHED";
 
+/// A request's outcome as the access log and the per-client metrics record it.
+struct Outcome<'a> {
+    method: &'a str,
+    route: &'a str,
+    status: u16,
+    code: &'a str,
+}
+
+/// Writes the access line and counts the client's outcome: once per request,
+/// from the response, or from [`Unfinished`] when the request was dropped.
+fn record(state: Option<&AppState>, log: &RequestLog, started: Instant, outcome: Outcome<'_>) {
+    let client = log.client.as_deref().unwrap_or("anonymous");
+    if let (true, Some(state)) = (log.api, state) {
+        state
+            .metrics
+            .client_requests
+            .with_label_values(&[client, outcome.code])
+            .inc();
+    }
+    log::info!(
+        target: "gemini_proxy::access",
+        request_id = log.request_id.as_str(),
+        client = client,
+        method = outcome.method,
+        route = outcome.route,
+        model = log.model.as_deref().unwrap_or("-"),
+        status = outcome.status,
+        code = outcome.code,
+        attempts = log.attempts,
+        tokens = log.tokens,
+        latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        "request"
+    );
+}
+
+/// The code of a request dropped before its answer (the client went away);
+/// like nginx's 499 and google.rpc's CANCELLED.
+pub const CANCELLED: &str = "CANCELLED";
+
+/// Records a request dropped before its response was ready, so cancelled
+/// requests are counted too.
+struct Unfinished {
+    log: SharedLog,
+    state: Option<web::Data<AppState>>,
+    method: String,
+    started: Instant,
+    done: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let log = self.log.0.borrow();
+        let outcome = Outcome {
+            method: &self.method,
+            route: UNMATCHED,
+            status: 499,
+            code: CANCELLED,
+        };
+        record(
+            self.state.as_ref().map(|s| s.get_ref()),
+            &log,
+            self.started,
+            outcome,
+        );
+    }
+}
+
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let started = Instant::now();
     let request_id = incoming_request_id(req.headers()).unwrap_or_else(new_request_id);
-    req.extensions_mut().insert(RequestLog {
-        request_id: request_id.clone(),
-        ..RequestLog::default()
-    });
+    let shared = SharedLog::default();
+    shared.0.borrow_mut().request_id = request_id.clone();
+    req.extensions_mut().insert(shared.clone());
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let _in_flight = state.as_ref().map(|s| InFlight::enter(s));
-    let method = req.method().clone();
+    let mut unfinished = Unfinished {
+        log: shared.clone(),
+        state: state.clone(),
+        method: req.method().as_str().to_owned(),
+        started,
+        done: false,
+    };
 
-    let mut response = match next.call(req).await {
+    let result = next.call(req).await;
+    unfinished.done = true;
+    let mut response = match result {
         Ok(response) => in_the_envelope(response.map_into_boxed_body()),
         // An error from a middleware rather than a handler. The request is gone
         // with it, so the error itself carries what the response needs.
         Err(error) => {
             let api_error = as_api_error(&error);
-            log::info!(
-                target: "gemini_proxy::access",
-                request_id = request_id.as_str(),
-                client = "anonymous",
-                method = method.as_str(),
-                route = UNMATCHED,
-                status = api_error.code.status().as_u16(),
-                code = api_error.code.as_str(),
-                latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                "request"
+            let outcome = Outcome {
+                method: &unfinished.method,
+                route: UNMATCHED,
+                status: api_error.code.status().as_u16(),
+                code: api_error.code.as_str(),
+            };
+            record(
+                state.as_ref().map(|s| s.get_ref()),
+                &shared.0.borrow(),
+                started,
+                outcome,
             );
             return Err(MiddlewareError {
                 error: api_error,
@@ -59,12 +137,7 @@ pub async fn observe(
         }
     };
 
-    let log = response
-        .request()
-        .extensions()
-        .get::<RequestLog>()
-        .cloned()
-        .unwrap_or_default();
+    let log = shared.0.borrow().clone();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID, value);
@@ -74,33 +147,14 @@ pub async fn observe(
         headers.insert(RATELIMIT_REMAINING, HeaderValue::from(rate.remaining));
         headers.insert(RATELIMIT_RESET, HeaderValue::from(rate.reset_secs));
     }
-
-    let code = response_code(&response);
-    let client = log.client.as_deref().unwrap_or("anonymous");
-    if log.api {
-        if let Some(state) = &state {
-            state
-                .metrics
-                .client_requests
-                .with_label_values(&[client, code])
-                .inc();
-        }
-    }
     let route = response.request().match_pattern();
-    log::info!(
-        target: "gemini_proxy::access",
-        request_id = request_id.as_str(),
-        client = client,
-        method = response.request().method().as_str(),
-        route = route.as_deref().unwrap_or(UNMATCHED),
-        model = log.model.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
-        code = code,
-        attempts = log.attempts,
-        tokens = log.tokens,
-        latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        "request"
-    );
+    let outcome = Outcome {
+        method: response.request().method().as_str(),
+        route: route.as_deref().unwrap_or(UNMATCHED),
+        status: response.status().as_u16(),
+        code: response_code(&response),
+    };
+    record(state.as_ref().map(|s| s.get_ref()), &log, started, outcome);
     Ok(response)
 }
 

@@ -560,3 +560,41 @@ async fn a_cors_refusal_on_a_native_path_is_in_googles_error_shape() {
     assert_eq!(body["error"]["code"], response.status, "{body}");
     assert!(body["error"]["status"].is_string(), "{body}");
 }
+
+#[actix_rt::test]
+async fn a_request_its_client_abandons_is_still_counted() {
+    let app = spawn_app().await;
+    let abandoned = awc::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .finish()
+        .post(format!("{}/gemini-proxy", app.address))
+        .insert_header(("X-API-KEY", CLIENT_KEY))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(json!({"prompt": "[mock:hang] hi"}).to_string())
+        .await;
+    assert!(abandoned.is_err(), "the client gave up before an answer");
+    let series = "gemini_proxy_client_requests_total{client=\"env-1\",code=\"CANCELLED\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let metrics = app.metrics().await;
+        if metric_value(&metrics, series) == Some(1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not counted (mock in flight: {}):\n{}",
+            app.mock.in_flight(),
+            metrics
+                .lines()
+                .filter(|l| l.contains("client_requests"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.mock.in_flight(),
+        0,
+        "the upstream call was abandoned too"
+    );
+}
