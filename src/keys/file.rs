@@ -14,6 +14,12 @@ use std::num::NonZeroU32;
 
 /// Client names appear in logs and metric labels, so they are kept plain.
 const MAX_NAME_LEN: usize = 64;
+/// Longest time, in years, an empty bucket may take to refill. Governor keeps
+/// time in u64 nanoseconds (584 years) and adds the bucket's span to the uptime,
+/// so a longer span overflows: a panic that stops the key registry, or a
+/// silently wrong limit. No real limit comes near it.
+const MAX_REFILL_YEARS: u128 = 100;
+const NANOS_PER_YEAR: u128 = 365 * 24 * 3600 * 1_000_000_000;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -172,7 +178,11 @@ fn without_value(message: &str) -> String {
                 Some((found, expected)) => (found, Some(expected)),
                 None => (rest, None),
             };
-            let kind = found.split(['`', '"']).next().unwrap_or_default().trim_end();
+            let kind = found
+                .split(['`', '"'])
+                .next()
+                .unwrap_or_default()
+                .trim_end();
             Some(match expected {
                 Some(expected) => format!("{prefix}{kind}, expected {expected}"),
                 None => format!("{prefix}{kind}"),
@@ -184,14 +194,14 @@ fn without_value(message: &str) -> String {
 fn defaults(raw: DefaultsToml) -> Result<Defaults, String> {
     let fallback = Limits::default();
     Ok(Defaults {
-        limits: Limits {
+        limits: refill_fits(Limits {
             requests_per_minute: limit(
                 "requests_per_minute",
                 raw.requests_per_minute,
                 fallback.requests_per_minute,
             )?,
             burst: limit("burst", raw.burst, fallback.burst)?,
-        },
+        })?,
         models: raw.models.map(models).transpose()?,
         allow_own_key: raw.allow_own_key.unwrap_or(true),
     })
@@ -217,14 +227,14 @@ fn client(raw: ClientToml, defaults: &Defaults) -> Result<ClientPolicy, String> 
     Ok(ClientPolicy {
         name: raw.name.into(),
         key_hash,
-        limits: Limits {
+        limits: refill_fits(Limits {
             requests_per_minute: limit(
                 "requests_per_minute",
                 raw.requests_per_minute,
                 defaults.limits.requests_per_minute,
             )?,
             burst: limit("burst", raw.burst, defaults.limits.burst)?,
-        },
+        })?,
         models: match raw.models {
             Some(list) => Some(models(list)?),
             None => defaults.models.clone(),
@@ -272,6 +282,21 @@ fn limit(field: &str, value: Option<i64>, default: NonZeroU32) -> Result<NonZero
                 )
             }),
     }
+}
+
+/// Refuses limits whose empty bucket takes longer than [`MAX_REFILL_YEARS`] to
+/// refill, which the limiter's clock cannot represent.
+fn refill_fits(limits: Limits) -> Result<Limits, String> {
+    let burst = limits.burst.get();
+    let per_minute = limits.requests_per_minute.get();
+    let refill_nanos = 60 * 1_000_000_000 * u128::from(burst) / u128::from(per_minute);
+    if refill_nanos > MAX_REFILL_YEARS * NANOS_PER_YEAR {
+        return Err(format!(
+            "a `burst` of {burst} at {per_minute} `requests_per_minute` takes over \
+             {MAX_REFILL_YEARS} years to refill; lower the burst or raise the rate"
+        ));
+    }
+    Ok(limits)
 }
 
 fn models(list: Vec<String>) -> Result<BTreeSet<String>, String> {

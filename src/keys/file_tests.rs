@@ -99,6 +99,8 @@ fn each_mistake_is_refused_with_where_and_what_to_fix() {
         ("a zero rate", format!("[[client]]\nname = \"a\"\nkey = \"{SECRET}\"\nrequests_per_minute = 0\n"), "(`a`): `requests_per_minute` must be a whole number from 1"),
         ("a negative burst", format!("[[client]]\nname = \"a\"\nkey = \"{SECRET}\"\nburst = -3\n"), "(`a`): `burst` must be a whole number from 1 to 4294967295, not -3"),
         ("a zero default", "[defaults]\nburst = 0\n".into(), "[defaults]: `burst` must be a whole number"),
+        ("a bucket too big for the clock", format!("[[client]]\nname = \"a\"\nkey = \"{SECRET}\"\nrequests_per_minute = 1\nburst = 4294967295\n"), "(`a`): a `burst` of 4294967295 at 1 `requests_per_minute` takes over 100 years"),
+        ("a default bucket too big for the clock", "[defaults]\nrequests_per_minute = 10\nburst = 4294967295\n".into(), "[defaults]: a `burst` of 4294967295"),
         ("an empty allow-list", format!("[[client]]\nname = \"a\"\nkey = \"{SECRET}\"\nmodels = []\n"), "(`a`): `models = []` would allow no model"),
         ("an invalid model", format!("[[client]]\nname = \"a\"\nkey = \"{SECRET}\"\nmodels = [\"../x\"]\n"), "(`a`): `models` entry `../x`"),
         ("an empty name", format!("[[client]]\nname = \"\"\nkey = \"{SECRET}\"\n"), "[[client]] #1: `name` must be"),
@@ -119,15 +121,41 @@ fn each_mistake_is_refused_with_where_and_what_to_fix() {
 fn a_type_error_names_the_kind_of_value_but_not_the_value() {
     // (description, file text, the refused value, what the message says instead)
     let cases = [
-        ("a key written as a number", "[[client]]\nname = \"a\"\nkey = 987654321\n", "987654321", "line 3: invalid type: integer, expected a string"),
-        ("a key pasted on the burst line", "[[client]]\nname = \"a\"\nkey = \"k\"\nburst = \"pasted-SECRET\"\n", "pasted-SECRET", "line 4: invalid type: string, expected i64"),
-        ("a key as a default limit", "[defaults]\nrequests_per_minute = \"SECRET-2\"\n", "SECRET-2", "line 2: invalid type: string, expected i64"),
-        ("a float", "[defaults]\nburst = 2.5\n", "2.5", "line 2: invalid type: floating point, expected i64"),
+        (
+            "a key written as a number",
+            "[[client]]\nname = \"a\"\nkey = 987654321\n",
+            "987654321",
+            "line 3: invalid type: integer, expected a string",
+        ),
+        (
+            "a key pasted on the burst line",
+            "[[client]]\nname = \"a\"\nkey = \"k\"\nburst = \"pasted-SECRET\"\n",
+            "pasted-SECRET",
+            "line 4: invalid type: string, expected i64",
+        ),
+        (
+            "a key as a default limit",
+            "[defaults]\nrequests_per_minute = \"SECRET-2\"\n",
+            "SECRET-2",
+            "line 2: invalid type: string, expected i64",
+        ),
+        (
+            "a float",
+            "[defaults]\nburst = 2.5\n",
+            "2.5",
+            "line 2: invalid type: floating point, expected i64",
+        ),
     ];
     for (why, text, value, expected) in cases {
         let message = load(text).expect_err(why).to_string();
-        assert!(!message.contains(value), "{why}: the value is in `{message}`");
-        assert!(message.contains(expected), "{why}: expected `{expected}` in `{message}`");
+        assert!(
+            !message.contains(value),
+            "{why}: the value is in `{message}`"
+        );
+        assert!(
+            message.contains(expected),
+            "{why}: expected `{expected}` in `{message}`"
+        );
     }
 }
 

@@ -3,13 +3,43 @@
 
 use super::policy::Limits;
 use crate::errors::whole_seconds_up;
-use governor::clock::Clock;
+use governor::clock::{Clock, Reference};
 use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-type Bucket<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
+type Bucket<C> = RateLimiter<NotKeyed, TrackedState, C, StateInformationMiddleware>;
+
+/// Governor's in-memory bucket state that also shares the value it last stored:
+/// GCRA's theoretical arrival time, which is the moment the bucket is full
+/// again. Governor reports only whole remaining tokens, and a time derived from
+/// those is up to one refill interval late.
+#[derive(Default)]
+struct TrackedState {
+    inner: InMemoryState,
+    /// Nanoseconds from the bucket's start until it is full again.
+    full_at: Arc<AtomicU64>,
+}
+
+impl StateStore for TrackedState {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, key: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.inner.measure_and_replace(key, |tat| {
+            // A refused cell returns early here and leaves the state unchanged.
+            let (outcome, next) = f(tat)?;
+            self.full_at.store(next.as_u64(), Ordering::Relaxed);
+            Ok((outcome, next))
+        })
+    }
+}
 
 /// What a client may still send, as the `RateLimit-*` headers say it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,17 +67,25 @@ pub struct ClientLimiter<C: Clock + Clone> {
     limits: Limits,
     bucket: Bucket<C>,
     clock: C,
+    /// Read just before governor reads its own start, to which `full_at` is
+    /// relative; being nanoseconds earlier makes `until_full` that much shorter.
+    start: C::Instant,
+    full_at: Arc<AtomicU64>,
 }
 
 impl<C: Clock + Clone> ClientLimiter<C> {
     pub fn new(limits: Limits, clock: C) -> Self {
         let quota = Quota::per_minute(limits.requests_per_minute).allow_burst(limits.burst);
-        let bucket = RateLimiter::direct_with_clock(quota, clock.clone())
-            .with_middleware::<StateInformationMiddleware>();
+        let state = TrackedState::default();
+        let full_at = state.full_at.clone();
+        let start = clock.now();
+        let bucket = Bucket::new(quota, state, clock.clone());
         ClientLimiter {
             limits,
             bucket,
             clock,
+            start,
+            full_at,
         }
     }
 
@@ -55,9 +93,11 @@ impl<C: Clock + Clone> ClientLimiter<C> {
         self.limits
     }
 
-    /// Time for one token to come back.
-    fn interval(&self) -> Duration {
-        Duration::from_secs(60) / self.limits.requests_per_minute.get()
+    /// Time from now until the bucket is full again.
+    fn until_full(&self) -> Duration {
+        let full_at = Nanos::from(self.full_at.load(Ordering::Relaxed));
+        let elapsed = self.clock.now().duration_since(self.start);
+        full_at.saturating_sub(elapsed).into()
     }
 
     /// Takes one token if there is one.
@@ -69,7 +109,7 @@ impl<C: Clock + Clone> ClientLimiter<C> {
                 Decision::Allowed(RateLimitSnapshot {
                     limit: burst,
                     remaining,
-                    reset_secs: whole_seconds_up(self.interval() * (burst - remaining)),
+                    reset_secs: whole_seconds_up(self.until_full()),
                 })
             }
             Err(not_until) => {
@@ -78,7 +118,7 @@ impl<C: Clock + Clone> ClientLimiter<C> {
                     snapshot: RateLimitSnapshot {
                         limit: burst,
                         remaining: 0,
-                        reset_secs: whole_seconds_up(wait + self.interval() * (burst - 1)),
+                        reset_secs: whole_seconds_up(self.until_full()),
                     },
                     retry_after_secs: whole_seconds_up(wait).max(1),
                 }
@@ -135,6 +175,26 @@ mod tests {
             Decision::Limited {
                 retry_after_secs, ..
             } => assert_eq!(retry_after_secs, 2, "1.4 s rounds up to 2"),
+            other => panic!("should be limited: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reset_says_when_a_partly_refilled_bucket_is_full() {
+        let (limiter, clock) = limiter(1, 2); // one token a minute
+        let reset = |d: Decision| match d {
+            Decision::Allowed(s) => s.reset_secs,
+            Decision::Limited { snapshot, .. } => snapshot.reset_secs,
+        };
+        assert_eq!(reset(limiter.take()), 60);
+        clock.advance(Duration::from_secs(30));
+        // Half a token is back; the second comes back at 120 s, 90 s from now.
+        assert_eq!(reset(limiter.take()), 90, "not two whole intervals");
+        match limiter.take() {
+            Decision::Limited {
+                snapshot,
+                retry_after_secs,
+            } => assert_eq!((retry_after_secs, snapshot.reset_secs), (30, 90)),
             other => panic!("should be limited: {other:?}"),
         }
     }

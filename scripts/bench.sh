@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Benchmark: what gemini-proxy adds over the floor (a bare nginx proxy_pass) in
+# front of the same canned upstream. Everything runs on loopback, bounded in
+# time, and stops by itself; the proxy under test (and the nginx floor) are
+# pinned to core 0, the load generator and the canned upstream to core 1.
+#
+#   scripts/bench.sh              # the full run (about 4 minutes)
+#   DURATION=5 scripts/bench.sh   # shorter runs
+#
+# Needs nginx-light, libnginx-mod-http-echo and wrk (installed with apt-get
+# when missing and running as root). Prints a Markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+ROOT=$(pwd)
+WORK=$(mktemp -d /tmp/gemini-proxy-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pidfile in "$WORK"/*.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  sleep 0.3
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() {
+  command -v nginx >/dev/null && command -v wrk >/dev/null && [ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ] && return
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq nginx-light libnginx-mod-http-echo wrk >/dev/null
+  else
+    echo "install nginx-light libnginx-mod-http-echo wrk first" >&2; exit 1
+  fi
+}
+need
+ulimit -n 200000 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+UP_FAST=$(free_port); UP_SLOW=$(free_port); UP_SECOND=$(free_port); FLOOR=$(free_port); PROXY=$(free_port)
+
+# A real-sized generateContent answer (gemini-api.md §2.2), and a 3-event SSE stream.
+ANSWER='{"candidates": [{"content": {"parts": [{"text": "The capital of France is Paris."}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 7,"totalTokenCount": 15},"modelVersion": "gemini-2.5-flash","responseId": "IZI2acSKMoWl0-kPmYj2yQc"}'
+EVENT1='data: {"candidates": [{"content": {"parts": [{"text": "The capital"}],"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 2,"totalTokenCount": 10},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
+EVENT2='data: {"candidates": [{"content": {"parts": [{"text": " of France is"}],"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 5,"totalTokenCount": 13},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
+EVENT3='data: {"candidates": [{"content": {"parts": [{"text": " Paris."}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 7,"totalTokenCount": 15},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
+
+upstream_server() { # port delay
+  local sleep=""
+  [ "$2" != 0 ] && sleep="echo_sleep $2;"
+  cat <<EOF
+  server {
+    listen 127.0.0.1:$1 backlog=65535;
+    location ~ :streamGenerateContent\$ {
+      default_type text/event-stream;
+      $sleep
+      echo -n '$EVENT1'; echo_flush;
+      echo -n '$EVENT2'; echo_flush;
+      echo -n '$EVENT3';
+    }
+    location / {
+      default_type application/json;
+      $sleep
+      echo -n '$ANSWER';
+    }
+  }
+EOF
+}
+
+cat > "$WORK/upstream.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
+worker_processes 1;
+worker_rlimit_nofile 100000;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream.err warn;
+events { worker_connections 60000; multi_accept on; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_buffer_size 64k;
+$(upstream_server "$UP_FAST" 0)
+$(upstream_server "$UP_SLOW" 0.2)
+$(upstream_server "$UP_SECOND" 1)
+}
+EOF
+
+floor_conf() { # upstream-port
+  cat > "$WORK/floor.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile 100000;
+pid $WORK/floor.pid;
+error_log $WORK/floor.err warn;
+events { worker_connections 60000; multi_accept on; }
+http {
+  access_log $WORK/floor.access.log combined buffer=64k;
+  keepalive_requests 10000000;
+  upstream gemini { server 127.0.0.1:$1; keepalive 1024; }
+  server {
+    listen 127.0.0.1:$FLOOR backlog=65535;
+    location / {
+      proxy_pass http://gemini;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+}
+
+cat > "$WORK/keys.toml" <<EOF
+[[client]]
+name = "bench"
+key = "bench-client-key"
+requests_per_minute = 4000000000
+burst = 4000000000
+EOF
+
+body='{"contents":[{"role":"user","parts":[{"text":"What is the capital of France?"}]}]}'
+lua() { # file path body headers...
+  local file=$1 path=$2 payload=$3; shift 3
+  {
+    echo 'wrk.method = "POST"'
+    printf 'wrk.path = "%s"\n' "$path"
+    printf "wrk.body = '%s'\n" "$payload"
+    echo 'wrk.headers["Content-Type"] = "application/json"'
+    for h in "$@"; do printf 'wrk.headers["%s"] = "%s"\n' "${h%%:*}" "${h#*: }"; done
+  } > "$file"
+}
+NATIVE=/v1beta/models/gemini-2.5-flash:generateContent
+STREAM='/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse'
+lua "$WORK/direct.lua" "$NATIVE" "$body" "x-goog-api-key: server-key"
+lua "$WORK/stream-direct.lua" "$STREAM" "$body" "x-goog-api-key: server-key"
+lua "$WORK/proxy.lua" /gemini-proxy '{"prompt":"What is the capital of France?"}' "X-API-KEY: bench-client-key"
+lua "$WORK/native.lua" "$NATIVE" "$body" "x-goog-api-key: bench-client-key"
+lua "$WORK/stream.lua" "$STREAM" "$body" "x-goog-api-key: bench-client-key"
+
+echo "building the release binary..." >&2
+cargo build --release --locked --bin gemini-proxy >/dev/null 2>&1
+taskset -c 1 nginx -c "$WORK/upstream.conf" -p "$WORK" -e "$WORK/upstream.err"
+sleep 0.3
+
+ticks() { # pids... -> utime+stime in clock ticks
+  local total=0
+  for pid in "$@"; do
+    read -r -a f < "/proc/$pid/stat"
+    total=$((total + f[13] + f[14]))
+  done
+  echo "$total"
+}
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+HZ=$(getconf CLK_TCK)
+
+start_proxy() { # upstream-port
+  GEMINI_BASE_URL="http://127.0.0.1:$1" GEMINI_API_KEY=server-key KEYS_FILE="$WORK/keys.toml" \
+    HOST=127.0.0.1 PORT=$PROXY WORKERS=1 UPSTREAM_ACTORS=1 LOG_LEVEL=info UPSTREAM_TIMEOUT_SECS=30 \
+    taskset -c 0 "$ROOT/target/release/gemini-proxy" serve 2>"$WORK/proxy.log" &
+  PROXY_PID=$!
+  PIDS+=("$PROXY_PID")
+  for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PROXY/health" >/dev/null 2>&1 && return; sleep 0.05; done
+  echo "the proxy did not start" >&2; cat "$WORK/proxy.log" >&2; exit 1
+}
+stop_proxy() { kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; }
+start_floor() { floor_conf "$1"; taskset -c 0 nginx -c "$WORK/floor.conf" -p "$WORK" -e "$WORK/floor.err"; sleep 0.3; }
+stop_floor() { kill "$(cat "$WORK/floor.pid")"; sleep 0.3; }
+floor_pids() { pgrep -f "nginx.*$WORK/floor.conf" | tr '\n' ' '; pgrep -P "$(cat "$WORK/floor.pid")" | tr '\n' ' '; }
+
+ROWS=()
+# measure label connections url lua [pids to account]
+measure() {
+  local label=$1 conns=$2 url=$3 script=$4; shift 4
+  local pids=("$@") before=0 after=0
+  [ ${#pids[@]} -gt 0 ] && before=$(ticks "${pids[@]}")
+  local threads=2
+  local out
+  out=$(taskset -c 1 wrk -t"$threads" -c"$conns" -d"${DURATION}s" --timeout 10s --latency -s "$script" "$url" 2>&1)
+  [ ${#pids[@]} -gt 0 ] && after=$(ticks "${pids[@]}")
+  local rps p50 p99 total errors non2xx cpu rss
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  total=$(awk '/requests in/ {print $1}' <<<"$out")
+  errors=$(awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}' <<<"$out"); errors=${errors:-0}
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out"); non2xx=${non2xx:-0}
+  if [ ${#pids[@]} -gt 0 ] && [ "${total:-0}" -gt 0 ]; then
+    cpu=$(python3 -c "print(f'{($after-$before)/$HZ/$total*1e6:.1f}')")
+    rss=$(( $(for p in "${pids[@]}"; do hwm_kb "$p"; done | sort -n | tail -1) / 1024 ))
+  else
+    cpu="-"; rss="-"
+  fi
+  ROWS+=("| $label | $conns | $rps | $p50 | $p99 | $cpu | $rss | $errors | $non2xx |")
+  echo "  $label c=$conns: $rps req/s, p50 $p50, p99 $p99, cpu/req ${cpu}µs, peak RSS ${rss} MB, errors $errors, non-2xx $non2xx" >&2
+}
+
+for scenario in "instant:$UP_FAST:64" "200ms:$UP_SLOW:1000"; do
+  IFS=: read -r name port conns <<<"$scenario"
+  echo "scenario: $name upstream, $conns connections" >&2
+  ROWS+=("| **$name upstream** | | | | | | | | |")
+  measure "(a) direct to upstream" "$conns" "http://127.0.0.1:$port" "$WORK/direct.lua"
+  start_floor "$port"
+  # shellcheck disable=SC2046
+  measure "(b) nginx floor" "$conns" "http://127.0.0.1:$FLOOR" "$WORK/direct.lua" $(floor_pids)
+  stop_floor
+  start_proxy "$port"
+  [ "$name" = instant ] && IDLE_RSS=$(( $(rss_kb "$PROXY_PID") / 1024 ))
+  measure "(c) POST /gemini-proxy" "$conns" "http://127.0.0.1:$PROXY" "$WORK/proxy.lua" "$PROXY_PID"
+  measure "(d) native generateContent" "$conns" "http://127.0.0.1:$PROXY" "$WORK/native.lua" "$PROXY_PID"
+  measure "(e) streamed (SSE)" "$conns" "http://127.0.0.1:$PROXY" "$WORK/stream.lua" "$PROXY_PID"
+  if [ "$name" = instant ]; then
+    RSS_FIRST=$(( $(rss_kb "$PROXY_PID") / 1024 ))
+    measure "(c) again, RSS check" "$conns" "http://127.0.0.1:$PROXY" "$WORK/proxy.lua" "$PROXY_PID"
+    RSS_SECOND=$(( $(rss_kb "$PROXY_PID") / 1024 ))
+  fi
+  stop_proxy
+done
+
+echo "scenario: 1 s upstream, 10,000 connections" >&2
+ROWS+=("| **1 s upstream** | | | | | | | | |")
+start_proxy "$UP_SECOND"
+measure "(c) POST /gemini-proxy" 10000 "http://127.0.0.1:$PROXY" "$WORK/proxy.lua" "$PROXY_PID"
+stop_proxy
+
+echo
+echo "Machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), $(uname -r); runs of ${DURATION}s; proxy pinned to core 0, wrk and upstream to core 1."
+echo
+echo "| target | connections | req/s | p50 | p99 | CPU µs/req | peak RSS MB | socket errors | non-2xx |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "Idle RSS: ${IDLE_RSS} MB. RSS after the first instant-upstream run of (c): ${RSS_FIRST} MB, after a second identical run: ${RSS_SECOND} MB."
