@@ -227,6 +227,7 @@ fn respond(
             last_usage: None,
             started,
             first_byte_seen: false,
+            broken: None,
             _permit: permit,
         }),
     }
@@ -268,6 +269,8 @@ struct RelayedStream {
     last_usage: Option<UsageMetadata>,
     started: Instant,
     first_byte_seen: bool,
+    /// A break held back for one poll; see `poll_next`.
+    broken: Option<StreamBroken>,
     _permit: Permit,
 }
 
@@ -295,12 +298,25 @@ impl Stream for RelayedStream {
     type Item = Result<Bytes, StreamBroken>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.receiver.poll_recv(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &polled {
-            let chunk = chunk.clone();
-            self.observe(&chunk);
+        if let Some(broken) = self.broken.take() {
+            return Poll::Ready(Some(Err(broken)));
         }
-        polled
+        match self.receiver.poll_recv(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.observe(&chunk);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            // actix drops the response bytes it has not written yet when a body
+            // fails, which can be the whole head and the events before the break.
+            // Pausing once lets it flush them, so the client gets what Gemini sent
+            // and then a cut connection, not nothing.
+            Poll::Ready(Some(Err(broken))) => {
+                self.broken = Some(broken);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other,
+        }
     }
 }
 

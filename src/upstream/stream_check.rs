@@ -4,8 +4,8 @@
 //! ntex made in its PR #545 is not in awc 3.11). Passing that on as a clean end
 //! would tell the client its answer was complete when it was not, so each
 //! framing's own end marker is checked instead: a declared length reached, a
-//! final Gemini event (with `finishReason` or an error), the closing `]` of a
-//! JSON array, or OpenAI's `data: [DONE]`.
+//! final Gemini event (with `finishReason`, an error, or the `blockReason` of a
+//! blocked prompt), the closing `]` of a JSON array, or OpenAI's `data: [DONE]`.
 
 use super::forward::{StreamBroken, StreamKind};
 use awc::http::header::{HeaderMap, CONTENT_LENGTH};
@@ -20,9 +20,21 @@ pub struct StreamCheck {
     received: u64,
     /// The last bytes seen, for the end markers.
     tail: Vec<u8>,
-    /// Gemini SSE: whether the latest event carried `finishReason` or `error`.
+    /// Gemini SSE: whether the latest event was one Gemini ends a stream with.
     final_event_seen: bool,
 }
+
+/// What only the last event of a Gemini SSE stream carries: the candidate's
+/// `finishReason`, an error, or the `blockReason` of a blocked prompt (which
+/// Gemini sends as the stream's only event, with no candidate to finish).
+const FINAL_EVENT_MARKERS: &[&[u8]] = &[b"\"finishReason\"", b"\"error\"", b"\"blockReason\""];
+/// An SSE event starts at a line start (its JSON is one line, so a `data: `
+/// inside a string never follows a newline).
+const EVENT_START: &[u8] = b"\ndata: ";
+/// Bytes of the previous chunks searched again with each new one: chunk
+/// boundaries fall anywhere, so a marker can straddle two chunks. At least the
+/// longest marker's length.
+const MARKER_OVERLAP: usize = 16;
 
 impl StreamCheck {
     pub fn new(kind: StreamKind, headers: &HeaderMap) -> StreamCheck {
@@ -33,25 +45,33 @@ impl StreamCheck {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
             received: 0,
-            tail: Vec::with_capacity(TAIL_BYTES * 2),
+            // The start of the stream is a line start too (see EVENT_START).
+            tail: b"\n".to_vec(),
             final_event_seen: false,
         }
     }
 
     pub fn observe(&mut self, chunk: &[u8]) {
         self.received += chunk.len() as u64;
-        if self.kind == StreamKind::GeminiSse && contains(chunk, b"data: ") {
-            // Each event is a whole response; only the last one decides.
-            let last_event = rfind(chunk, b"data: ").map_or(chunk, |at| &chunk[at..]);
-            self.final_event_seen =
-                contains(last_event, b"\"finishReason\"") || contains(last_event, b"\"error\"");
-        } else if self.kind == StreamKind::GeminiSse {
-            self.final_event_seen |= contains(chunk, b"\"finishReason\"");
-        }
+        let seen_before = self.tail.len();
         self.tail.extend_from_slice(chunk);
+        if self.kind == StreamKind::GeminiSse {
+            self.observe_sse_events(seen_before.saturating_sub(MARKER_OVERLAP));
+        }
         if self.tail.len() > TAIL_BYTES * 2 {
             self.tail.drain(..self.tail.len() - TAIL_BYTES);
         }
+    }
+
+    /// Updates `final_event_seen` from the tail's bytes after `from`.
+    fn observe_sse_events(&mut self, from: usize) {
+        let window = &self.tail[from..];
+        self.final_event_seen = match rfind(window, EVENT_START) {
+            // Each event is a whole response; only the last one decides.
+            Some(at) => is_final_event(&window[at..]),
+            // Still inside the event an earlier chunk began.
+            None => self.final_event_seen || is_final_event(window),
+        };
     }
 
     /// Called at the upstream's end of body: was that the real end?
@@ -80,6 +100,12 @@ impl StreamCheck {
             ))
         }
     }
+}
+
+fn is_final_event(event: &[u8]) -> bool {
+    FINAL_EVENT_MARKERS
+        .iter()
+        .any(|marker| contains(event, marker))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -118,6 +144,12 @@ mod tests {
         let error = "data: {\"error\": {\"code\": 500}}\r\n\r\n";
         assert!(check(StreamKind::GeminiSse, &[first, last]));
         assert!(check(StreamKind::GeminiSse, &[first, error]));
+        let blocked =
+            "data: {\"promptFeedback\": {\"blockReason\": \"PROHIBITED_CONTENT\"}}\r\n\r\n";
+        assert!(
+            check(StreamKind::GeminiSse, &[blocked]),
+            "a blocked prompt's only event"
+        );
         assert!(
             !check(StreamKind::GeminiSse, &[first, first]),
             "cut after two events"
@@ -126,6 +158,28 @@ mod tests {
             !check(StreamKind::GeminiSse, &[last, first]),
             "finishReason must be last"
         );
+    }
+
+    #[test]
+    fn a_final_event_split_anywhere_across_chunks_is_still_final() {
+        let first = "data: {\"candidates\": [{\"content\": {}}]}\r\n\r\n";
+        let last = "data: {\"candidates\": [{\"finishReason\": \"STOP\"}]}\r\n\r\n";
+        let stream = format!("{first}{last}");
+        for at in 1..stream.len() {
+            let (a, b) = stream.split_at(at);
+            assert!(check(StreamKind::GeminiSse, &[a, b]), "split at {at}");
+        }
+        let cut = format!("{first}{first}");
+        for at in 1..cut.len() {
+            let (a, b) = cut.split_at(at);
+            assert!(!check(StreamKind::GeminiSse, &[a, b]), "cut, split at {at}");
+        }
+    }
+
+    #[test]
+    fn data_inside_an_events_text_does_not_start_an_event() {
+        let last = "data: {\"candidates\": [{\"finishReason\": \"STOP\", \"text\": \"x data: y\"}]}\r\n\r\n";
+        assert!(check(StreamKind::GeminiSse, &[last]));
     }
 
     #[test]
