@@ -164,7 +164,12 @@ start_proxy() { # upstream-port
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PROXY/health" >/dev/null 2>&1 && return; sleep 0.05; done
   echo "the proxy did not start" >&2; cat "$WORK/proxy.log" >&2; exit 1
 }
-stop_proxy() { kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; }
+stop_proxy() {
+  kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
+  # Codes other than OK, from the access log, so a failed run says why.
+  grep -o 'code=[A-Z_]*' "$WORK/proxy.log" | grep -v 'code=OK' | sort | uniq -c | sed 's/^/    /' >&2 || true
+  : > "$WORK/proxy.log"
+}
 start_floor() { floor_conf "$1"; taskset -c 0 nginx -c "$WORK/floor.conf" -p "$WORK" -e "$WORK/floor.err"; sleep 0.3; }
 stop_floor() { kill "$(cat "$WORK/floor.pid")"; sleep 0.3; }
 floor_pids() { pgrep -f "nginx.*$WORK/floor.conf" | tr '\n' ' '; pgrep -P "$(cat "$WORK/floor.pid")" | tr '\n' ' '; }
@@ -196,7 +201,9 @@ measure() {
   echo "  $label c=$conns: $rps req/s, p50 $p50, p99 $p99, cpu/req ${cpu}µs, peak RSS ${rss} MB, errors $errors, non-2xx $non2xx" >&2
 }
 
+ONLY=${ONLY:-all}
 for scenario in "instant:$UP_FAST:64" "200ms:$UP_SLOW:1000"; do
+  [ "$ONLY" = 10k ] && break
   IFS=: read -r name port conns <<<"$scenario"
   echo "scenario: $name upstream, $conns connections" >&2
   ROWS+=("| **$name upstream** | | | | | | | | |")

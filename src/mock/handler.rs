@@ -111,6 +111,9 @@ fn pipeline(
         Some(Scenario::Flaky { name, failures }) if shared.flaky_should_fail(name, *failures) => {
             return Err(ApiError::overloaded());
         }
+        Some(Scenario::FailHalf) if shared.fail_half_should_fail() => {
+            return Err(ApiError::overloaded());
+        }
         _ => {}
     }
     let delivery = Delivery::of(scenario.as_ref());

@@ -142,7 +142,7 @@ impl MockGemini {
         self.shared.stats().request_count
     }
 
-    /// Clears the record, the counters and the `flaky-N` call counts.
+    /// Clears the record, the counters and the `flaky-N` and `fail-half` call counts.
     pub fn reset(&self) {
         self.shared.reset();
     }

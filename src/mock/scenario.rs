@@ -21,6 +21,9 @@ pub(crate) enum Scenario {
     Error(ErrorKind),
     /// 503 for the first `failures` calls under this exact name, then normal answers.
     Flaky { name: String, failures: usize },
+    /// 503 for every odd call under this name (the 1st, 3rd, …), normal answers for the
+    /// others: a Gemini failing half the time, deterministically, to test retry budgets.
+    FailHalf,
     /// Headers after the first-byte delay, or 5 s when that is 0.
     SlowFirstByte,
     /// Never answers; waits until the client goes away.
@@ -97,6 +100,7 @@ impl Scenario {
             "stream-midway-error" => S::StreamMidwayError,
             "stream-drop" => S::StreamDrop,
             "lf-framing" => S::LfFraming,
+            "fail-half" => S::FailHalf,
             _ => return Self::parse_numbered(name),
         };
         Some(fixed)
@@ -151,6 +155,7 @@ mod tests {
         );
         assert_eq!(Scenario::parse("flaky-"), None);
         assert_eq!(Scenario::parse("flaky-x"), None);
+        assert_eq!(Scenario::parse("fail-half"), Some(Scenario::FailHalf));
         assert_eq!(Scenario::parse("nonsense"), None);
     }
 

@@ -68,7 +68,7 @@ impl RecordedRequest {
 pub(crate) struct Shared {
     config: RwLock<Arc<MockConfig>>,
     record: Mutex<Vec<RecordedRequest>>,
-    /// Calls seen per `flaky-N` scenario name.
+    /// Calls seen per counted scenario name (`flaky-N`, `fail-half`).
     flaky: Mutex<HashMap<String, usize>>,
     request_count: AtomicUsize,
     in_flight: AtomicUsize,
@@ -125,10 +125,20 @@ impl Shared {
 
     /// Counts one more call of a `flaky-N` scenario and says whether it is still failing.
     pub fn flaky_should_fail(&self, name: &str, failures: usize) -> bool {
+        self.count_call(name) <= failures
+    }
+
+    /// Counts one more call of `fail-half` and says whether this one fails (the odd ones).
+    pub fn fail_half_should_fail(&self) -> bool {
+        self.count_call("fail-half") % 2 == 1
+    }
+
+    /// One more call under a counted scenario name; answers how many so far, this one included.
+    fn count_call(&self, name: &str) -> usize {
         let mut map = lock(&self.flaky);
         let seen = map.entry(name.to_owned()).or_insert(0);
         *seen += 1;
-        *seen <= failures
+        *seen
     }
 
     pub fn reset(&self) {

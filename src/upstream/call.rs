@@ -108,6 +108,15 @@ where
     let mut last_answer: Option<T> = None;
     context.retry_budget.deposit();
     loop {
+        // Checked here, not left to the attempt's own timeout: a timeout polls its
+        // future once before it fires, so a late attempt would still reach Gemini.
+        if Instant::now() >= deadline {
+            return CallOutcome {
+                result: last_answer.ok_or_else(|| into_api_error(classify::deadline_passed())),
+                attempts,
+                model_label: context.metrics.model_label(model),
+            };
+        }
         let (key, index, owner) = match credential {
             Credential::Client(key) => (key.clone(), None, KeyOwner::Client),
             Credential::Server => match context.keys.pick(&tried) {
@@ -169,6 +178,8 @@ where
                     .upstream_retries
                     .with_label_values(&[failure.code.as_str()])
                     .inc();
+                // Gemini's answer goes back as it came if time runs out during the pause.
+                last_answer = answer;
                 actix_rt::time::sleep(pause).await;
                 continue;
             }
@@ -287,6 +298,45 @@ fn no_key_error(reason: NoKey) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
+    use std::cell::Cell;
+
+    fn context(keys: usize) -> UpstreamContext {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let keys: Vec<SecretString> = (0..keys)
+            .map(|i| SecretString::from(format!("key-{i}")))
+            .collect();
+        UpstreamContext {
+            base_url: "http://127.0.0.1:9".to_owned(),
+            keys: KeyPool::new(&keys, metrics.clone()),
+            metrics,
+            retry_budget: RetryBudget::default(),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn no_attempt_starts_after_the_deadline() {
+        let context = context(2);
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let calls = Cell::new(0);
+        let outcome = with_attempts(&context, &Credential::Server, "m", deadline, |_, _| {
+            calls.set(calls.get() + 1);
+            async move {
+                // Key 0's quota answer arrives as the deadline passes: the key
+                // rests and key 1 is free, but there is no time left to use it.
+                tokio::time::sleep_until(deadline.into()).await;
+                Attempt::<()>::Failure {
+                    failure: classify::classify_failure(429, b"{}", KeyOwner::Server),
+                    answer: None,
+                }
+            }
+        })
+        .await;
+        assert_eq!(calls.get(), 1, "an attempt started after the deadline");
+        assert_eq!(outcome.attempts, 1);
+        let error = outcome.result.unwrap_err();
+        assert_eq!(error.code, ErrorCode::UpstreamTimeout);
+    }
 
     #[test]
     fn backoff_stays_under_its_cap() {

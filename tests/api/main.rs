@@ -1,5 +1,15 @@
 //! Integration tests: the real service on a loopback port, a mock Gemini behind it.
 //! One binary for all of them (faster to build and link than one per file).
 
+mod binary;
+mod container;
+mod errors;
 mod helpers;
+mod keys;
+mod monitoring;
+mod native;
+mod operations;
 mod proxy;
+mod resilience;
+mod sdk;
+mod upstream_request;

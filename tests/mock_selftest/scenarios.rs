@@ -131,3 +131,16 @@ async fn content_scenarios_shape_the_answer() {
     assert!(v["usageMetadata"].is_object());
     mock.stop().await;
 }
+
+#[actix_rt::test]
+async fn fail_half_fails_every_odd_call_and_reset_starts_over() {
+    let mock = start().await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(with_scenario(&mock, "fail-half").await.status);
+    }
+    assert_eq!(statuses, [503, 200, 503, 200]);
+    mock.reset();
+    assert_eq!(with_scenario(&mock, "fail-half").await.status, 503);
+    mock.stop().await;
+}
