@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod errors;
+pub mod fuzz_targets;
 pub mod keys;
 pub mod metrics;
 pub mod middleware;

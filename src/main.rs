@@ -84,6 +84,7 @@ fn serve(demo: bool) -> ExitCode {
         })
         .map_err(|e| format!("invalid setting {e}"))?;
         telemetry::init(&settings.log_level, settings.log_format);
+        gemini_proxy::middleware::panics::install_quiet_panic_hook();
         log::info!("gemini-proxy {} starting: {}", env!("CARGO_PKG_VERSION"), settings.summary());
         let app = Application::build(settings).map_err(|e| e.to_string())?;
         if let Some(mock) = &mock {

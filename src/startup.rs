@@ -8,7 +8,7 @@ use crate::keys::registry::BucketCount;
 use crate::keys::reload::{self, Reloader, WatchGuard};
 use crate::keys::{Admit, KeyRegistry, ReplaceClients};
 use crate::metrics::Metrics;
-use crate::middleware::{method, observe};
+use crate::middleware::{method, observe, panics};
 use crate::model_id::ModelId;
 use crate::routes;
 use crate::settings::{CorsOrigins, Settings};
@@ -157,6 +157,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .configure(routes::configure)
+                .wrap(from_fn(panics::catch_panics))
                 .wrap(cors_middleware(&cors))
                 .wrap(from_fn(observe::observe))
                 .wrap(metrics.http_middleware())

@@ -188,6 +188,9 @@ impl ResponseError for MiddlewareError {
 /// A middleware's own error (actix-cors answers a refused origin in plain text)
 /// as the service's error, so every error leaves in the envelope.
 fn as_api_error(error: &Error) -> ApiError {
+    if let Some(api_error) = error.as_error::<ApiError>() {
+        return api_error.clone();
+    }
     if error.as_response_error().status_code().is_client_error() {
         ApiError::new(ErrorCode::InvalidRequest, error.to_string())
     } else {
