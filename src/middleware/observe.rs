@@ -64,7 +64,7 @@ pub const CANCELLED: &str = "CANCELLED";
 struct Unfinished {
     log: SharedLog,
     state: Option<web::Data<AppState>>,
-    method: String,
+    method: actix_web::http::Method,
     started: Instant,
     done: bool,
 }
@@ -76,7 +76,7 @@ impl Drop for Unfinished {
         }
         let log = self.log.0.borrow();
         let outcome = Outcome {
-            method: &self.method,
+            method: self.method.as_str(),
             route: UNMATCHED,
             status: 499,
             code: CANCELLED,
@@ -104,7 +104,7 @@ pub async fn observe(
     let mut unfinished = Unfinished {
         log: shared.clone(),
         state: state.clone(),
-        method: req.method().as_str().to_owned(),
+        method: req.method().clone(),
         started,
         done: false,
     };
@@ -118,7 +118,7 @@ pub async fn observe(
         Err(error) => {
             let api_error = as_api_error(&error);
             let outcome = Outcome {
-                method: &unfinished.method,
+                method: unfinished.method.as_str(),
                 route: UNMATCHED,
                 status: api_error.code.status().as_u16(),
                 code: api_error.code.as_str(),
@@ -137,7 +137,7 @@ pub async fn observe(
         }
     };
 
-    let log = shared.0.borrow().clone();
+    let log = shared.0.borrow();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID, value);

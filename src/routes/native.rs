@@ -9,7 +9,6 @@ use crate::startup::AppState;
 use crate::upstream::forward::StreamKind;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
 
 /// The model methods the service passes through.
 const METHODS: &[&str] = &[
@@ -84,22 +83,14 @@ pub async fn list_models(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let work = async {
-        let version = version(&path)?;
-        let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
-        let target = Target {
-            surface: Surface::Gemini,
-            method: Method::GET,
-            path: format!("/{version}/models"),
-            model: None,
-            stream: StreamKind::Unary,
-            counts_tokens: false,
-        };
-        passthrough::forward(&req, &state, &admission, own_key, target, Bytes::new()).await
+        let path = format!("/{}/models", version(&path)?);
+        passthrough::forward_get(&req, &state, Surface::Gemini, Ok(path)).await
     };
     work.await.map_err(|e| e.in_shape(Shape::Google))
 }
 
-/// `GET /{version}/models/{model}`
+/// `GET /{version}/models/{model}`; reading a model's description uses no
+/// model, so no allow-list applies.
 pub async fn get_model(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -108,19 +99,10 @@ pub async fn get_model(
     let (raw_version, name) = path.into_inner();
     let work = async {
         let version = version(&raw_version)?;
-        let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
-        let model = ModelId::parse(&name)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidModel, e.to_string()))?;
-        let target = Target {
-            surface: Surface::Gemini,
-            method: Method::GET,
-            path: format!("/{version}/{}", model.resource()),
-            // Reading a model's description uses no model, so no allow-list applies.
-            model: None,
-            stream: StreamKind::Unary,
-            counts_tokens: false,
-        };
-        passthrough::forward(&req, &state, &admission, own_key, target, Bytes::new()).await
+        let path = ModelId::parse(&name)
+            .map(|model| format!("/{version}/{}", model.resource()))
+            .map_err(|e| ApiError::new(ErrorCode::InvalidModel, e.to_string()));
+        passthrough::forward_get(&req, &state, Surface::Gemini, path).await
     };
     work.await.map_err(|e| e.in_shape(Shape::Google))
 }

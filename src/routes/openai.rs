@@ -8,7 +8,6 @@ use crate::startup::AppState;
 use crate::upstream::forward::StreamKind;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
 use serde::Deserialize;
 
 /// The fields of an OpenAI request body the service needs; the rest is passed on untouched.
@@ -87,17 +86,8 @@ pub async fn models(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let work = async {
-        let version = version(&path)?;
-        let (admission, own_key) = passthrough::admit(&req, &state, Surface::OpenAi).await?;
-        let target = Target {
-            surface: Surface::OpenAi,
-            method: Method::GET,
-            path: format!("/{version}/openai/models"),
-            model: None,
-            stream: StreamKind::Unary,
-            counts_tokens: false,
-        };
-        passthrough::forward(&req, &state, &admission, own_key, target, Bytes::new()).await
+        let path = format!("/{}/openai/models", version(&path)?);
+        passthrough::forward_get(&req, &state, Surface::OpenAi, Ok(path)).await
     };
     work.await.map_err(|e| e.in_shape(Shape::OpenAi))
 }

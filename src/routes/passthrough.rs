@@ -77,6 +77,27 @@ pub async fn admit(
     Ok((admission, keys.own_key))
 }
 
+/// A GET that uses no model (model lists, a model's description): admit the
+/// client, then forward to `path` — whose own error, if any, comes after the
+/// client's (SPEC §2's order: the key before the model).
+pub async fn forward_get(
+    req: &HttpRequest,
+    state: &AppState,
+    surface: Surface,
+    path: Result<String, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let (admission, own_key) = admit(req, state, surface).await?;
+    let target = Target {
+        surface,
+        method: Method::GET,
+        path: path?,
+        model: None,
+        stream: StreamKind::Unary,
+        counts_tokens: false,
+    };
+    forward(req, state, &admission, own_key, target, Bytes::new()).await
+}
+
 /// Checks the model and the own-key policy, then forwards `body`.
 pub async fn forward(
     req: &HttpRequest,
