@@ -42,6 +42,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub key_available: IntGaugeVec,
     pub config_reloads: IntCounterVec,
+    /// 1 while the shared rate-limit backend answers (only `redis` has series).
+    pub rate_limit_backend_up: IntGaugeVec,
     models: RwLock<HashSet<String>>,
     /// Every family the registry holds, to write the empty ones too.
     families: Vec<Family>,
@@ -164,6 +166,17 @@ impl Metrics {
                 "Keys-file reloads by result",
                 &["result"],
             )?,
+            rate_limit_backend_up: {
+                let gauge = IntGaugeVec::new(
+                    Opts::new(
+                        "gemini_proxy_rate_limit_backend_up",
+                        "1 while the shared rate-limit backend answers, 0 while this replica falls back to its in-process limits",
+                    ),
+                    &["backend"],
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
             models: RwLock::new(HashSet::new()),
             families: Vec::new(),
             registry,
@@ -214,6 +227,7 @@ impl Metrics {
         }
         families.extend(Family::of(&self.in_flight, "gauge"));
         families.extend(Family::of(&self.key_available, "gauge"));
+        families.extend(Family::of(&self.rate_limit_backend_up, "gauge"));
         families.extend(Family::of(build_info, "gauge"));
         families
     }

@@ -35,6 +35,9 @@ pub const ALL_VARIABLES: &[&str] = &[
     "MAX_IN_FLIGHT",
     "UPSTREAM_ACTORS",
     "WORKERS",
+    "RATE_LIMIT_BACKEND",
+    "REDIS_URL",
+    "REDIS_TIMEOUT_MS",
 ];
 
 #[derive(Clone)]
@@ -58,9 +61,60 @@ pub struct Settings {
     /// Requests allowed in the upstream pool at once; past it, 503 at once.
     pub max_in_flight: NonZeroUsize,
     /// Upstream actors (each on its own thread with its own connection pool).
-    pub upstream_actors: NonZeroUsize,
+    pub upstream_actors: Option<NonZeroUsize>,
     /// HTTP worker threads.
     pub workers: NonZeroUsize,
+    /// Where client rate limits are kept.
+    pub rate_limit_backend: RateLimitBackend,
+}
+
+/// Where client rate limits are kept (`RATE_LIMIT_BACKEND`).
+#[derive(Clone, Debug)]
+pub enum RateLimitBackend {
+    /// In process (governor): each replica limits on its own.
+    Memory,
+    /// In Redis, shared by every replica, with the in-process limit as fallback.
+    Redis(RedisSettings),
+}
+
+/// How to reach Redis and how long a rate-limit check may wait for it.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// Parsed `REDIS_URL`; may hold a password, so it is never printed whole.
+    pub connection: redis::ConnectionInfo,
+    /// Longest wait for one check before the replica uses its in-process limit.
+    pub timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Where Redis is, for logs: address and database, credentials masked.
+    pub fn display(&self) -> String {
+        let redis = self.connection.redis_settings();
+        let db = redis.db();
+        let address = match self.connection.addr() {
+            redis::ConnectionAddr::Tcp(host, port) if host.contains(':') => {
+                format!("redis://[{host}]:{port}/{db}")
+            }
+            redis::ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}/{db}"),
+            redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                format!("rediss://{host}:{port}/{db}")
+            }
+            redis::ConnectionAddr::Unix(path) => format!("unix://{}?db={db}", path.display()),
+            _ => format!("redis (another kind of address), db {db}"),
+        };
+        let credentials = match (redis.username(), redis.password()) {
+            (_, Some(_)) => " (password masked)",
+            (Some(_), None) => " (user set)",
+            (None, None) => "",
+        };
+        format!("{address}{credentials}")
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} timeout={:?}", self.display(), self.timeout)
+    }
 }
 
 /// Where the per-client settings live, and whether the operator named the file.
@@ -192,8 +246,12 @@ impl Settings {
                 }
             },
             max_in_flight: non_zero(&get, "MAX_IN_FLIGHT", 16_384)?,
-            upstream_actors: non_zero(&get, "UPSTREAM_ACTORS", cpus)?,
+            upstream_actors: match get("UPSTREAM_ACTORS") {
+                None => None,
+                Some(_) => Some(non_zero(&get, "UPSTREAM_ACTORS", cpus)?),
+            },
             workers: non_zero(&get, "WORKERS", cpus)?,
+            rate_limit_backend: rate_limit_backend(&get)?,
         })
     }
 
@@ -203,7 +261,7 @@ impl Settings {
             "host={} port={} gemini_api_keys={} api_keys={} keys_file={}{} default_model={} \
              gemini_base_url={} max_prompt_chars={} max_body_bytes={} upstream_timeout={}s \
              upstream_connect_timeout={}s cors_allowed_origins={} log_format={:?} \
-             max_in_flight={} upstream_actors={} workers={}",
+             max_in_flight={} upstream_actors={} workers={} rate_limit_backend={}",
             self.host,
             self.port,
             masked_count(&self.gemini_api_keys),
@@ -227,8 +285,17 @@ impl Settings {
             },
             self.log_format,
             self.max_in_flight,
-            self.upstream_actors,
+            self.upstream_actors
+                .map_or_else(|| "one per worker".to_owned(), |n| n.to_string()),
             self.workers,
+            match &self.rate_limit_backend {
+                RateLimitBackend::Memory => "memory".to_owned(),
+                RateLimitBackend::Redis(redis) => format!(
+                    "redis redis_url={} redis_timeout={}ms",
+                    redis.display(),
+                    redis.timeout.as_millis()
+                ),
+            },
         )
     }
 }
@@ -321,6 +388,77 @@ fn secret_list(
         keys.push(SecretString::from(part.to_owned()));
     }
     Ok(keys)
+}
+
+/// Longest `REDIS_TIMEOUT_MS`: a rate-limit check that may wait longer than
+/// this would make Redis, not Gemini, the latency of the service.
+const MAX_REDIS_TIMEOUT_MS: u64 = 1_000;
+
+/// `RATE_LIMIT_BACKEND`, `REDIS_URL` and `REDIS_TIMEOUT_MS`. All three are read
+/// whatever the backend, so every variable the service knows is checked.
+fn rate_limit_backend(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<RateLimitBackend, SettingsError> {
+    let url = get("REDIS_URL");
+    let timeout_ms: u64 = number(get, "REDIS_TIMEOUT_MS", 5)?;
+    if timeout_ms == 0 || timeout_ms > MAX_REDIS_TIMEOUT_MS {
+        return Err(invalid(
+            "REDIS_TIMEOUT_MS",
+            format!("must be 1–{MAX_REDIS_TIMEOUT_MS} milliseconds"),
+        ));
+    }
+    match get("RATE_LIMIT_BACKEND").as_deref().map(str::trim) {
+        None | Some("memory") => Ok(RateLimitBackend::Memory),
+        Some("redis") => {
+            let url = url.ok_or_else(|| {
+                invalid(
+                    "REDIS_URL",
+                    "is required when RATE_LIMIT_BACKEND is `redis` (redis://[:password@]host[:port][/db])",
+                )
+            })?;
+            Ok(RateLimitBackend::Redis(RedisSettings {
+                connection: redis_connection(url.trim())?,
+                timeout: Duration::from_millis(timeout_ms),
+            }))
+        }
+        Some(other) => Err(invalid(
+            "RATE_LIMIT_BACKEND",
+            format!("`{other}` is not `memory` or `redis`"),
+        )),
+    }
+}
+
+/// Parses `REDIS_URL`. The messages are this module's own: the URL may hold a
+/// password, so neither it nor the redis crate's text about it is repeated.
+fn redis_connection(url: &str) -> Result<redis::ConnectionInfo, SettingsError> {
+    use redis::IntoConnectionInfo;
+    let problem = |why: &str| invalid("REDIS_URL", why.to_owned());
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("redis" | "valkey" | "unix" | "redis+unix" | "valkey+unix") => {}
+        Some("rediss" | "valkeys") => {
+            return Err(problem(
+                "TLS (rediss://) is not built into this service; reach Redis over a private network or a TLS sidecar with redis://",
+            ))
+        }
+        _ => {
+            return Err(problem(
+                "must be a redis URL like redis://[:password@]host[:port][/db]",
+            ))
+        }
+    }
+    let info = url.into_connection_info().map_err(|e| {
+        // Only the kind is used: the crate's messages do not quote the URL
+        // today, but nothing promises that they never will.
+        let why = match e.kind() {
+            redis::ErrorKind::InvalidClientConfig => {
+                "is not a valid redis URL (redis://[:password@]host[:port][/db], db a number)"
+            }
+            _ => "could not be read as a redis URL",
+        };
+        problem(why)
+    })?;
+    Ok(info)
 }
 
 fn cors(raw: Option<String>) -> Result<CorsOrigins, SettingsError> {
@@ -455,6 +593,92 @@ mod tests {
         assert_eq!(s.gemini_api_keys.len(), 2);
         assert!(!s.summary().contains("SECRET"), "{}", s.summary());
         assert!(!format!("{s:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn the_rate_limit_backend_is_memory_unless_redis_is_asked_for() {
+        let s = parse(&[]).unwrap();
+        assert!(matches!(s.rate_limit_backend, RateLimitBackend::Memory));
+        // REDIS_URL alone does not switch backends.
+        let s = parse(&[("REDIS_URL", "redis://127.0.0.1:6379")]).unwrap();
+        assert!(matches!(s.rate_limit_backend, RateLimitBackend::Memory));
+        let s = parse(&[
+            ("RATE_LIMIT_BACKEND", "redis"),
+            ("REDIS_URL", "redis://cache.internal:6380/2"),
+        ])
+        .unwrap();
+        let RateLimitBackend::Redis(redis) = &s.rate_limit_backend else {
+            panic!("expected redis: {s:?}");
+        };
+        assert_eq!(redis.timeout, Duration::from_millis(5), "the default");
+        assert_eq!(redis.display(), "redis://cache.internal:6380/2");
+    }
+
+    #[test]
+    fn redis_settings_are_refused_with_the_variable_named() {
+        for (pairs, variable) in [
+            (
+                vec![("RATE_LIMIT_BACKEND", "memcached")],
+                "RATE_LIMIT_BACKEND",
+            ),
+            (vec![("RATE_LIMIT_BACKEND", "redis")], "REDIS_URL"),
+            (
+                vec![("RATE_LIMIT_BACKEND", "redis"), ("REDIS_URL", "http://x")],
+                "REDIS_URL",
+            ),
+            (
+                vec![
+                    ("RATE_LIMIT_BACKEND", "redis"),
+                    ("REDIS_URL", "redis://h/not-a-db"),
+                ],
+                "REDIS_URL",
+            ),
+            (
+                vec![
+                    ("RATE_LIMIT_BACKEND", "redis"),
+                    ("REDIS_URL", "rediss://h:6380"),
+                ],
+                "REDIS_URL",
+            ),
+            (vec![("REDIS_TIMEOUT_MS", "0")], "REDIS_TIMEOUT_MS"),
+            (vec![("REDIS_TIMEOUT_MS", "5000")], "REDIS_TIMEOUT_MS"),
+            (vec![("REDIS_TIMEOUT_MS", "fast")], "REDIS_TIMEOUT_MS"),
+        ] {
+            let err = parse(&pairs).expect_err("should be refused");
+            assert_eq!(err.variable, variable, "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_redis_password_is_never_shown() {
+        let secret = "PASSWORD-SECRET";
+        for url in [
+            format!("redis://:{secret}@cache.internal:6379/0"),
+            format!("redis://user:{secret}@cache.internal"),
+            format!("unix:///run/redis.sock?pass={secret}"),
+        ] {
+            let s = parse(&[
+                ("RATE_LIMIT_BACKEND", "redis"),
+                ("REDIS_URL", &url),
+                ("REDIS_TIMEOUT_MS", "20"),
+            ])
+            .unwrap();
+            let summary = s.summary();
+            assert!(!summary.contains(secret), "{summary}");
+            assert!(summary.contains("(password masked)"), "{summary}");
+            assert!(summary.contains("redis_timeout=20ms"), "{summary}");
+            assert!(!format!("{s:?}").contains(secret));
+        }
+        for url in [
+            format!("redis://:{secret}@h/x"),
+            format!("rediss://:{secret}@h"),
+            secret.to_owned(),
+            format!("redis://:{secret}@0.0.0.0"),
+        ] {
+            let err = parse(&[("RATE_LIMIT_BACKEND", "redis"), ("REDIS_URL", &url)])
+                .expect_err("should be refused");
+            assert!(!err.to_string().contains(secret), "{err}");
+        }
     }
 
     #[test]

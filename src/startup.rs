@@ -4,6 +4,8 @@
 //! learn its port before they send anything.
 
 use crate::keys::file::{load_clients, KeysFileError};
+use crate::keys::redis_health::RedisHealth;
+use crate::keys::redis_limiter::RedisLimiter;
 use crate::keys::registry::BucketCount;
 use crate::keys::reload::{self, Reloader, WatchGuard};
 use crate::keys::{Admit, KeyRegistry, ReplaceClients};
@@ -11,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::middleware::{method, observe, panics};
 use crate::model_id::ModelId;
 use crate::routes;
-use crate::settings::{CorsOrigins, Settings};
+use crate::settings::{CorsOrigins, RateLimitBackend, Settings};
 use crate::upstream::key_pool::KeyPool;
 use crate::upstream::{UpstreamContext, UpstreamPool};
 use actix::prelude::*;
@@ -21,6 +23,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{http, web, App, HttpServer};
 use governor::clock::{Clock, DefaultClock};
 use std::net::TcpListener;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +72,8 @@ pub enum StartupError {
     Keys(#[from] KeysFileError),
     #[error("metrics: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error("invalid setting REDIS_URL: {0}")]
+    Redis(#[from] crate::keys::redis_limiter::CheckError),
     #[error("server: {0}")]
     Server(#[from] std::io::Error),
 }
@@ -122,13 +127,37 @@ impl Application {
         });
         let upstream = UpstreamPool::start(
             context,
-            settings.upstream_actors.get(),
+            settings.upstream_actors.map_or(0, NonZeroUsize::get),
             settings.max_in_flight.get(),
             settings.upstream_connect_timeout,
         );
+        let shared_limits = match &settings.rate_limit_backend {
+            RateLimitBackend::Memory => None,
+            RateLimitBackend::Redis(redis) => {
+                let client = redis::Client::open(redis.connection.clone())
+                    .map_err(crate::keys::redis_limiter::CheckError::from)?;
+                let health = RedisHealth::new(
+                    metrics.rate_limit_backend_up.with_label_values(&["redis"]),
+                    redis.display(),
+                );
+                Some((client, redis.timeout, health))
+            }
+        };
         let registry_arbiter = Arbiter::new().handle();
         let registry = KeyRegistry::start_in_arbiter(&registry_arbiter, move |_| {
-            KeyRegistry::new(clients, clock)
+            let registry = KeyRegistry::new(clients, clock);
+            let Some((client, timeout, health)) = shared_limits else {
+                return registry;
+            };
+            // The connection is made here, so it lives on this arbiter's
+            // runtime next to the actor that uses it.
+            match RedisLimiter::connect(client, timeout) {
+                Ok(limiter) => registry.with_redis(limiter, health),
+                Err(error) => {
+                    log::error!("rate limits: the Redis client could not be set up ({error}); this replica applies its in-process limits");
+                    registry
+                }
+            }
         });
         let reloader = Arc::new(Reloader::new(
             settings.keys_file.clone(),
@@ -153,7 +182,12 @@ impl Application {
             metrics: metrics.clone(),
         });
         let cors = settings.cors_allowed_origins.clone();
+        let per_worker = settings.upstream_actors.is_none();
+        let connect_timeout = settings.upstream_connect_timeout;
         let mut server = HttpServer::new(move || {
+            if per_worker {
+                state.upstream.start_worker_actor(connect_timeout);
+            }
             App::new()
                 .app_data(state.clone())
                 .configure(routes::configure)

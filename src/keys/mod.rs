@@ -3,6 +3,8 @@
 pub mod file;
 pub mod limiter;
 pub mod policy;
+pub mod redis_health;
+pub mod redis_limiter;
 pub mod registry;
 pub mod reload;
 

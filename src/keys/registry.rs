@@ -5,9 +5,20 @@
 //! the key they received (the key itself never leaves the handler), so one actor
 //! serves every worker without doing the hashing for them. Only known clients
 //! have a bucket, so unknown keys cost nothing to remember.
+//!
+//! With the Redis backend the bucket that counts is the client's shared one in
+//! Redis, and the in-process bucket is the fallback while Redis is down. The
+//! key lookup stays synchronous either way; only the Redis check is a future,
+//! so [`Admit`] answers with [`actix::Response`]: a plain value (no allocation)
+//! for the memory backend, unknown keys and a Redis known to be down, a boxed
+//! future only when Redis is asked. `ResponseFuture` would box every request,
+//! and `ResponseActFuture` would add nothing, as the future needs no actor
+//! state once it has the client's limiter.
 
 use super::limiter::{ClientLimiter, Decision, RateLimitSnapshot};
 use super::policy::{ClientPolicy, KeyHash};
+use super::redis_health::{RedisHealth, PROBE_INTERVAL};
+use super::redis_limiter::{bucket_key, RedisLimiter};
 use actix::prelude::*;
 use governor::clock::{Clock, DefaultClock};
 use std::sync::Arc;
@@ -56,12 +67,24 @@ pub struct BucketCount;
 
 struct Entry<C: Clock + Clone> {
     policy: Arc<ClientPolicy>,
-    limiter: ClientLimiter<C>,
+    /// Shared with a pending Redis check, which falls back to it.
+    limiter: Arc<ClientLimiter<C>>,
+    /// The client's bucket in Redis (used only with that backend).
+    shared_key: Arc<str>,
+}
+
+/// The Redis backend: the client, and whether it answers.
+struct SharedLimits {
+    limiter: RedisLimiter,
+    health: Arc<RedisHealth>,
+    /// A probe is under way; the next waits for it rather than piling up.
+    probing: bool,
 }
 
 pub struct KeyRegistry<C: Clock + Clone = DefaultClock> {
     clients: Vec<Entry<C>>,
     clock: C,
+    shared: Option<SharedLimits>,
 }
 
 impl<C: Clock + Clone> KeyRegistry<C> {
@@ -69,9 +92,21 @@ impl<C: Clock + Clone> KeyRegistry<C> {
         let mut registry = KeyRegistry {
             clients: Vec::new(),
             clock,
+            shared: None,
         };
         registry.replace(clients);
         registry
+    }
+
+    /// Keeps the limits in Redis, shared with the other replicas; the
+    /// in-process buckets become the fallback.
+    pub fn with_redis(mut self, limiter: RedisLimiter, health: RedisHealth) -> Self {
+        self.shared = Some(SharedLimits {
+            limiter,
+            health: Arc::new(health),
+            probing: false,
+        });
+        self
     }
 
     fn replace(&mut self, clients: Vec<ClientPolicy>) {
@@ -84,9 +119,10 @@ impl<C: Clock + Clone> KeyRegistry<C> {
                 });
                 let limiter = match kept {
                     Some(index) => old.swap_remove(index).limiter,
-                    None => ClientLimiter::new(policy.limits, self.clock.clone()),
+                    None => Arc::new(ClientLimiter::new(policy.limits, self.clock.clone())),
                 };
                 Entry {
+                    shared_key: bucket_key(&policy.name, policy.limits).into(),
                     policy: Arc::new(policy),
                     limiter,
                 }
@@ -106,22 +142,50 @@ impl<C: Clock + Clone> KeyRegistry<C> {
         found
     }
 
+    /// Admits or refuses by the in-process bucket alone.
     pub fn admit(&self, key_hash: &KeyHash) -> Result<Admission, Refusal> {
         let entry = self.find(key_hash).ok_or(Refusal::UnknownKey)?;
-        match entry.limiter.take() {
-            Decision::Allowed(rate) => Ok(Admission {
-                client: entry.policy.clone(),
-                rate,
-            }),
-            Decision::Limited {
-                snapshot,
-                retry_after_secs,
-            } => Err(Refusal::Limited {
-                client: entry.policy.clone(),
-                rate: snapshot,
-                retry_after_secs,
-            }),
-        }
+        outcome(entry.policy.clone(), entry.limiter.take())
+    }
+}
+
+fn outcome(client: Arc<ClientPolicy>, decision: Decision) -> Result<Admission, Refusal> {
+    match decision {
+        Decision::Allowed(rate) => Ok(Admission { client, rate }),
+        Decision::Limited {
+            snapshot,
+            retry_after_secs,
+        } => Err(Refusal::Limited {
+            client,
+            rate: snapshot,
+            retry_after_secs,
+        }),
+    }
+}
+
+impl<C: Clock + Clone + Unpin + 'static> KeyRegistry<C>
+where
+    C::Instant: Unpin,
+{
+    /// Asks Redis whether it answers, unless a probe is already under way.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared.as_mut().filter(|s| !s.probing) else {
+            return;
+        };
+        shared.probing = true;
+        let health = shared.health.clone();
+        let probe = shared.limiter.probe();
+        let probe = async move {
+            match probe.await {
+                Ok(()) => health.up(),
+                Err(why) => health.down(&why),
+            }
+        };
+        ctx.spawn(probe.into_actor(self).map(|(), registry, _| {
+            if let Some(shared) = registry.shared.as_mut() {
+                shared.probing = false;
+            }
+        }));
     }
 }
 
@@ -130,16 +194,48 @@ where
     C::Instant: Unpin,
 {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.shared.is_some() {
+            // At once, so the gauge and the log say where Redis stands from
+            // start-up, then regularly, to notice it leave and come back.
+            self.probe(ctx);
+            ctx.run_interval(PROBE_INTERVAL, |registry, ctx| registry.probe(ctx));
+        }
+    }
 }
 
 impl<C: Clock + Clone + Unpin + 'static> Handler<Admit> for KeyRegistry<C>
 where
     C::Instant: Unpin,
 {
-    type Result = Result<Admission, Refusal>;
+    type Result = Response<Result<Admission, Refusal>>;
 
     fn handle(&mut self, msg: Admit, _: &mut Context<Self>) -> Self::Result {
-        self.admit(&msg.key_hash)
+        let shared = match &self.shared {
+            Some(shared) if shared.health.worth_asking() => shared,
+            // The memory backend, or Redis known to be down: no waiting.
+            _ => return Response::reply(self.admit(&msg.key_hash)),
+        };
+        let Some(entry) = self.find(&msg.key_hash) else {
+            return Response::reply(Err(Refusal::UnknownKey));
+        };
+        let check = shared
+            .limiter
+            .check(entry.shared_key.clone(), entry.policy.limits);
+        let health = shared.health.clone();
+        let local = entry.limiter.clone();
+        let client = entry.policy.clone();
+        Response::fut(async move {
+            let decision = match check.await {
+                Ok(decision) => decision,
+                Err(why) => {
+                    health.down(&why);
+                    local.take()
+                }
+            };
+            outcome(client, decision)
+        })
     }
 }
 

@@ -10,10 +10,18 @@ use super::call::{CallOutcome, GenerateCall, UpstreamContext};
 use super::forward::{ForwardCall, ForwardReply};
 use crate::errors::{ApiError, ErrorCode};
 use actix::prelude::*;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+
+thread_local! {
+    /// The upstream actor of this HTTP worker's thread, when it has one: a
+    /// message to it never crosses threads, which on a busy core saves the
+    /// context switches a hop to a dedicated thread costs.
+    static WORKER_ACTOR: RefCell<Option<Addr<UpstreamActor>>> = const { RefCell::new(None) };
+}
 
 /// `Retry-After` when the pool is full: load sheds in about a second.
 const FULL_RETRY_AFTER_SECS: u64 = 1;
@@ -43,7 +51,10 @@ impl Drop for Permit {
 }
 
 impl UpstreamPool {
-    /// Starts `actors` upstream actors, each on an arbiter (thread) of its own.
+    /// Starts `actors` dedicated upstream actors, each on an arbiter (thread)
+    /// of its own, used in turn. With none, each HTTP worker starts its own
+    /// actor on its own thread ([`UpstreamPool::start_worker_actor`]), the
+    /// default: it saves two thread hops per call (see README, Benchmarks).
     pub fn start(
         context: Arc<UpstreamContext>,
         actors: usize,
@@ -91,9 +102,24 @@ impl UpstreamPool {
         }
     }
 
-    fn next_actor(&self) -> (usize, &Addr<UpstreamActor>) {
-        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.actors.len();
-        (index, &self.inner.actors[index])
+    /// Starts an upstream actor on the calling thread (an HTTP worker, from
+    /// the App factory); that worker's handlers use it instead of the pool.
+    pub fn start_worker_actor(&self, connect_timeout: Duration) {
+        let context = self.inner.context.clone();
+        let addr = UpstreamActor::new(context, connect_timeout).start();
+        WORKER_ACTOR.with(|slot| *slot.borrow_mut() = Some(addr));
+    }
+
+    /// The dedicated actors in turn when there are some, else this worker's.
+    fn next_actor(&self) -> Option<(usize, Addr<UpstreamActor>)> {
+        let actors = &self.inner.actors;
+        if actors.is_empty() {
+            return WORKER_ACTOR
+                .with(|slot| slot.borrow().clone())
+                .map(|local| (0, local));
+        }
+        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % actors.len();
+        Some((index, actors[index].clone()))
     }
 
     /// Makes a generateContent call on the next actor, or refuses at once when
@@ -103,7 +129,9 @@ impl UpstreamPool {
             Ok(permit) => permit,
             Err(full) => return CallOutcome::refused(full),
         };
-        let (index, actor) = self.next_actor();
+        let Some((index, actor)) = self.next_actor() else {
+            return no_actor();
+        };
         // Held until this future completes or is dropped; dropping it tells the actor to stop.
         let (_cancel_on_drop, cancelled) = oneshot::channel::<()>();
         let sent = actor.send(Generate { call, cancelled }).await;
@@ -114,7 +142,9 @@ impl UpstreamPool {
     /// caller keeps for as long as a streamed body flows). Dropping the
     /// returned future cancels the call.
     pub async fn forward(&self, call: ForwardCall) -> CallOutcome<ForwardReply> {
-        let (index, actor) = self.next_actor();
+        let Some((index, actor)) = self.next_actor() else {
+            return no_actor();
+        };
         let (_cancel_on_drop, cancelled) = oneshot::channel::<()>();
         let sent = actor.send(Forward { call, cancelled }).await;
         sent.unwrap_or_else(|error| actor_gone(index, error))
@@ -133,5 +163,14 @@ fn actor_gone<T>(index: usize, error: MailboxError) -> CallOutcome<T> {
     CallOutcome::refused(ApiError::new(
         ErrorCode::InternalError,
         "the upstream worker stopped unexpectedly",
+    ))
+}
+
+/// A call made off the HTTP workers with no dedicated actors: a wiring bug.
+fn no_actor<T>() -> CallOutcome<T> {
+    log::error!("no upstream actor on this thread");
+    CallOutcome::refused(ApiError::new(
+        ErrorCode::InternalError,
+        "no upstream worker is available",
     ))
 }

@@ -439,61 +439,134 @@ fn a_bad_key_list_names_the_variable_without_printing_a_key() {
 
 // ---------------------------------------------------------------- shutdown
 
+/// Requests in flight when SIGTERM arrives in the shutdown test.
+const IN_FLIGHT_AT_SIGTERM: usize = 100;
+
 #[actix_rt::test]
-async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
+async fn sigterm_with_a_hundred_requests_in_flight_answers_them_all_refuses_new_connections_and_exits_zero(
+) {
     let mock = MockGemini::start(MockConfig {
         first_byte_delay: Duration::from_millis(1500),
         ..MockConfig::default()
     })
     .await
     .expect("mock starts");
-    let mut app = BinaryApp::start(&[], &binary_env(&mock));
+    // One client sends all of them: its bucket must hold them.
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("shutdown-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("keys dir");
+    let keys_file = dir.join("keys.toml");
+    std::fs::write(
+        &keys_file,
+        "[defaults]\nrequests_per_minute = 6000\nburst = 1000\n",
+    )
+    .expect("keys file");
+    let mut env = binary_env(&mock);
+    env.insert("KEYS_FILE".into(), keys_file.display().to_string());
+    let mut app = BinaryApp::start(&[], &env);
     let address = app.address.clone();
+    let socket_address = address.trim_start_matches("http://").to_owned();
+    // awc's default pool holds 100 connections; these must not queue behind it.
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().limit(0))
+        .timeout(Duration::from_secs(30))
+        .finish();
 
-    let held = (0..5).map(|i| {
-        let address = address.clone();
+    let held = (0..IN_FLIGHT_AT_SIGTERM).map(|i| {
+        let request = client
+            .post(format!("{address}/gemini-proxy"))
+            .insert_header(("X-API-KEY", CLIENT_KEY))
+            .insert_header(("X-Request-Id", format!("held-{i}")))
+            .insert_header(("Content-Type", "application/json"));
         async move {
-            let id = format!("held-{i}");
             let body = json!({"prompt": "[mock:slow-first-byte] still there?"});
-            proxy(&address, CLIENT_KEY, &id, body).await
+            let mut response = request
+                .send_body(body.to_string())
+                .await
+                .unwrap_or_else(|e| panic!("held-{i}: {e}"));
+            let body = response.body().await.expect("body reads");
+            TestResponse {
+                status: response.status().as_u16(),
+                headers: response.headers().clone(),
+                body,
+            }
         }
     });
     let terminate = async {
         let started = Instant::now();
-        while mock.in_flight() < 5 {
+        while mock.in_flight() < IN_FLIGHT_AT_SIGTERM {
             assert!(
                 // Past the mock's 1.5 s hold, some would already be answered.
                 started.elapsed() < Duration::from_millis(1400),
-                "the requests never reached Gemini together"
+                "only {} of the requests reached Gemini together",
+                mock.in_flight()
             );
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
         app.signal("TERM");
-        Instant::now()
+        let signalled = Instant::now();
+        // The listener closes at once, while the held requests still wait.
+        let refused_after = loop {
+            match tokio::net::TcpStream::connect(&socket_address).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    break signalled.elapsed()
+                }
+                other => {
+                    assert!(
+                        signalled.elapsed() < Duration::from_millis(500),
+                        "a new connection 500 ms after SIGTERM: {other:?}"
+                    );
+                    actix_rt::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        let still_held = mock.in_flight();
+        (signalled, refused_after, still_held)
     };
-    let (responses, signalled) =
+    let (responses, (signalled, refused_after, still_held)) =
         futures_util::future::join(futures_util::future::join_all(held), terminate).await;
-    for response in &responses {
-        assert_eq!(response.status, 200, "{}", response.text());
-        assert!(response.json()["data"]["response"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("echo:")));
-    }
+    assert!(
+        still_held > 0,
+        "new connections were refused only after the held requests ended"
+    );
+    let answered = responses
+        .iter()
+        .filter(|r| {
+            r.status == 200
+                && r.json()["data"]["response"]
+                    .as_str()
+                    .is_some_and(|text| text.starts_with("echo:"))
+        })
+        .count();
+    assert_eq!(
+        answered,
+        IN_FLIGHT_AT_SIGTERM,
+        "not all answered: {:?}",
+        responses
+            .iter()
+            .filter(|r| r.status != 200)
+            .map(|r| (r.status, r.text()))
+            .collect::<Vec<_>>()
+    );
 
-    let status = app.wait_exit(Duration::from_secs(10));
+    let status = app.wait_exit(Duration::from_secs(30));
+    let exited_after = signalled.elapsed();
     assert!(status.success(), "exited {status}:\n{}", app.logs());
     assert!(
-        signalled.elapsed() < Duration::from_secs(5),
-        "exit took {:?} after SIGTERM",
-        signalled.elapsed()
+        exited_after < Duration::from_secs(5),
+        "exit took {exited_after:?} after SIGTERM"
     );
-    let refused = std::net::TcpStream::connect(address.trim_start_matches("http://"));
+    println!(
+        "refused new connections {refused_after:?} after SIGTERM ({still_held} still held), exited after {exited_after:?}"
+    );
+    let refused = std::net::TcpStream::connect(&socket_address);
     assert!(
         refused
             .as_ref()
             .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
         "a connection after shutdown: {refused:?}"
     );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ---------------------------------------------------------------- demo

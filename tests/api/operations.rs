@@ -592,9 +592,12 @@ async fn a_request_its_client_abandons_is_still_counted() {
         );
         actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        app.mock.in_flight(),
-        0,
-        "the upstream call was abandoned too"
-    );
+    // The mock sees its connection close a moment after the service drops it.
+    while app.mock.in_flight() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream call was not abandoned"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
