@@ -48,15 +48,18 @@ pub fn sdk_keys(req: &HttpRequest, surface: Surface) -> SdkKeys {
         Surface::Gemini => client_key(req, "x-goog-api-key").or_else(|| query_key(req)),
         Surface::OpenAi => bearer_key(req),
     };
-    match client_key(req, CLIENT_KEY_HEADER) {
-        Some(key) => SdkKeys {
-            client_key: Some(key),
+    // Any X-API-KEY header, even an empty or duplicated one, means the client
+    // chose that header: it alone decides, so a bad one is refused rather
+    // than silently replaced by the SDK's key.
+    if req.headers().contains_key(CLIENT_KEY_HEADER) {
+        return SdkKeys {
+            client_key: client_key(req, CLIENT_KEY_HEADER),
             own_key: sdk_key,
-        },
-        None => SdkKeys {
-            client_key: sdk_key,
-            own_key: None,
-        },
+        };
+    }
+    SdkKeys {
+        client_key: sdk_key,
+        own_key: None,
     }
 }
 

@@ -99,18 +99,22 @@ impl<'a> ProxyRequest<'a> {
         }
         let raw: RawBody<'a> = serde_json::from_slice(body).map_err(|e| {
             if e.is_data() {
-                ValidationError::Field(redact_values(&e.to_string()))
+                ValidationError::Field(redact_names(&redact_values(&e.to_string())))
             } else {
                 ValidationError::Syntax(position_only(&e))
             }
         })?;
-        if raw
-            .generation_config
-            .is_some_and(|c| !c.get().starts_with('{'))
-        {
-            return Err(ValidationError::Field(
-                "`generation_config` must be a JSON object".into(),
-            ));
+        if let Some(config) = raw.generation_config {
+            if !config.get().starts_with('{') {
+                return Err(ValidationError::Field(
+                    "`generation_config` must be a JSON object".into(),
+                ));
+            }
+            if nesting_depth(config.get()) > MAX_CONFIG_DEPTH {
+                return Err(ValidationError::Field(format!(
+                    "`generation_config` is nested deeper than {MAX_CONFIG_DEPTH} levels"
+                )));
+            }
         }
         let prompt = raw.prompt.ok_or(ValidationError::PromptMissing)?;
         if prompt.trim().is_empty() {
@@ -146,9 +150,45 @@ impl<'a> ProxyRequest<'a> {
     }
 }
 
+/// Gemini's generation config is a few levels deep; a deeper one is refused
+/// here rather than passed on (serde does not bound nesting inside a raw value).
+const MAX_CONFIG_DEPTH: usize = 32;
+
+/// The deepest nesting of arrays and objects in valid JSON text.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// serde's syntax errors quote no input, only where it broke.
 fn position_only(error: &serde_json::Error) -> String {
     format!("at line {} column {}", error.line(), error.column())
+}
+
+/// serde names an unknown field as the client wrote it, which could be a key
+/// pasted as a name; the message keeps the list of fields that are allowed.
+fn redact_names(message: &str) -> String {
+    match (message.find("unknown field `"), message.find("`, expected")) {
+        (Some(start), Some(end)) if start < end => {
+            format!("{}unknown field{}", &message[..start], &message[end + 1..])
+        }
+        _ => message.to_owned(),
+    }
 }
 
 /// serde's type errors quote string values (`invalid type: string "…"`); those
@@ -253,6 +293,29 @@ mod tests {
         .unwrap();
         assert!(matches!(request.target, Target::ServerDefault));
         assert!(request.generation_config.is_none());
+    }
+
+    #[test]
+    fn a_deep_generation_config_is_refused() {
+        let deep = format!(
+            "{{\"prompt\":\"x\",\"generation_config\":{{\"a\":{}1{}}}}}",
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        assert_eq!(code(&deep), ErrorCode::InvalidRequest);
+        assert_eq!(nesting_depth(r#"{"a":"[[[[","b":[{"c":1}]}"#), 3);
+    }
+
+    #[test]
+    fn an_unknown_field_is_not_quoted() {
+        let err = ProxyRequest::parse(br#"{"prompt":"x","AIzaSECRETKEY":1}"#, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("SECRET"), "{err}");
+        assert!(
+            err.contains("unknown field") && err.contains("prompt"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -808,7 +808,6 @@ fn assert_no_leak(keys: &Keys, sources: &[(String, String)]) {
 }
 
 #[actix_rt::test]
-#[ignore = "bug: INVALID_REQUEST for an unknown field quotes the field's name, which can be a key"]
 async fn an_unknown_field_named_by_a_key_is_refused_without_quoting_it() {
     // serde's `unknown field `…`, expected one of …` passes through
     // `redact_values` (src/proxy_request.rs), which cuts out quoted string
