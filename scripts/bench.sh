@@ -18,6 +18,7 @@ WORK=$(mktemp -d /tmp/gemini-proxy-bench.XXXXXX)
 PIDS=()
 
 cleanup() {
+  for key in "${!SAVED[@]}"; do sysctl -qw "$key=${SAVED[$key]}" || true; done
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pidfile in "$WORK"/*.pid; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
@@ -37,6 +38,14 @@ need() {
 }
 need
 ulimit -n 200000 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+# 10,000 connections opened at once overflow the default accept queues (4096
+# here), which turns a load test into a SYN-retransmission test. Raised for
+# the run when root, and put back afterwards.
+SYSCTLS=(net.core.somaxconn net.ipv4.tcp_max_syn_backlog)
+declare -A SAVED
+if [ "$(id -u)" = 0 ]; then
+  for key in "${SYSCTLS[@]}"; do SAVED[$key]=$(sysctl -n "$key"); sysctl -qw "$key=65535" || true; done
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -157,7 +166,7 @@ HZ=$(getconf CLK_TCK)
 
 start_proxy() { # upstream-port
   GEMINI_BASE_URL="http://127.0.0.1:$1" GEMINI_API_KEY=server-key KEYS_FILE="$WORK/keys.toml" \
-    HOST=127.0.0.1 PORT=$PROXY WORKERS=1 UPSTREAM_ACTORS=1 LOG_LEVEL=info UPSTREAM_TIMEOUT_SECS=30 \
+    HOST=127.0.0.1 PORT=$PROXY WORKERS=1 LOG_LEVEL=info UPSTREAM_TIMEOUT_SECS=30 \
     taskset -c 0 "$ROOT/target/release/gemini-proxy" serve 2>"$WORK/proxy.log" &
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
@@ -238,4 +247,4 @@ echo "| target | connections | req/s | p50 | p99 | CPU µs/req | peak RSS MB | s
 echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 echo
-echo "Idle RSS: ${IDLE_RSS} MB. RSS after the first instant-upstream run of (c): ${RSS_FIRST} MB, after a second identical run: ${RSS_SECOND} MB."
+echo "Idle RSS: ${IDLE_RSS:-?} MB. RSS after the first instant-upstream run of (c): ${RSS_FIRST} MB, after a second identical run: ${RSS_SECOND} MB."

@@ -29,6 +29,8 @@ use std::time::Duration;
 
 /// In-flight requests get this long to finish after SIGTERM (SPEC §4).
 const SHUTDOWN_GRACE_SECS: u64 = 30;
+/// Pending connections the kernel may queue for us.
+const LISTEN_BACKLOG: u32 = 8192;
 /// Slow clients must finish sending their headers within this.
 const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -198,6 +200,9 @@ impl Application {
                 .wrap(from_fn(method::fold_unknown_methods))
         })
         .workers(settings.workers.get())
+        // Bursts of new connections wait in the kernel instead of being dropped
+        // (the kernel caps this at net.core.somaxconn).
+        .backlog(LISTEN_BACKLOG)
         .shutdown_timeout(SHUTDOWN_GRACE_SECS)
         .client_request_timeout(CLIENT_HEADER_TIMEOUT)
         // A client that closes its side has gone away: drop its handler, which

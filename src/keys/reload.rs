@@ -121,9 +121,10 @@ pub fn watch(reloader: Arc<Reloader>) -> WatchGuard {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
+    let file_name = reloader.keys_file.path.file_name().map(ToOwned::to_owned);
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|event| is_change(&event)) {
+        if event.is_ok_and(|event| is_change(&event, file_name.as_deref())) {
             let _ = tx.send(());
         }
     })
@@ -156,13 +157,21 @@ pub fn watch(reloader: Arc<Reloader>) -> WatchGuard {
 /// or reading a file changes nothing; counting it would make every reload (which
 /// reads the file) wake the watcher again, so the file would be read, and a bad
 /// one refused and logged, every debounce period for ever.
-fn is_change(event: &notify::Event) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
+fn is_change(event: &notify::Event, file_name: Option<&std::ffi::OsStr>) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+    let about_the_file = event
+        .paths
+        .iter()
+        .any(|path| path.file_name() == file_name);
     match event.kind {
         // Closing a file written in place: the moment its new bytes are complete.
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => about_the_file,
         EventKind::Access(_) => false,
-        _ => true,
+        // Entries appearing, disappearing or renamed may be a replace-by-rename
+        // or a symlink swap (Kubernetes' `..data`) under any name.
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => true,
+        // Writes to other files in the directory (a log file, say) are not ours.
+        _ => about_the_file,
     }
 }
 

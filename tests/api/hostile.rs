@@ -979,6 +979,8 @@ async fn hostile_json_is_refused_as_invalid_without_calling_gemini() {
 
 #[actix_rt::test]
 async fn a_deeply_nested_generation_config_is_refused_without_calling_gemini() {
+    // serde bounds nesting (128) everywhere but inside a raw value, which
+    // `generation_config` is: the service has to refuse it itself.
     let app = spawn_hostile_app().await;
     let body = format!(
         r#"{{"prompt":"hi","generation_config":{{"a":{}1{}}}}}"#,
@@ -1171,11 +1173,10 @@ async fn an_ambiguous_sdk_key_on_the_native_and_openai_paths_is_refused() {
 
 #[actix_rt::test]
 async fn two_x_api_key_headers_on_the_native_and_openai_paths_are_refused() {
-    // On /gemini-proxy two X-API-KEY headers are a 401 (the test above). On the
-    // SDK paths `client_key` answers None for them, `sdk_keys` reads None as
-    // "no X-API-KEY" and takes the SDK's key as the client key instead: the
-    // request is served, and a client's own Gemini key sent beside them is
-    // looked up as a client key.
+    // On /gemini-proxy two X-API-KEY headers are a 401 (the test above); the
+    // SDK paths must agree. An X-API-KEY header, even a duplicated one, decides
+    // alone: the SDK's key (here a valid client key) is never taken as the
+    // client key in its place, nor is a client's own Gemini key sent beside it.
     let app = spawn_hostile_app().await;
     let body = r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#;
     let post = |target: &str, lines: &str| {
@@ -1418,18 +1419,24 @@ async fn any_origin_is_answered_with_a_wildcard_and_never_with_credentials() {
             (*origin, format!("{head}{BODY}"))
         })
         .collect();
-    let (preflights, posts) = futures_util::future::join(
-        exchange_all(&app, &preflights),
-        exchange_all(&app, &posts),
-    )
-    .await;
+    let (preflights, posts) =
+        futures_util::future::join(exchange_all(&app, &preflights), exchange_all(&app, &posts))
+            .await;
     for (origin, reply) in origins.iter().zip(&preflights) {
         let Reply::Answered(answer) = reply else {
             panic!("{origin}: no answer: {reply}");
         };
         assert!(answer.status < 300, "{origin}: {reply}");
-        assert_eq!(answer.header("access-control-allow-origin"), Some("*"), "{reply}");
-        assert_eq!(answer.header("access-control-allow-credentials"), None, "{reply}");
+        assert_eq!(
+            answer.header("access-control-allow-origin"),
+            Some("*"),
+            "{reply}"
+        );
+        assert_eq!(
+            answer.header("access-control-allow-credentials"),
+            None,
+            "{reply}"
+        );
     }
     for (origin, reply) in origins.iter().zip(&posts) {
         let Reply::Answered(answer) = reply else {
@@ -1437,6 +1444,10 @@ async fn any_origin_is_answered_with_a_wildcard_and_never_with_credentials() {
         };
         assert_eq!(answer.status, 200, "{reply}");
         assert_cors_safe(origin, answer, Some("*"));
-        assert_eq!(answer.header("access-control-allow-credentials"), None, "{reply}");
+        assert_eq!(
+            answer.header("access-control-allow-credentials"),
+            None,
+            "{reply}"
+        );
     }
 }

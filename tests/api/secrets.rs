@@ -314,6 +314,11 @@ fn sweep_calls(keys: &Keys) -> Vec<(Call, Option<&'static str>)> {
             Some("INVALID_JSON"),
         ),
         (
+            // A key sent as a field name: serde names unknown fields.
+            Call::proxy(env, json!({"prompt": "hello", keys.own.clone(): true})),
+            Some("INVALID_REQUEST"),
+        ),
+        (
             // A key with a space in it, which the service refuses.
             Call::proxy(
                 env,
@@ -809,10 +814,9 @@ fn assert_no_leak(keys: &Keys, sources: &[(String, String)]) {
 
 #[actix_rt::test]
 async fn an_unknown_field_named_by_a_key_is_refused_without_quoting_it() {
-    // serde's `unknown field `…`, expected one of …` passes through
-    // `redact_values` (src/proxy_request.rs), which cuts out quoted string
-    // values only: a client that sends its key as a field name gets it back in
-    // the message (the logs stay clean).
+    // serde's `unknown field `…`, expected one of …` quotes the name as the
+    // client wrote it; a key pasted as a field name must not come back in the
+    // message (nor in the logs, which the sweep above checks).
     let app = spawn_app().await;
     let own = random_key("AIza");
     let response = app
