@@ -93,7 +93,7 @@ fn with_redis(settings: &mut HashMap<String, String>, url: &str, keys: &KeysFile
     with_keys(settings, keys);
     settings.insert("RATE_LIMIT_BACKEND".into(), "redis".into());
     settings.insert("REDIS_URL".into(), url.into());
-    settings.insert("REDIS_TIMEOUT_MS".into(), "100".into());
+    settings.insert("REDIS_TIMEOUT_MS".into(), "1000".into());
 }
 
 /// Settings for the test client from `keys` (and no `API_KEYS` client).
