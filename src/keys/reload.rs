@@ -159,17 +159,16 @@ pub fn watch(reloader: Arc<Reloader>) -> WatchGuard {
 /// one refused and logged, every debounce period for ever.
 fn is_change(event: &notify::Event, file_name: Option<&std::ffi::OsStr>) -> bool {
     use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
-    let about_the_file = event
-        .paths
-        .iter()
-        .any(|path| path.file_name() == file_name);
+    let about_the_file = event.paths.iter().any(|path| path.file_name() == file_name);
     match event.kind {
         // Closing a file written in place: the moment its new bytes are complete.
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => about_the_file,
         EventKind::Access(_) => false,
         // Entries appearing, disappearing or renamed may be a replace-by-rename
         // or a symlink swap (Kubernetes' `..data`) under any name.
-        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => true,
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => {
+            true
+        }
         // Writes to other files in the directory (a log file, say) are not ours.
         _ => about_the_file,
     }
