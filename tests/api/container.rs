@@ -432,3 +432,25 @@ fn the_compose_file_runs_the_service_with_prometheus_and_grafana() {
         Some("Viewer")
     );
 }
+
+#[test]
+fn the_readme_set_up_commands_run_what_they_say() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    assert!(
+        readme.contains("cargo run --release -- demo"),
+        "the run command"
+    );
+    assert!(readme.contains("scripts/test.sh"), "the test command");
+    // `cargo run` must know which of the two binaries is the service.
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(
+        manifest.contains("default-run = \"gemini-proxy\""),
+        "default-run"
+    );
+    let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
+    assert!(
+        ci.contains("scripts/test.sh"),
+        "CI runs the README's test command"
+    );
+}
