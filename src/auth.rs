@@ -91,7 +91,10 @@ pub async fn admit(
         )
     };
     let key_hash = KeyHash::of(&key.ok_or_else(unauthorized)?);
-    let refusal = match state.registry.send(Admit { key_hash }).await {
+    // This worker's own registry when it has one (in-process limits), else
+    // the registry actor.
+    let registry = crate::keys::worker::local().unwrap_or_else(|| state.registry.clone());
+    let refusal = match registry.send(Admit { key_hash }).await {
         Ok(Ok(admission)) => {
             RequestLog::update(req, |log| {
                 log.client = Some(admission.client.name.clone());

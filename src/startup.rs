@@ -7,7 +7,9 @@ use crate::keys::file::{load_clients, KeysFileError};
 use crate::keys::redis_health::RedisHealth;
 use crate::keys::redis_limiter::RedisLimiter;
 use crate::keys::registry::BucketCount;
+use crate::keys::registry::ClientTable;
 use crate::keys::reload::{self, Reloader, WatchGuard};
+use crate::keys::worker;
 use crate::keys::{Admit, KeyRegistry, ReplaceClients};
 use crate::metrics::Metrics;
 use crate::middleware::{method, observe, panics};
@@ -112,7 +114,7 @@ impl Application {
         clock: C,
     ) -> Result<Application, StartupError>
     where
-        C: Clock + Clone + Send + Unpin + 'static,
+        C: Clock + Clone + Send + Sync + Unpin + 'static,
         C::Instant: Unpin,
     {
         let clients = load_clients(&settings.keys_file, &settings.api_keys)?;
@@ -145,11 +147,21 @@ impl Application {
                 Some((client, redis.timeout, health))
             }
         };
+        // With the in-process backend each worker admits from the published
+        // clients on its own thread (keys::worker); Redis checks stay with the
+        // registry, next to its connection.
+        let table = shared_limits
+            .is_none()
+            .then(|| Arc::new(ClientTable::default()));
+        let published = table.clone();
         let registry_arbiter = Arbiter::new().handle();
         let registry = KeyRegistry::start_in_arbiter(&registry_arbiter, move |_| {
             let registry = KeyRegistry::new(clients, clock);
             let Some((client, timeout, health)) = shared_limits else {
-                return registry;
+                return match published {
+                    Some(table) => registry.publishing_to(table),
+                    None => registry,
+                };
             };
             // The connection is made here, so it lives on this arbiter's
             // runtime next to the actor that uses it.
@@ -189,6 +201,9 @@ impl Application {
         let mut server = HttpServer::new(move || {
             if per_worker {
                 state.upstream.start_worker_actor(connect_timeout);
+            }
+            if let Some(table) = &table {
+                worker::start_for_this_worker(table.clone());
             }
             App::new()
                 .app_data(state.clone())

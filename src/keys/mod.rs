@@ -7,6 +7,7 @@ pub mod redis_health;
 pub mod redis_limiter;
 pub mod registry;
 pub mod reload;
+pub mod worker;
 
 pub use limiter::RateLimitSnapshot;
 pub use policy::{ClientPolicy, KeyHash, Limits};

@@ -21,7 +21,7 @@ use super::redis_health::{RedisHealth, PROBE_INTERVAL};
 use super::redis_limiter::{bucket_key, RedisLimiter};
 use actix::prelude::*;
 use governor::clock::{Clock, DefaultClock};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// Asks: may the holder of this key send a request now? Takes one token when the
 /// key is known. Sent by every authenticated route before it reads the body.
@@ -65,7 +65,7 @@ pub struct ReplaceClients {
 #[rtype(result = "usize")]
 pub struct BucketCount;
 
-struct Entry<C: Clock + Clone> {
+pub(super) struct Entry<C: Clock + Clone> {
     policy: Arc<ClientPolicy>,
     /// Shared with a pending Redis check, which falls back to it.
     limiter: Arc<ClientLimiter<C>>,
@@ -74,6 +74,64 @@ struct Entry<C: Clock + Clone> {
 }
 
 /// The Redis backend: the client, and whether it answers.
+impl<C: Clock + Clone> Clone for Entry<C> {
+    fn clone(&self) -> Self {
+        Entry {
+            policy: self.policy.clone(),
+            limiter: self.limiter.clone(),
+            shared_key: self.shared_key.clone(),
+        }
+    }
+}
+
+/// The clients as the registry last set them, published for the per-worker
+/// registries ([`super::worker`]) so they check the same buckets without
+/// a message to this actor's thread.
+pub struct ClientTable<C: Clock + Clone>(RwLock<Arc<Vec<Entry<C>>>>);
+
+impl<C: Clock + Clone> Default for ClientTable<C> {
+    fn default() -> Self {
+        ClientTable(RwLock::new(Arc::new(Vec::new())))
+    }
+}
+
+impl<C: Clock + Clone> ClientTable<C> {
+    fn publish(&self, clients: &[Entry<C>]) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Arc::new(clients.to_vec());
+        }
+    }
+
+    /// As [`KeyRegistry::admit`], on the published clients.
+    pub fn admit(&self, key_hash: &KeyHash) -> Result<Admission, Refusal> {
+        let clients = self.0.read().map(|c| c.clone()).unwrap_or_default();
+        admit_in(&clients, key_hash)
+    }
+}
+
+/// Finds the client with this key, looking at every entry whatever matches,
+/// so the time taken does not depend on which client (if any) holds it.
+fn find_in<'a, C: Clock + Clone>(
+    clients: &'a [Entry<C>],
+    key_hash: &KeyHash,
+) -> Option<&'a Entry<C>> {
+    let mut found = None;
+    for entry in clients {
+        if entry.policy.key_hash.ct_eq(key_hash) {
+            found = Some(entry);
+        }
+    }
+    found
+}
+
+fn admit_in<C: Clock + Clone>(
+    clients: &[Entry<C>],
+    key_hash: &KeyHash,
+) -> Result<Admission, Refusal> {
+    let entry = find_in(clients, key_hash).ok_or(Refusal::UnknownKey)?;
+    outcome(entry.policy.clone(), entry.limiter.take())
+}
+
 struct SharedLimits {
     limiter: RedisLimiter,
     health: Arc<RedisHealth>,
@@ -85,6 +143,8 @@ pub struct KeyRegistry<C: Clock + Clone = DefaultClock> {
     clients: Vec<Entry<C>>,
     clock: C,
     shared: Option<SharedLimits>,
+    /// Where the clients are published for per-worker registries, if any.
+    table: Option<Arc<ClientTable<C>>>,
 }
 
 impl<C: Clock + Clone> KeyRegistry<C> {
@@ -93,9 +153,17 @@ impl<C: Clock + Clone> KeyRegistry<C> {
             clients: Vec::new(),
             clock,
             shared: None,
+            table: None,
         };
         registry.replace(clients);
         registry
+    }
+
+    /// Publishes the clients to `table` now and after every replacement.
+    pub fn publishing_to(mut self, table: Arc<ClientTable<C>>) -> Self {
+        table.publish(&self.clients);
+        self.table = Some(table);
+        self
     }
 
     /// Keeps the limits in Redis, shared with the other replicas; the
@@ -128,24 +196,18 @@ impl<C: Clock + Clone> KeyRegistry<C> {
                 }
             })
             .collect();
+        if let Some(table) = &self.table {
+            table.publish(&self.clients);
+        }
     }
 
-    /// Finds the client with this key, looking at every entry whatever matches,
-    /// so the time taken does not depend on which client (if any) holds it.
     fn find(&self, key_hash: &KeyHash) -> Option<&Entry<C>> {
-        let mut found = None;
-        for entry in &self.clients {
-            if entry.policy.key_hash.ct_eq(key_hash) {
-                found = Some(entry);
-            }
-        }
-        found
+        find_in(&self.clients, key_hash)
     }
 
     /// Admits or refuses by the in-process bucket alone.
     pub fn admit(&self, key_hash: &KeyHash) -> Result<Admission, Refusal> {
-        let entry = self.find(key_hash).ok_or(Refusal::UnknownKey)?;
-        outcome(entry.policy.clone(), entry.limiter.take())
+        admit_in(&self.clients, key_hash)
     }
 }
 
