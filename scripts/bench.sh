@@ -120,7 +120,10 @@ http {
 EOF
 }
 
-cat > "$WORK/keys.toml" <<EOF
+# The keys file in a directory of its own: the service watches that directory,
+# and the proxy's log is written beside the other files here.
+mkdir -p "$WORK/config"
+cat > "$WORK/config/keys.toml" <<EOF
 [[client]]
 name = "bench"
 key = "bench-client-key"
@@ -165,7 +168,7 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 HZ=$(getconf CLK_TCK)
 
 start_proxy() { # upstream-port
-  GEMINI_BASE_URL="http://127.0.0.1:$1" GEMINI_API_KEY=server-key KEYS_FILE="$WORK/keys.toml" \
+  GEMINI_BASE_URL="http://127.0.0.1:$1" GEMINI_API_KEY=server-key KEYS_FILE="$WORK/config/keys.toml" \
     HOST=127.0.0.1 PORT=$PROXY WORKERS=1 LOG_LEVEL=info UPSTREAM_TIMEOUT_SECS=30 RUST_LOG=${BENCH_RUST_LOG:-} \
     taskset -c 0 "$ROOT/target/release/gemini-proxy" serve 2>"$WORK/proxy.log" &
   PROXY_PID=$!
