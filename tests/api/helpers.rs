@@ -143,24 +143,7 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> TestResponse {
-        let mut request = client().request(method, format!("{}{path}", self.address));
-        for (name, value) in headers {
-            request = request.append_header((*name, *value));
-        }
-        let mut response = request
-            .send_body(body.into())
-            .await
-            .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
-        let body = response
-            .body()
-            .limit(64 * 1024 * 1024)
-            .await
-            .expect("body reads");
-        TestResponse {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body,
-        }
+        send_to(&self.address, method, path, headers, body).await
     }
 
     /// `POST /gemini-proxy` with the test client's key and a JSON body.
@@ -188,6 +171,35 @@ impl TestApp {
     /// Gemini calls the mock received (control routes excluded).
     pub fn upstream_requests(&self) -> Vec<RecordedRequest> {
         self.mock.requests()
+    }
+}
+
+/// Sends a request to any origin (the service or the mock itself) and reads
+/// the whole answer.
+pub async fn send_to(
+    origin: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> TestResponse {
+    let mut request = client().request(method, format!("{origin}{path}"));
+    for (name, value) in headers {
+        request = request.append_header((*name, *value));
+    }
+    let mut response = request
+        .send_body(body.into())
+        .await
+        .unwrap_or_else(|e| panic!("request to {origin}{path} failed: {e}"));
+    let body = response
+        .body()
+        .limit(64 * 1024 * 1024)
+        .await
+        .expect("body reads");
+    TestResponse {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body,
     }
 }
 

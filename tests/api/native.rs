@@ -15,7 +15,6 @@ mod streaming;
 
 use crate::helpers::*;
 use awc::http::Method;
-use bytes::Bytes;
 use gemini_proxy::mock::RecordedRequest;
 
 /// The usual generateContent path, on the version most SDKs use.
@@ -28,34 +27,6 @@ const BODY: &str = "{\"contents\": [{\"parts\": [{\"text\": \"Say \\\"hi\\\" \u{
 
 /// What an SDK sends besides its key.
 const JSON_TYPE: (&str, &str) = ("Content-Type", "application/json");
-
-/// Sends a request to any origin (the service or the mock itself) and reads it whole.
-async fn send_to(
-    origin: &str,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> TestResponse {
-    let mut request = client().request(method, format!("{origin}{path}"));
-    for (name, value) in headers {
-        request = request.append_header((*name, *value));
-    }
-    let mut response = request
-        .send_body(body.into())
-        .await
-        .unwrap_or_else(|e| panic!("request to {origin}{path} failed: {e}"));
-    let body = response
-        .body()
-        .limit(64 * 1024 * 1024)
-        .await
-        .expect("body reads");
-    TestResponse {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body,
-    }
-}
 
 /// What the mock answers this request when called directly with the server key. The
 /// call is left out of the mock's record, so tests see only what the service sent.
