@@ -7,8 +7,7 @@ use awc::http::Method;
 use gemini_proxy::mock::{MockConfig, MockGemini};
 use serde_json::json;
 use std::collections::HashMap;
-use std::io::Read;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 /// A client's own Gemini key, sent as `api_key`.
@@ -104,52 +103,17 @@ fn assert_no_fragment_of(text: &str, secrets: &[&str]) {
 /// Runs the binary to its exit (at most `limit`), returning its status, its
 /// stdout+stderr and how long it ran. For settings that must stop start-up.
 fn run_to_exit(env: &HashMap<String, String>, limit: Duration) -> (ExitStatus, String, Duration) {
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-proxy"))
-        .env_clear()
-        .envs(env)
-        .current_dir(env!("CARGO_TARGET_TMPDIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the binary was still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = started.elapsed();
-    let mut output = String::new();
-    // Start-up refusals write a few lines: the pipes cannot fill before exit.
-    for mut stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        stream.read_to_string(&mut output).expect("output reads");
-    }
-    (status, output, elapsed)
-}
-
-/// Settings the binary accepts, with no mock behind them (start-up checks only).
-fn env_without_mock() -> HashMap<String, String> {
-    HashMap::from([
-        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-        ("HOST".into(), "127.0.0.1".into()),
-        ("PORT".into(), "0".into()),
-        ("API_KEYS".into(), CLIENT_KEY.into()),
-        ("GEMINI_API_KEY".into(), SERVER_KEY.into()),
-        ("GEMINI_BASE_URL".into(), "http://127.0.0.1:9".into()),
-        ("KEYS_FILE".into(), String::new()),
-    ])
+    let run = run_binary_in(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+        &[],
+        env,
+        "",
+    );
+    assert!(
+        run.elapsed <= limit,
+        "the binary was still running after {limit:?}"
+    );
+    (run.status, run.stdout + &run.stderr, run.elapsed)
 }
 
 // ---------------------------------------------------------------- logs
@@ -356,7 +320,7 @@ fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
         ),
     ];
     for (variable, value, description) in cases {
-        let mut env = env_without_mock();
+        let mut env = offline_env();
         env.insert(variable.into(), value.into());
         let (status, output, elapsed) = run_to_exit(&env, Duration::from_secs(10));
         assert!(
@@ -380,7 +344,7 @@ fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
 
 #[test]
 fn a_missing_keys_file_that_was_named_stops_start_up() {
-    let mut env = env_without_mock();
+    let mut env = offline_env();
     env.insert("KEYS_FILE".into(), "/nonexistent/keys.toml".into());
     let (status, output, elapsed) = run_to_exit(&env, Duration::from_secs(10));
     assert!(!status.success(), "exited {status}\n{output}");
@@ -422,7 +386,7 @@ fn a_bad_key_list_names_the_variable_without_printing_a_key() {
         ),
     ];
     for (variable, value, description) in cases {
-        let mut env = env_without_mock();
+        let mut env = offline_env();
         env.insert(variable.into(), value);
         let (status, output, _) = run_to_exit(&env, Duration::from_secs(10));
         assert!(

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// A client's own Gemini key, sent as `api_key`.
 const OWN_KEY: &str = "AIzaClientOwnKey0123456789abcdefghijklm";
@@ -81,25 +81,9 @@ async fn raw_exchange(app: &TestApp, request: &[u8]) -> (u16, String, Bytes) {
             .expect("connect");
         stream.write_all(request).await.expect("write");
         let mut received = Vec::new();
-        let mut buffer = [0u8; 4096];
-        loop {
-            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if received.len() >= end + 4 + length {
-                    let status = head[9..12].parse().expect("a status code");
-                    let body = Bytes::copy_from_slice(&received[end + 4..end + 4 + length]);
-                    return (status, head, body);
-                }
-            }
-            let n = stream.read(&mut buffer).await.expect("read");
-            assert!(n > 0, "connection closed early: {received:?}");
-            received.extend_from_slice(&buffer[..n]);
-        }
+        read_response(&mut stream, &mut received)
+            .await
+            .expect("an answer before the connection closed")
     };
     tokio::time::timeout(RAW_ANSWER_LIMIT, exchange)
         .await

@@ -8,10 +8,10 @@ use gemini_proxy::settings::Settings;
 use gemini_proxy::startup::{AppControl, Application};
 use governor::clock::FakeRelativeClock;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,7 +77,6 @@ pub fn base_settings(mock: &MockGemini) -> HashMap<String, String> {
         ("GEMINI_BASE_URL".into(), mock.base_url()),
         ("KEYS_FILE".into(), String::new()),
         ("WORKERS".into(), "2".into()),
-        ("UPSTREAM_ACTORS".into(), "2".into()),
     ])
 }
 
@@ -203,6 +202,36 @@ pub async fn send_to(
     }
 }
 
+/// Reads one whole response from `stream` (with `received` already read),
+/// `None` when the connection closes first. The caller bounds the time.
+pub async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    received: &mut Vec<u8>,
+) -> Option<(u16, String, Bytes)> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if received.len() >= end + 4 + length {
+                let status = head.get(9..12)?.parse().ok()?;
+                let body = Bytes::copy_from_slice(&received[end + 4..end + 4 + length]);
+                received.drain(..end + 4 + length);
+                return Some((status, head, body));
+            }
+        }
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
 /// The value of one series in a Prometheus exposition, if present.
 pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|line| {
@@ -322,6 +351,84 @@ impl Drop for BinaryApp {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A run of the binary that must exit by itself (subcommands, refused
+/// start-ups) is killed, by its own PID, past this.
+pub const BINARY_EXIT_LIMIT: Duration = Duration::from_secs(15);
+
+/// What a finished run of the binary left.
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+/// Runs the binary in `dir` with exactly `env` and `stdin`; kills it (by the
+/// child's own PID) if it has not exited within [`BINARY_EXIT_LIMIT`].
+pub fn run_binary_in(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &HashMap<String, String>,
+    stdin: &str,
+) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-proxy"))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    let read_all = |mut stream: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr")));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > BINARY_EXIT_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`gemini-proxy {}` did not exit in {BINARY_EXIT_LIMIT:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        status,
+        elapsed: started.elapsed(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// The binary's environment: loopback, port 0, test keys, no Gemini behind it.
+pub fn offline_env() -> HashMap<String, String> {
+    HashMap::from([
+        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+        ("HOST".into(), "127.0.0.1".into()),
+        ("PORT".into(), "0".into()),
+        ("API_KEYS".into(), CLIENT_KEY.into()),
+        ("GEMINI_API_KEY".into(), SERVER_KEY.into()),
+        ("GEMINI_BASE_URL".into(), "http://127.0.0.1:9".into()),
+    ])
 }
 
 /// Environment for the binary against a mock: loopback, port 0, test keys.

@@ -117,35 +117,6 @@ async fn connect(app: &TestApp) -> TcpStream {
         .expect("connect")
 }
 
-/// Reads one whole response from `stream` (with `received` already read),
-/// `None` when the connection closes first. The caller bounds the time.
-async fn read_response(
-    stream: &mut TcpStream,
-    received: &mut Vec<u8>,
-) -> Option<(u16, String, Bytes)> {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if received.len() >= end + 4 + length {
-                let status = head.get(9..12)?.parse().ok()?;
-                let body = Bytes::copy_from_slice(&received[end + 4..end + 4 + length]);
-                received.drain(..end + 4 + length);
-                return Some((status, head, body));
-            }
-        }
-        match stream.read(&mut buffer).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => received.extend_from_slice(&buffer[..n]),
-        }
-    }
-}
-
 /// Watches the connection for `linger` after an answer, or until it closes.
 async fn after_answer(stream: &mut TcpStream, mut received: Vec<u8>, linger: Duration) -> After {
     let mut buffer = [0u8; 4096];

@@ -13,16 +13,12 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// SPEC §1: a change on disk is in force within this.
 const RELOAD_LIMIT: Duration = Duration::from_secs(5);
-/// The binary answers a command, or refuses to start, well within this.
-const EXIT_LIMIT: Duration = Duration::from_secs(15);
 /// How long the mock holds the "in flight" requests of the reload tests: well
 /// past the watcher's 300 ms debounce, so the reload lands while they wait.
 const HOLD: Duration = Duration::from_millis(1500);
@@ -834,72 +830,6 @@ async fn ten_thousand_unknown_keys_are_refused_and_create_no_rate_limit_state() 
 
 // --- The binary -------------------------------------------------------------
 
-/// What a finished run of the binary left.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary in `dir` with exactly `env` and `stdin`; kills it (by the
-/// child's own PID) if it has not exited within [`EXIT_LIMIT`].
-fn run_binary(dir: &Path, args: &[&str], env: &HashMap<String, String>, stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-proxy"))
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).expect("write stdin");
-    drop(input);
-    let read_all = |mut stream: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stream.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = read_all(Box::new(child.stderr.take().expect("stderr")));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > EXIT_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`gemini-proxy {}` did not exit in {EXIT_LIMIT:?}",
-                args.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
-}
-
-/// The binary's environment: loopback, port 0, test keys, no Gemini behind it.
-fn offline_env() -> HashMap<String, String> {
-    HashMap::from([
-        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-        ("HOST".into(), "127.0.0.1".into()),
-        ("PORT".into(), "0".into()),
-        ("API_KEYS".into(), CLIENT_KEY.into()),
-        ("GEMINI_API_KEY".into(), SERVER_KEY.into()),
-        ("GEMINI_BASE_URL".into(), "http://127.0.0.1:9".into()),
-    ])
-}
-
 fn assert_no_key(text: &str, keys: &[&str]) {
     for key in keys {
         assert!(!text.contains(key), "a key was printed: {text}");
@@ -961,7 +891,7 @@ fn the_binary_refuses_to_start_with_a_bad_keys_file_naming_the_file_and_the_prob
         }
         let mut env = offline_env();
         env.insert("KEYS_FILE".into(), keys.path_text());
-        let run = run_binary(&keys.dir, &[], &env, "");
+        let run = run_binary_in(&keys.dir, &[], &env, "");
         assert!(!run.status.success(), "{description}: it started");
         assert!(
             run.stderr.contains(&keys.path_text()) && run.stderr.contains(problem),
@@ -1043,11 +973,11 @@ async fn hash_key_prints_the_key_sha256_line_that_authenticates_the_key() {
         ("as echo sends it", format!("{KEY}\n")),
         ("from Windows", format!("{KEY}\r\n")),
     ] {
-        let run = run_binary(&keys.dir, &["hash-key"], &env, &stdin);
+        let run = run_binary_in(&keys.dir, &["hash-key"], &env, &stdin);
         assert!(run.status.success(), "{description}: {}", run.stderr);
         assert_eq!(run.stdout, expected, "{description}");
     }
-    let run = run_binary(&keys.dir, &["hash-key"], &env, "");
+    let run = run_binary_in(&keys.dir, &["hash-key"], &env, "");
     assert!(!run.status.success(), "an empty key has no hash to print");
 
     // The printed line, pasted into the keys file, lets the key in.
@@ -1079,7 +1009,7 @@ fn check_config_lists_clients_and_limits_without_keys_and_fails_on_a_bad_file() 
         SERVER_KEY,
     ];
 
-    let run = run_binary(&keys.dir, &["check-config"], &env, "");
+    let run = run_binary_in(&keys.dir, &["check-config"], &env, "");
     assert!(run.status.success(), "{}", run.stderr);
     for line in [
         "alpha: 120/min, burst 7",
@@ -1091,7 +1021,7 @@ fn check_config_lists_clients_and_limits_without_keys_and_fails_on_a_bad_file() 
     assert_no_key(&format!("{}{}", run.stdout, run.stderr), &secrets);
 
     keys.write(&client_entry("alpha", ALPHA_KEY, "burst = 0"));
-    let run = run_binary(&keys.dir, &["check-config"], &env, "");
+    let run = run_binary_in(&keys.dir, &["check-config"], &env, "");
     assert!(!run.status.success(), "a bad file passed: {}", run.stdout);
     assert!(
         run.stderr.contains(&keys.path_text()) && run.stderr.contains("`burst`"),

@@ -29,3 +29,34 @@ async fn answers_a_prompt_in_the_success_envelope() {
         ["finish_reason", "model", "response", "time", "usage"]
     );
 }
+
+#[actix_rt::test]
+async fn dedicated_upstream_actors_serve_both_surfaces_too() {
+    // The default gives each worker its own upstream actor; UPSTREAM_ACTORS
+    // puts them on threads of their own instead, used in turn.
+    let app = spawn_app_with(|s| {
+        s.insert("UPSTREAM_ACTORS".into(), "2".into());
+    })
+    .await;
+    for prompt in ["first", "second", "third"] {
+        let response = app.proxy(&json!({ "prompt": prompt })).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(
+            response.json()["data"]["response"],
+            format!("echo: {prompt}")
+        );
+    }
+    let native = app
+        .request(
+            awc::http::Method::POST,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            &[
+                ("x-goog-api-key", CLIENT_KEY),
+                ("Content-Type", "application/json"),
+            ],
+            r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#,
+        )
+        .await;
+    assert_eq!(native.status, 200, "{}", native.text());
+    assert_eq!(app.upstream_requests().len(), 4);
+}
