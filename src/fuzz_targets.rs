@@ -7,7 +7,7 @@
 use crate::errors::ErrorCode;
 use crate::model_id::ModelId;
 use crate::proxy_request::ProxyRequest;
-use crate::upstream::classify::{classify_answer, KeyOwner};
+use crate::upstream::classify::{classify_failure, read_answer, KeyOwner, KeyVerdict};
 
 /// The `/gemini-proxy` body parser: never panics; refusals carry body codes only.
 pub fn request_body(data: &[u8]) {
@@ -64,17 +64,23 @@ pub fn keys_file(data: &[u8]) {
     }
 }
 
-/// The classifier of Gemini's answers: any status and body yields a SPEC code;
-/// only a 200 can be a success.
+/// The classifier of Gemini's answers: any status and body yields an error
+/// code; only a 401, 400 or 403 can refuse a key, and only a 429 rest one.
 pub fn upstream_answer(data: &[u8]) {
     let Some((&[high, low], body)) = data.split_first_chunk::<2>() else {
         return;
     };
     let status = 100 + u16::from_be_bytes([high, low]) % 500;
+    if let Err(failure) = read_answer(body) {
+        assert!(ErrorCode::ALL.contains(&failure.code));
+    }
     for owner in [KeyOwner::Server, KeyOwner::Client] {
-        match classify_answer(status, body, owner) {
-            Ok(_) => assert_eq!(status, 200),
-            Err(failure) => assert!(ErrorCode::ALL.contains(&failure.code)),
+        let failure = classify_failure(status, body, owner);
+        assert!(ErrorCode::ALL.contains(&failure.code));
+        match failure.key {
+            KeyVerdict::Refused => assert!(matches!(status, 400 | 401 | 403)),
+            KeyVerdict::Rest(_) => assert_eq!(status, 429),
+            KeyVerdict::Fine => {}
         }
     }
 }

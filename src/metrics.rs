@@ -1,15 +1,16 @@
 //! The Prometheus registry `/metrics` serves: actix-web-prom's two HTTP metrics
-//! plus the service's own (SPEC §4).
+//! plus the service's own (docs/metrics.md).
 //!
 //! Label values come only from route patterns, config names, fixed code lists and
 //! model ids Gemini has answered successfully (at most [`MAX_MODEL_LABELS`]; any
 //! other id is `other`), so no request can create unbounded series.
 //!
-//! Every family is always in the exposition (SPEC §4), even before its first
+//! Every family is always in the exposition, even before its first
 //! sample: the Prometheus client drops a family without series, so the families
 //! still empty are written as their `# HELP` and `# TYPE` lines alone. Dashboards
 //! and alerts can then tell "nothing happened yet" from "not exported".
 
+use crate::upstream::stream_reader::Tokens;
 use actix_web_prom::{ActixMetricsConfiguration, PrometheusMetrics, PrometheusMetricsBuilder};
 use prometheus::core::Collector;
 use prometheus::{
@@ -41,6 +42,8 @@ pub struct Metrics {
     pub stream_first_byte: HistogramVec,
     pub in_flight: IntGauge,
     pub key_available: IntGaugeVec,
+    pub key_rests: IntCounterVec,
+    pub key_resting_models: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     /// 1 while the shared rate-limit backend answers (only `redis` has series).
     pub rate_limit_backend_up: IntGaugeVec,
@@ -161,6 +164,22 @@ impl Metrics {
                 registry.register(Box::new(gauge.clone()))?;
                 gauge
             },
+            key_rests: counter(
+                "gemini_proxy_upstream_key_rests_total",
+                "Times a server key was rested for a model after a Gemini quota answer, by key index and quota window (minute or day)",
+                &["key", "scope"],
+            )?,
+            key_resting_models: {
+                let gauge = IntGaugeVec::new(
+                    Opts::new(
+                        "gemini_proxy_upstream_key_resting_models",
+                        "Models the server key at this index rests for now",
+                    ),
+                    &["key"],
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
             config_reloads: counter(
                 "gemini_proxy_config_reloads_total",
                 "Keys-file reloads by result",
@@ -218,6 +237,7 @@ impl Metrics {
             &self.tokens,
             &self.upstream_requests,
             &self.upstream_retries,
+            &self.key_rests,
             &self.config_reloads,
         ] {
             families.extend(Family::of(counter, "counter"));
@@ -227,6 +247,7 @@ impl Metrics {
         }
         families.extend(Family::of(&self.in_flight, "gauge"));
         families.extend(Family::of(&self.key_available, "gauge"));
+        families.extend(Family::of(&self.key_resting_models, "gauge"));
         families.extend(Family::of(&self.rate_limit_backend_up, "gauge"));
         families.extend(Family::of(build_info, "gauge"));
         families
@@ -306,18 +327,11 @@ impl Metrics {
     }
 
     /// Counts tokens a client used.
-    pub fn count_tokens(
-        &self,
-        client: &str,
-        model_label: &str,
-        prompt: u64,
-        response: u64,
-        thoughts: u64,
-    ) {
+    pub fn count_tokens(&self, client: &str, model_label: &str, tokens: Tokens) {
         for (kind, count) in [
-            ("prompt", prompt),
-            ("response", response),
-            ("thoughts", thoughts),
+            ("prompt", tokens.prompt),
+            ("response", tokens.response),
+            ("thoughts", tokens.thoughts),
         ] {
             if count > 0 {
                 self.tokens

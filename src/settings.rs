@@ -38,6 +38,8 @@ pub const ALL_VARIABLES: &[&str] = &[
     "RATE_LIMIT_BACKEND",
     "REDIS_URL",
     "REDIS_TIMEOUT_MS",
+    "CLIENT_STALL_TIMEOUT_SECS",
+    "KEY_RECHECK_SECS",
 ];
 
 #[derive(Clone)]
@@ -66,6 +68,10 @@ pub struct Settings {
     pub workers: NonZeroUsize,
     /// Where client rate limits are kept.
     pub rate_limit_backend: RateLimitBackend,
+    /// A stream whose client accepts no byte for this long is cut.
+    pub client_stall_timeout: Duration,
+    /// How often server keys Gemini refused are asked again.
+    pub key_recheck_interval: Duration,
 }
 
 /// Where client rate limits are kept (`RATE_LIMIT_BACKEND`).
@@ -251,6 +257,8 @@ impl Settings {
                 Some(_) => Some(non_zero(&get, "UPSTREAM_ACTORS", cpus)?),
             },
             workers: non_zero(&get, "WORKERS", cpus)?,
+            client_stall_timeout: seconds(&get, "CLIENT_STALL_TIMEOUT_SECS", 30)?,
+            key_recheck_interval: seconds(&get, "KEY_RECHECK_SECS", 600)?,
             rate_limit_backend: rate_limit_backend(&get)?,
         })
     }

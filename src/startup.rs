@@ -15,8 +15,11 @@ use crate::metrics::Metrics;
 use crate::middleware::{method, observe, panics};
 use crate::model_id::ModelId;
 use crate::routes;
+use crate::routes::stream::ClientSocket;
 use crate::settings::{CorsOrigins, RateLimitBackend, Settings};
 use crate::upstream::key_pool::KeyPool;
+use crate::upstream::leak_guard::LeakGuard;
+use crate::upstream::recheck::{self, KeyRecheck, RecheckNow};
 use crate::upstream::{UpstreamContext, UpstreamPool};
 use actix::prelude::*;
 use actix_cors::Cors;
@@ -29,7 +32,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// In-flight requests get this long to finish after SIGTERM (SPEC §4).
+/// In-flight requests get this long to finish after SIGTERM.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Pending connections the kernel may queue for us.
 const LISTEN_BACKLOG: u32 = 8192;
@@ -43,6 +46,7 @@ pub struct RequestLimits {
     pub max_prompt_chars: usize,
     pub default_model: ModelId,
     pub upstream_timeout: Duration,
+    pub client_stall_timeout: Duration,
 }
 
 /// Shared by every worker: the actors' addresses and the settings handlers need.
@@ -59,6 +63,8 @@ pub struct Application {
     server: Server,
     upstream: UpstreamPool,
     registry_arbiter: ArbiterHandle,
+    recheck_arbiter: ArbiterHandle,
+    recheck: Addr<KeyRecheck>,
     bucket_count: Recipient<BucketCount>,
     reloader: Arc<Reloader>,
     _watch: WatchGuard,
@@ -126,9 +132,16 @@ impl Application {
         let context = Arc::new(UpstreamContext {
             base_url: settings.gemini_base_url.as_str().to_owned(),
             keys: KeyPool::new(&settings.gemini_api_keys, metrics.clone()),
+            leak_guard: LeakGuard::new(&settings.gemini_api_keys),
             metrics: metrics.clone(),
             retry_budget: Default::default(),
         });
+        let (recheck, recheck_arbiter) = recheck::start(
+            context.clone(),
+            settings.key_recheck_interval,
+            settings.upstream_connect_timeout,
+            settings.default_model.resource(),
+        );
         let upstream = UpstreamPool::start(
             context,
             settings.upstream_actors.map_or(0, NonZeroUsize::get),
@@ -182,7 +195,8 @@ impl Application {
         let watch = reload::watch(reloader.clone());
         if handle_signals {
             let pool = upstream.clone();
-            reload::reload_on_sighup(reloader.clone(), move || pool.context().keys.reset());
+            // Refused keys come back at once; rests stay, since Gemini's quotas did not change.
+            reload::reload_on_sighup(reloader.clone(), move || pool.context().keys.restore_all());
         }
         let state = web::Data::new(AppState {
             limits: RequestLimits {
@@ -190,6 +204,7 @@ impl Application {
                 max_prompt_chars: settings.max_prompt_chars.get(),
                 default_model: settings.default_model.clone(),
                 upstream_timeout: settings.upstream_timeout,
+                client_stall_timeout: settings.client_stall_timeout,
             },
             registry: registry.clone().recipient(),
             upstream: upstream.clone(),
@@ -223,6 +238,8 @@ impl Application {
         // A client that closes its side has gone away: drop its handler, which
         // cancels its upstream call, instead of finishing work nobody will read.
         .h1_allow_half_closed(false)
+        // So a stream whose client stopped reading can be cut (routes::stream).
+        .on_connect(ClientSocket::record)
         .listen(listener)?;
         if !handle_signals {
             server = server.disable_signals();
@@ -233,6 +250,8 @@ impl Application {
             server: server.run(),
             upstream,
             registry_arbiter,
+            recheck_arbiter,
+            recheck,
             bucket_count: registry.recipient(),
             reloader,
             _watch: watch,
@@ -253,6 +272,8 @@ impl Application {
         AppControl {
             reloader: self.reloader.clone(),
             bucket_count: self.bucket_count.clone(),
+            recheck: self.recheck.clone(),
+            upstream: self.upstream.clone(),
         }
     }
 
@@ -261,6 +282,7 @@ impl Application {
         let result = self.server.await;
         self.upstream.stop();
         self.registry_arbiter.stop();
+        self.recheck_arbiter.stop();
         result
     }
 }
@@ -270,12 +292,25 @@ impl Application {
 pub struct AppControl {
     reloader: Arc<Reloader>,
     bucket_count: Recipient<BucketCount>,
+    recheck: Addr<KeyRecheck>,
+    upstream: UpstreamPool,
 }
 
 impl AppControl {
     /// Reloads the keys file now, as SIGHUP does.
     pub async fn reload(&self) -> Result<usize, KeysFileError> {
         self.reloader.reload("requested").await
+    }
+
+    /// Re-checks the refused server keys now, as the timer does; answers
+    /// how many came back.
+    pub async fn recheck_keys(&self) -> usize {
+        self.recheck.send(RecheckNow).await.unwrap_or(0)
+    }
+
+    /// What `SIGHUP` does to the key pool: refused keys come back, rests stay.
+    pub fn restore_refused_keys(&self) {
+        self.upstream.context().keys.restore_all();
     }
 
     /// How many rate-limit buckets exist: one per configured client, whatever

@@ -10,5 +10,5 @@ pub mod reload;
 pub mod worker;
 
 pub use limiter::RateLimitSnapshot;
-pub use policy::{ClientPolicy, KeyHash, Limits};
+pub use policy::{ClientPolicy, KeyHash, Limits, PolicyError};
 pub use registry::{Admission, Admit, KeyRegistry, Refusal, ReplaceClients};

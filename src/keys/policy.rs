@@ -1,6 +1,7 @@
 //! What the service knows about one client: its name, how its key is checked,
 //! its limits and what it may do.
 
+use actix_web::http::header::HeaderValue;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -61,5 +62,58 @@ pub struct ClientPolicy {
 impl ClientPolicy {
     pub fn may_use_model(&self, model_id: &str) -> bool {
         self.models.as_ref().is_none_or(|m| m.contains(model_id))
+    }
+}
+
+/// Why a client may not make the call it asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("this client may not send its own Gemini key")]
+    OwnKeyNotAllowed,
+    #[error("the Gemini key is not a valid key")]
+    InvalidOwnKey,
+    #[error("this client may not use the model `{0}`")]
+    ModelNotAllowed(String),
+}
+
+impl From<PolicyError> for crate::errors::ApiError {
+    fn from(error: PolicyError) -> Self {
+        use crate::errors::ErrorCode;
+        let code = match error {
+            PolicyError::OwnKeyNotAllowed => ErrorCode::OwnKeyNotAllowed,
+            PolicyError::InvalidOwnKey => ErrorCode::InvalidRequest,
+            PolicyError::ModelNotAllowed(_) => ErrorCode::ModelNotAllowed,
+        };
+        crate::errors::ApiError::new(code, error.to_string())
+    }
+}
+
+impl ClientPolicy {
+    /// Checks a call against this client's policy, in the contract's order
+    /// (own key, then model), for every route alike: `own_key` is the Gemini
+    /// key the client sent, if any; `model` the id (without `models/`) the
+    /// call uses, if any. Answers the client's own key as the header value to
+    /// send upstream (marked sensitive), or `None` for a server key.
+    pub fn authorize(
+        &self,
+        own_key: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<Option<HeaderValue>, PolicyError> {
+        let own_key = match own_key {
+            None => None,
+            Some(_) if !self.allow_own_key => return Err(PolicyError::OwnKeyNotAllowed),
+            Some(key) => {
+                let mut value =
+                    HeaderValue::from_str(key).map_err(|_| PolicyError::InvalidOwnKey)?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        if let Some(model) = model {
+            if !self.may_use_model(model) {
+                return Err(PolicyError::ModelNotAllowed(model.to_owned()));
+            }
+        }
+        Ok(own_key)
     }
 }

@@ -1,15 +1,23 @@
-//! The outermost application middleware: gives every request an id, turns any
-//! error a middleware raised into the envelope, adds `X-Request-Id` and the
-//! `RateLimit-*` headers, and writes the access log line and per-client metrics.
+//! The outermost application middleware: gives every request an id, refuses
+//! an oversized request head, writes every error in the shape of its route
+//! (the envelope, Google's or OpenAI's), adds `X-Request-Id` and the
+//! `RateLimit-*` headers, and writes the access log line and per-client
+//! metrics — for a stream, when the stream ends, with how it ended.
 
 use crate::errors::{ApiError, ErrorCode, ResponseCode, Shape};
 use crate::request_log::{RequestLog, SharedLog};
+use crate::routes::stream::StreamOutcome;
 use crate::startup::AppState;
-use actix_web::body::{BoxBody, MessageBody};
+use crate::upstream::relay::{StreamEnd, CANCELLED};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, ResponseError};
+use bytes::Bytes;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -19,6 +27,9 @@ const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The route label for requests that matched no route.
 pub const UNMATCHED: &str = "UNMATCHED";
+/// The largest request head served (request line and headers). actix-http
+/// accepts far more, and refuses past its own limit outside our shapes.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// A request's outcome as the access log and the per-client metrics record it.
 struct Outcome<'a> {
@@ -54,10 +65,6 @@ fn record(state: Option<&AppState>, log: &RequestLog, started: Instant, outcome:
         "request"
     );
 }
-
-/// The code of a request dropped before its answer (the client went away);
-/// like nginx's 499 and google.rpc's CANCELLED.
-pub const CANCELLED: &str = "CANCELLED";
 
 /// Records a request dropped before its response was ready, so cancelled
 /// requests are counted too.
@@ -109,10 +116,36 @@ pub async fn observe(
         done: false,
     };
 
+    let shape = Shape::for_path(req.path());
+    if head_size(&req) > MAX_HEAD_BYTES {
+        unfinished.done = true;
+        let error = ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!("the request line and headers are over {MAX_HEAD_BYTES} bytes"),
+        );
+        let outcome = Outcome {
+            method: unfinished.method.as_str(),
+            route: UNMATCHED,
+            status: error.code.status().as_u16(),
+            code: error.code.as_str(),
+        };
+        record(
+            state.as_ref().map(|s| s.get_ref()),
+            &shared.0.borrow(),
+            started,
+            outcome,
+        );
+        let mut response = error.response(shape);
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        return Ok(req.into_response(response));
+    }
+
     let result = next.call(req).await;
     unfinished.done = true;
     let mut response = match result {
-        Ok(response) => in_the_envelope(response.map_into_boxed_body()),
+        Ok(response) => in_shape(response.map_into_boxed_body(), shape),
         // An error from a middleware rather than a handler. The request is gone
         // with it, so the error itself carries what the response needs.
         Err(error) => {
@@ -131,6 +164,7 @@ pub async fn observe(
             );
             return Err(MiddlewareError {
                 error: api_error,
+                shape,
                 request_id,
             }
             .into());
@@ -148,20 +182,118 @@ pub async fn observe(
         headers.insert(RATELIMIT_RESET, HeaderValue::from(rate.reset_secs));
     }
     let route = response.request().match_pattern();
+    let route = route.as_deref().unwrap_or(UNMATCHED);
+    let code = response_code(&response);
+    let stream_end = response
+        .response()
+        .extensions()
+        .get::<StreamOutcome>()
+        .map(|outcome| outcome.0.clone());
+    if let (Some(end), BodySize::Stream) = (stream_end, response.response().body().size()) {
+        // A stream's outcome is known only at its end.
+        drop(log);
+        let pending = PendingRecord {
+            state,
+            log: shared,
+            started,
+            method: response.request().method().as_str().to_owned(),
+            route: route.to_owned(),
+            status: response.status().as_u16(),
+            end,
+        };
+        return Ok(response
+            .map_body(|_, body| RecordedAtEnd {
+                body,
+                record: Some(pending),
+            })
+            .map_into_boxed_body());
+    }
     let outcome = Outcome {
         method: response.request().method().as_str(),
-        route: route.as_deref().unwrap_or(UNMATCHED),
+        route,
         status: response.status().as_u16(),
-        code: response_code(&response),
+        code,
     };
     record(state.as_ref().map(|s| s.get_ref()), &log, started, outcome);
+    drop(log);
     Ok(response)
 }
 
-/// An error raised by a middleware, answered in the envelope with its request id.
+/// The size of the request line and headers, as they came on the wire.
+fn head_size(req: &ServiceRequest) -> usize {
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + " HTTP/1.1\r\n".len();
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum::<usize>()
+        + line
+}
+
+/// What the access line of a stream needs once the stream ends.
+struct PendingRecord {
+    state: Option<web::Data<AppState>>,
+    log: SharedLog,
+    started: Instant,
+    method: String,
+    route: String,
+    status: u16,
+    end: Arc<StreamEnd>,
+}
+
+/// A streamed body that writes its request's access line when it is dropped:
+/// at its end, or when its client goes away or is cut off.
+struct RecordedAtEnd {
+    body: BoxBody,
+    record: Option<PendingRecord>,
+}
+
+impl MessageBody for RecordedAtEnd {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
+    }
+}
+
+impl Drop for RecordedAtEnd {
+    fn drop(&mut self) {
+        let Some(pending) = self.record.take() else {
+            return;
+        };
+        // No word from the pump: the client went away first.
+        let code = pending.end.code().unwrap_or(CANCELLED);
+        if let Some(tokens) = pending.end.tokens() {
+            pending.log.0.borrow_mut().tokens = tokens.total;
+        }
+        let outcome = Outcome {
+            method: &pending.method,
+            route: &pending.route,
+            status: pending.status,
+            code,
+        };
+        record(
+            pending.state.as_ref().map(|s| s.get_ref()),
+            &pending.log.0.borrow(),
+            pending.started,
+            outcome,
+        );
+    }
+}
+
+/// An error raised by a middleware, answered in its route's shape with its request id.
 #[derive(Debug)]
 struct MiddlewareError {
     error: ApiError,
+    shape: Shape,
     request_id: String,
 }
 
@@ -177,7 +309,7 @@ impl ResponseError for MiddlewareError {
     }
 
     fn error_response(&self) -> actix_web::HttpResponse {
-        let mut response = self.error.error_response();
+        let mut response = self.error.response(self.shape);
         if let Ok(value) = HeaderValue::from_str(&self.request_id) {
             response.headers_mut().insert(REQUEST_ID, value);
         }
@@ -198,31 +330,49 @@ fn as_api_error(error: &Error) -> ApiError {
     }
 }
 
-/// Rewrites an error response that is not JSON (actix-cors refuses an origin in
-/// plain text) into the error shape of its route. JSON errors are the service's
-/// own, already in that shape, and pass unchanged.
-fn in_the_envelope(response: ServiceResponse) -> ServiceResponse {
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+/// Writes an error response in its route's shape: the service's own errors
+/// (written as the envelope by the handler) again in Google's or OpenAI's
+/// shape where the route speaks it, and a middleware's plain-text refusal
+/// (actix-cors refuses an origin in plain text) as the service's error.
+fn in_shape(response: ServiceResponse, shape: Shape) -> ServiceResponse {
     let api_error = match response.response().error() {
-        Some(error) if !is_json => {
-            as_api_error(error).in_shape(Shape::for_path(response.request().path()))
-        }
-        _ => return response,
+        Some(error) => match error.as_error::<ApiError>() {
+            Some(_) if shape == Shape::Envelope => return response,
+            Some(api_error) => api_error.clone(),
+            None => {
+                let is_json = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+                if is_json {
+                    return response;
+                }
+                as_api_error(error)
+            }
+        },
+        None => return response,
     };
-    let mut envelope = api_error.error_response();
-    // Keep what the refusing middleware said about caching (actix-cors: `Vary`).
-    if let Some(vary) = response.headers().get(header::VARY) {
-        envelope.headers_mut().insert(header::VARY, vary.clone());
+    let mut reshaped = api_error.response(shape);
+    // Keep what the refusing handler or middleware said besides the body
+    // (`Allow`, actix-cors' `Vary`).
+    for (name, value) in response.headers() {
+        if ![
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::RETRY_AFTER,
+        ]
+        .contains(name)
+        {
+            reshaped.headers_mut().append(name.clone(), value.clone());
+        }
     }
-    response.into_response(envelope)
+    response.into_response(reshaped)
 }
 
-/// The outcome code of a response: the error's code, a code a handler attached,
-/// or one derived from the status.
+/// The outcome code of a response: the error's code, or the code its handler
+/// attached. Every response the service writes has one; a response without
+/// is a bug, counted as one.
 fn response_code(response: &ServiceResponse) -> &'static str {
     if let Some(error) = response.response().error() {
         if let Some(api_error) = error.as_error::<ApiError>() {
@@ -232,14 +382,14 @@ fn response_code(response: &ServiceResponse) -> &'static str {
     if let Some(ResponseCode(code)) = response.response().extensions().get::<ResponseCode>() {
         return code;
     }
-    let status = response.status();
-    if status.is_success() {
+    if response.status().is_success() || response.status().is_redirection() {
         "OK"
     } else {
-        ErrorCode::ALL
-            .iter()
-            .find(|c| c.status() == status)
-            .map_or("UPSTREAM_ERROR", |c| c.as_str())
+        log::error!(
+            "a {} response left without an error code; counted INTERNAL_ERROR",
+            response.status()
+        );
+        ErrorCode::InternalError.as_str()
     }
 }
 

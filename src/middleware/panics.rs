@@ -3,7 +3,7 @@
 //! says where it happened without the panic's message (which could quote data
 //! a request carried).
 
-use crate::errors::{ApiError, ErrorCode, Shape};
+use crate::errors::{ApiError, ErrorCode};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -15,7 +15,6 @@ pub async fn catch_panics(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let shape = Shape::for_path(req.path());
     // The request is not used after a panic, so no broken invariant can be observed.
     match AssertUnwindSafe(next.call(req)).catch_unwind().await {
         Ok(result) => result,
@@ -25,7 +24,6 @@ pub async fn catch_panics(
                 ErrorCode::InternalError,
                 "the service failed to handle this request",
             )
-            .in_shape(shape)
             .into())
         }
     }

@@ -16,8 +16,10 @@ pub async fn health() -> HttpResponse {
     }))
 }
 
-/// Every metric family of SPEC §4, including those with no series yet.
+/// Every metric family, including those with no series yet.
 pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
+    // Rests that ended since the last change leave the key gauges now.
+    state.upstream.context().keys.publish();
     match state.metrics.exposition() {
         Ok(text) => HttpResponse::Ok()
             .insert_header((CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT)))

@@ -6,6 +6,7 @@ pub mod native;
 pub mod openai;
 pub mod passthrough;
 pub mod proxy;
+pub mod stream;
 
 use actix_web::web;
 

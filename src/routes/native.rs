@@ -1,12 +1,12 @@
-//! Gemini's native REST paths (SPEC §3), so the official SDKs work by pointing
-//! their base URL at the service.
+//! Gemini's native REST paths, so the official SDKs work by pointing their
+//! base URL at the service.
 
-use super::passthrough::{self, version, Target};
+use super::passthrough::{self, version, Alt, Target};
 use crate::auth::Surface;
-use crate::errors::{ApiError, ErrorCode, Shape};
+use crate::errors::{ApiError, ErrorCode};
 use crate::model_id::{Collection, ModelId};
 use crate::startup::AppState;
-use crate::upstream::forward::StreamKind;
+use crate::upstream::stream_reader::Framing;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -53,27 +53,26 @@ async fn call(
     state: web::Data<AppState>,
     collection: Collection,
 ) -> Result<HttpResponse, ApiError> {
-    let work = async {
-        let version = version(&raw_version)?;
-        let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
-        let (model, method) = model_and_method(&name, collection)?;
-        let stream = match method {
-            "streamGenerateContent" if alt_is_sse(req.query_string()) => StreamKind::GeminiSse,
-            "streamGenerateContent" => StreamKind::GeminiJsonArray,
-            _ => StreamKind::Unary,
-        };
-        let body = passthrough::body(&req, payload, &state).await?;
-        let target = Target {
-            surface: Surface::Gemini,
-            method: Method::POST,
-            path: format!("/{version}/{}:{method}", model.resource()),
-            model: Some(model),
-            stream,
-            counts_tokens: matches!(method, "generateContent" | "streamGenerateContent"),
-        };
-        passthrough::forward(&req, &state, &admission, own_key, target, body).await
+    let version = version(&raw_version)?;
+    let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
+    let (model, method) = model_and_method(&name, collection)?;
+    let query = passthrough::query(req.query_string())?;
+    let framing = match (method, query.alt) {
+        ("streamGenerateContent", Some(Alt::Sse)) => Framing::GeminiSse,
+        ("streamGenerateContent", _) => Framing::GeminiJsonArray,
+        _ => Framing::Unary,
     };
-    work.await.map_err(|e| e.in_shape(Shape::Google))
+    let body = passthrough::body(&req, payload, &state).await?;
+    let target = Target {
+        surface: Surface::Gemini,
+        method: Method::POST,
+        path: format!("/{version}/{}:{method}", model.resource()),
+        query,
+        model: Some(model),
+        framing,
+        counts_tokens: matches!(method, "generateContent" | "streamGenerateContent"),
+    };
+    passthrough::forward(&req, &state, &admission, own_key, target, body).await
 }
 
 /// `GET /{version}/models`
@@ -82,29 +81,30 @@ pub async fn list_models(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let work = async {
-        let path = format!("/{}/models", version(&path)?);
-        passthrough::forward_get(&req, &state, Surface::Gemini, Ok(path)).await
-    };
-    work.await.map_err(|e| e.in_shape(Shape::Google))
+    let path = format!("/{}/models", version(&path)?);
+    passthrough::forward_get(&req, &state, Surface::Gemini, Ok(path)).await
 }
 
 /// `GET /{version}/models/{model}`; reading a model's description uses no
-/// model, so no allow-list applies.
+/// model, so no allow-list applies. Only `models/…` are served here: nothing
+/// in the path can reach another collection.
 pub async fn get_model(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (raw_version, name) = path.into_inner();
-    let work = async {
-        let version = version(&raw_version)?;
-        let path = ModelId::parse(&name)
-            .map(|model| format!("/{version}/{}", model.resource()))
-            .map_err(|e| ApiError::new(ErrorCode::InvalidModel, e.to_string()));
-        passthrough::forward_get(&req, &state, Surface::Gemini, path).await
-    };
-    work.await.map_err(|e| e.in_shape(Shape::Google))
+    let version = version(&raw_version)?;
+    let path = ModelId::parse(&name)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidModel, e.to_string()))
+        .and_then(|model| match model.collection() {
+            Collection::Models => Ok(format!("/{version}/{}", model.resource())),
+            Collection::TunedModels => Err(ApiError::new(
+                ErrorCode::InvalidModel,
+                "this route describes `models/…` only",
+            )),
+        });
+    passthrough::forward_get(&req, &state, Surface::Gemini, path).await
 }
 
 /// Splits `gemini-2.5-flash:generateContent` and checks both halves.
@@ -137,10 +137,6 @@ fn model_and_method(
         ));
     }
     Ok((model, method))
-}
-
-fn alt_is_sse(query: &str) -> bool {
-    query.split('&').any(|pair| pair == "alt=sse")
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
-//! The OpenAI-compatible paths Gemini offers (SPEC §3), for the `openai` SDKs.
+//! The OpenAI-compatible paths Gemini offers, for the `openai` SDKs.
 
 use super::passthrough::{self, version, Target};
 use crate::auth::Surface;
-use crate::errors::{ApiError, ErrorCode, Shape};
+use crate::errors::{ApiError, ErrorCode};
 use crate::model_id::ModelId;
 use crate::startup::AppState;
-use crate::upstream::forward::StreamKind;
+use crate::upstream::stream_reader::Framing;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -46,37 +46,38 @@ async fn post(
     state: web::Data<AppState>,
     endpoint: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let work = async {
-        let version = version(&raw_version)?;
-        let (admission, own_key) = passthrough::admit(&req, &state, Surface::OpenAi).await?;
-        let body = passthrough::body(&req, payload, &state).await?;
-        let fields: BodyFields = serde_json::from_slice(&body).map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidJson,
-                "the request body must be a JSON object",
-            )
-        })?;
-        let raw_model = fields
-            .model
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "`model` is required"))?;
-        let model = ModelId::parse(&raw_model)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidModel, e.to_string()))?;
-        let stream = fields.stream == Some(true) && endpoint == "chat/completions";
-        let target = Target {
-            surface: Surface::OpenAi,
-            method: Method::POST,
-            path: format!("/{version}/openai/{endpoint}"),
-            model: Some(model),
-            stream: if stream {
-                StreamKind::OpenAiSse
-            } else {
-                StreamKind::Unary
-            },
-            counts_tokens: false,
-        };
-        passthrough::forward(&req, &state, &admission, own_key, target, body).await
+    let version = version(&raw_version)?;
+    let (admission, own_key) = passthrough::admit(&req, &state, Surface::OpenAi).await?;
+    let query = passthrough::query(req.query_string())?;
+    let body = passthrough::body(&req, payload, &state).await?;
+    let fields: BodyFields = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            "the request body must be a JSON object",
+        )
+    })?;
+    let raw_model = fields
+        .model
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "`model` is required"))?;
+    let model = ModelId::parse(&raw_model)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidModel, e.to_string()))?;
+    let stream = fields.stream == Some(true) && endpoint == "chat/completions";
+    let target = Target {
+        surface: Surface::OpenAi,
+        method: Method::POST,
+        path: format!("/{version}/openai/{endpoint}"),
+        query,
+        model: Some(model),
+        framing: if stream {
+            Framing::OpenAiSse
+        } else {
+            Framing::Unary
+        },
+        // Chat answers report `usage`, streamed in the last chunk; embeddings
+        // report the prompt's.
+        counts_tokens: true,
     };
-    work.await.map_err(|e| e.in_shape(Shape::OpenAi))
+    passthrough::forward(&req, &state, &admission, own_key, target, body).await
 }
 
 /// `GET /{version}/openai/models`
@@ -85,9 +86,6 @@ pub async fn models(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let work = async {
-        let path = format!("/{}/openai/models", version(&path)?);
-        passthrough::forward_get(&req, &state, Surface::OpenAi, Ok(path)).await
-    };
-    work.await.map_err(|e| e.in_shape(Shape::OpenAi))
+    let path = format!("/{}/openai/models", version(&path)?);
+    passthrough::forward_get(&req, &state, Surface::OpenAi, Ok(path)).await
 }

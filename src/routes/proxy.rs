@@ -1,4 +1,6 @@
-//! `POST /gemini-proxy`: the simple endpoint of SPEC §2.
+//! `POST /gemini-proxy`: the simple endpoint. It builds a generateContent
+//! body, makes one unary call through the upstream pipeline, and reads the
+//! answer into the envelope.
 
 use crate::auth;
 use crate::errors::{ApiError, ErrorCode};
@@ -6,8 +8,12 @@ use crate::proxy_request::{ProxyRequest, Target};
 use crate::request_log::RequestLog;
 use crate::startup::AppState;
 use crate::upstream::gemini::generate_body;
-use crate::upstream::{Credential, GenerateCall};
-use actix_web::http::header::{self, HeaderValue};
+use crate::upstream::pipeline::failure_error;
+use crate::upstream::relay::StreamTimeouts;
+use crate::upstream::stream_reader::Framing;
+use crate::upstream::{Credential, Expect, KeyStyle, UpstreamCall};
+use actix_web::http::header;
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -52,30 +58,16 @@ pub async fn gemini_proxy(
     let request = ProxyRequest::parse(&body, state.limits.max_prompt_chars)?;
 
     let client = &admission.client;
-    let (model, credential) = match &request.target {
-        Target::ServerDefault => (state.limits.default_model.clone(), Credential::Server),
-        Target::Own { model, api_key } => {
-            if !client.allow_own_key {
-                return Err(ApiError::new(
-                    ErrorCode::OwnKeyNotAllowed,
-                    "this client may not send its own Gemini key",
-                ));
-            }
-            let mut key = HeaderValue::from_str(api_key).map_err(|_| {
-                ApiError::new(ErrorCode::InvalidRequest, "`api_key` is not a valid key")
-            })?;
-            key.set_sensitive(true);
-            (model.clone(), Credential::Client(key))
-        }
+    let (model, own_key) = match &request.target {
+        Target::ServerDefault => (state.limits.default_model.clone(), None),
+        Target::Own { model, api_key } => (model.clone(), Some(api_key.as_ref())),
     };
     let model_id = model.display_id();
     RequestLog::update(&req, |log| log.model = Some(model_id.clone()));
-    if !client.may_use_model(&model_id) {
-        return Err(ApiError::new(
-            ErrorCode::ModelNotAllowed,
-            format!("this client may not use the model `{model_id}`"),
-        ));
-    }
+    let credential = match client.authorize(own_key, Some(&model_id))? {
+        Some(own) => Credential::Client(own),
+        None => Credential::Server,
+    };
 
     let upstream_body = generate_body(
         &request.prompt,
@@ -84,24 +76,42 @@ pub async fn gemini_proxy(
     );
     let outcome = state
         .upstream
-        .generate(GenerateCall {
-            model,
+        .call(UpstreamCall {
+            method: Method::POST,
+            path: format!("/v1beta/{}:generateContent", model.resource()),
+            query: String::new(),
             credential,
+            key_style: KeyStyle::GoogHeader,
+            headers: vec![(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            )],
             body: Bytes::from(upstream_body),
+            framing: Framing::Unary,
+            expect: Expect::Answer,
+            model: model_id.clone(),
+            client: client.name.clone(),
+            counts_tokens: true,
             deadline: started + state.limits.upstream_timeout,
+            stream_timeouts: StreamTimeouts {
+                gap: state.limits.upstream_timeout,
+                stall: state.limits.client_stall_timeout,
+            },
         })
         .await;
     RequestLog::update(&req, |log| log.attempts = outcome.attempts);
-    let answer = outcome.result?;
-
+    let reply = outcome.result?;
+    // A request-level failure Gemini answered: its code and (key-free) message.
+    if let Some(failure) = reply.failure {
+        return Err(failure_error(failure));
+    }
+    let Some(answer) = reply.answer else {
+        return Err(ApiError::new(
+            ErrorCode::InternalError,
+            "the upstream answer was not read",
+        ));
+    };
     let usage = answer.usage;
-    state.metrics.count_tokens(
-        &client.name,
-        &outcome.model_label,
-        usage.prompt_token_count,
-        usage.candidates_token_count,
-        usage.thoughts_token_count,
-    );
     RequestLog::update(&req, |log| log.tokens = usage.total_token_count);
     let body = Success {
         result: "OK",

@@ -1,16 +1,23 @@
 //! Turns every answer Gemini can give (and every way a call can fail) into one
-//! outcome: a success, or a SPEC code plus what it means for retries and for the
-//! key that was used. This is the only place that knows Gemini's error shapes
-//! (gemini-api.md §5).
+//! outcome: a success, or an error code plus what it means for retries and for
+//! the key that was used. This is the only place that knows Gemini's error
+//! shapes (docs/upstream.md).
+//!
+//! What an answer says about the key is read narrowly, because the server keys
+//! are shared: only a 401, a 400 whose `ErrorInfo.reason` is `API_KEY_INVALID`
+//! and a 403 whose reason is about the key or its project refuse the key.
+//! Every other 403 is about the request (another project's file, a tuned
+//! model the project may not use): anyone can provoke one, so it must never
+//! cost a key.
 
 use super::gemini::{GenerateResponse, UsageMetadata};
+use super::key_pool::RestScope;
 use crate::errors::ErrorCode;
+use actix_web::error::ParseError;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use serde::Deserialize;
 use std::time::Duration;
 
-/// A key that gets Gemini's 429 without a `RetryInfo` rests this long (SPEC §5).
-pub const DEFAULT_QUOTA_REST: Duration = Duration::from_secs(60);
 /// Upstream messages passed on to clients are cut to this many characters.
 const MAX_PASSED_MESSAGE_CHARS: usize = 500;
 /// Finish reasons that mean "withheld for safety" when no text came back.
@@ -23,22 +30,44 @@ const SAFETY_FINISH_REASONS: &[&str] = &[
     "IMAGE_SAFETY",
     "IMAGE_PROHIBITED_CONTENT",
 ];
+/// `ErrorInfo` reasons of a 403 that is about the key or its project, so
+/// every call with that key fails the same way.
+const KEY_LEVEL_403_REASONS: &[&str] = &[
+    "API_KEY_INVALID",
+    "API_KEY_SERVICE_BLOCKED",
+    "API_KEY_HTTP_REFERRER_BLOCKED",
+    "API_KEY_IP_ADDRESS_BLOCKED",
+    "API_KEY_ANDROID_APP_BLOCKED",
+    "API_KEY_IOS_APP_BLOCKED",
+    "CONSUMER_SUSPENDED",
+    "SERVICE_DISABLED",
+    "BILLING_DISABLED",
+];
 
-/// Whose key the call used; decides who is at fault when Gemini rejects it.
+/// Whose key the call used; decides who is at fault when Gemini refuses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyOwner {
     Server,
     Client,
 }
 
+/// A quota a 429 says the key has used up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaHit {
+    /// `QuotaFailure.violations[].quotaDimensions.model`; `None`: the request's.
+    pub model: Option<String>,
+    pub scope: RestScope,
+}
+
 /// What an answer says about the key that was used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyVerdict {
+    /// Nothing: the answer is about this request.
     Fine,
-    /// Quota exhausted: rest the key this long.
-    Rest(Duration),
-    /// Invalid, revoked or without permission.
-    Rejected,
+    /// Quotas used up; rest the key for those models.
+    Rest(Vec<QuotaHit>),
+    /// Refused at key level: invalid, suspended, its project disabled.
+    Refused,
 }
 
 /// A successful generateContent answer, reduced to what the envelope shows.
@@ -53,7 +82,8 @@ pub struct Answer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     pub code: ErrorCode,
-    /// For clients: written here, or Gemini's own message (which holds no key).
+    /// For clients: written here, or Gemini's own message (checked for keys
+    /// before it leaves).
     pub message: String,
     /// Gemini's `RetryInfo` delay, if it gave one.
     pub retry_delay: Option<Duration>,
@@ -63,7 +93,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -79,32 +109,24 @@ impl Failure {
     }
 }
 
-/// Classifies a complete HTTP answer to a generateContent call.
-pub fn classify_answer(status: u16, body: &[u8], owner: KeyOwner) -> Result<Answer, Failure> {
+/// Classifies an answer whose status is not 2xx.
+pub fn classify_failure(status: u16, body: &[u8], owner: KeyOwner) -> Failure {
     match status {
-        200 => classify_success(body),
-        201..=299 => Err(Failure::new(
-            ErrorCode::UpstreamError,
-            format!("Gemini answered with status {status} instead of 200"),
-        )),
-        300..=399 => Err(Failure::new(
+        300..=399 => Failure::new(
             ErrorCode::UpstreamError,
             "Gemini answered with a redirect, which the service does not follow",
-        )),
-        _ => Err(classify_error(status, body, owner)),
+        ),
+        100..=299 => Failure::new(
+            ErrorCode::UpstreamError,
+            format!("Gemini answered with status {status}"),
+        ),
+        _ => classify_error(status, body, owner),
     }
 }
 
-/// Classifies an answer whose status is not 200 (pass-through routes read only these).
-pub fn classify_failure(status: u16, body: &[u8], owner: KeyOwner) -> Failure {
-    match classify_answer(status, body, owner) {
-        Err(failure) => failure,
-        // A 200 is a success, whatever its body: pass-through does not judge it.
-        Ok(_) => Failure::new(ErrorCode::UpstreamError, "unexpected success"),
-    }
-}
-
-fn classify_success(body: &[u8]) -> Result<Answer, Failure> {
+/// Reads a 200 answer to generateContent for `/gemini-proxy`: the text of the
+/// first candidate, or why there is none.
+pub fn read_answer(body: &[u8]) -> Result<Answer, Failure> {
     let response: GenerateResponse = serde_json::from_slice(body).map_err(|_| {
         Failure::new(
             ErrorCode::UpstreamError,
@@ -168,6 +190,23 @@ struct ErrorDetail {
     reason: Option<String>,
     #[serde(default)]
     retry_delay: Option<String>,
+    #[serde(default)]
+    violations: Vec<QuotaViolation>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct QuotaViolation {
+    #[serde(default)]
+    quota_id: String,
+    #[serde(default)]
+    quota_dimensions: QuotaDimensions,
+}
+
+#[derive(Deserialize, Default)]
+struct QuotaDimensions {
+    #[serde(default)]
+    model: Option<String>,
 }
 
 /// Reads `{"error": …}`, also in the one-element array Gemini's stream and
@@ -189,15 +228,33 @@ fn parse_error_body(body: &[u8]) -> ErrorStatus {
 fn classify_error(status: u16, body: &[u8], owner: KeyOwner) -> Failure {
     let error = parse_error_body(body);
     let message = passed_message(&error.message);
-    let key_invalid = error
-        .details
-        .iter()
-        .any(|d| d.reason.as_deref() == Some("API_KEY_INVALID"))
-        || error.message.starts_with("API key not valid")
-        || error.message.starts_with("API Key not found");
+    let has_reason = |reasons: &[&str]| {
+        error
+            .details
+            .iter()
+            .filter_map(|d| d.reason.as_deref())
+            .any(|r| reasons.contains(&r))
+    };
+    let key_level = match status {
+        401 => true,
+        400 => has_reason(&["API_KEY_INVALID"]),
+        403 => has_reason(KEY_LEVEL_403_REASONS),
+        _ => false,
+    };
+    if key_level {
+        return refused_key(owner);
+    }
+    let with_message = |code: ErrorCode, fallback: String| {
+        Failure::new(
+            code,
+            if message.is_empty() {
+                fallback
+            } else {
+                message.clone()
+            },
+        )
+    };
     match status {
-        400 if key_invalid => rejected_key(owner),
-        401 | 403 => rejected_key(owner),
         400 if error.status == "FAILED_PRECONDITION"
             && error
                 .message
@@ -209,35 +266,19 @@ fn classify_error(status: u16, body: &[u8], owner: KeyOwner) -> Failure {
                 "Gemini refuses requests from the proxy's location; deploy it in a supported region",
             )
         }
-        404 => Failure::new(
+        403 => with_message(
+            ErrorCode::UpstreamForbidden,
+            "Gemini refused this request (permission denied)".to_owned(),
+        ),
+        404 => with_message(
             ErrorCode::ModelNotFound,
-            if message.is_empty() {
-                "Gemini does not know this model".to_owned()
-            } else {
-                message
-            },
+            "Gemini does not know this model".to_owned(),
         ),
         408 => Failure::new(ErrorCode::UpstreamTimeout, "Gemini timed out the request"),
-        429 => {
-            let delay = error
-                .details
-                .iter()
-                .find_map(|d| d.retry_delay.as_deref().and_then(parse_retry_delay));
-            let mut failure = Failure::new(
-                ErrorCode::QuotaError,
-                "Gemini's quota is exhausted; retry later",
-            );
-            failure.retry_delay = delay;
-            failure.key = KeyVerdict::Rest(delay.unwrap_or(DEFAULT_QUOTA_REST));
-            failure
-        }
-        400..=499 => Failure::new(
+        429 => quota(&error),
+        400..=499 => with_message(
             ErrorCode::UpstreamBadRequest,
-            if message.is_empty() {
-                format!("Gemini refused the request with status {status}")
-            } else {
-                message
-            },
+            format!("Gemini refused the request with status {status}"),
         ),
         500 | 503 => Failure::new(
             ErrorCode::UpstreamUnavailable,
@@ -255,18 +296,58 @@ fn classify_error(status: u16, body: &[u8], owner: KeyOwner) -> Failure {
     }
 }
 
-fn rejected_key(owner: KeyOwner) -> Failure {
+/// A 429: which quotas, for which models, and Gemini's `RetryInfo`.
+fn quota(error: &ErrorStatus) -> Failure {
+    let delay = error
+        .details
+        .iter()
+        .find_map(|d| d.retry_delay.as_deref().and_then(parse_retry_delay));
+    let mut hits: Vec<QuotaHit> = Vec::new();
+    for violation in error.details.iter().flat_map(|d| &d.violations) {
+        let scope = if violation.quota_id.contains("PerDay") {
+            RestScope::Day
+        } else {
+            RestScope::Minute
+        };
+        let model = violation
+            .quota_dimensions
+            .model
+            .as_deref()
+            .map(|m| m.trim_start_matches("models/").to_owned());
+        match hits.iter_mut().find(|h| h.model == model) {
+            // A model over both its minute and its day quota waits for the day.
+            Some(hit) if scope == RestScope::Day => hit.scope = RestScope::Day,
+            Some(_) => {}
+            None => hits.push(QuotaHit { model, scope }),
+        }
+    }
+    if hits.is_empty() {
+        hits.push(QuotaHit {
+            model: None,
+            scope: RestScope::Minute,
+        });
+    }
+    let mut failure = Failure::new(
+        ErrorCode::QuotaError,
+        "Gemini's quota is exhausted; retry later",
+    );
+    failure.retry_delay = delay;
+    failure.key = KeyVerdict::Rest(hits);
+    failure
+}
+
+fn refused_key(owner: KeyOwner) -> Failure {
     let mut failure = match owner {
         KeyOwner::Client => Failure::new(
             ErrorCode::InvalidGeminiKey,
-            "Gemini rejected the Gemini API key sent with the request",
+            "Gemini refused the Gemini API key sent with the request",
         ),
         KeyOwner::Server => Failure::new(
             ErrorCode::UpstreamAuthError,
-            "Gemini rejected the server's API key; the operator must replace it",
+            "Gemini refused the server's API key; the operator must replace it",
         ),
     };
-    failure.key = KeyVerdict::Rejected;
+    failure.key = KeyVerdict::Refused;
     failure
 }
 
@@ -303,13 +384,19 @@ pub fn classify_send_error(error: &SendRequestError) -> Failure {
         )
         .retryable(),
         // The connection broke before any byte of an answer: safe to try again.
-        SendRequestError::Send(_) | SendRequestError::H2(_) | SendRequestError::Response(_) => {
-            Failure::new(
-                ErrorCode::UpstreamUnavailable,
-                "the connection to Gemini closed before an answer",
-            )
-            .retryable()
-        }
+        SendRequestError::Send(_)
+        | SendRequestError::H2(_)
+        | SendRequestError::Response(ParseError::Io(_)) => Failure::new(
+            ErrorCode::UpstreamUnavailable,
+            "the connection to Gemini closed before an answer",
+        )
+        .retryable(),
+        // Bytes came back, but not HTTP: whatever answers there is not Gemini,
+        // and asking again would get the same.
+        SendRequestError::Response(_) => Failure::new(
+            ErrorCode::UpstreamError,
+            "the upstream answered with something that is not HTTP",
+        ),
         _ => Failure::new(ErrorCode::UpstreamError, "the call to Gemini failed"),
     }
 }
@@ -341,48 +428,91 @@ mod tests {
     use super::*;
 
     fn error(status: u16, body: &str, owner: KeyOwner) -> Failure {
-        classify_answer(status, body.as_bytes(), owner).unwrap_err()
+        classify_failure(status, body.as_bytes(), owner)
     }
 
-    const BAD_KEY: &str = r#"{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
-        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}}"#;
+    fn with_reason(status: u16, reason: &str) -> String {
+        format!(
+            r#"{{"error": {{"code": {status}, "message": "m", "status": "PERMISSION_DENIED",
+            "details": [{{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "{reason}", "domain": "googleapis.com"}}]}}}}"#
+        )
+    }
+
     const QUOTA: &str = r#"{"error": {"code": 429, "message": "You exceeded your current quota", "status": "RESOURCE_EXHAUSTED",
-        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "26.5s"}]}}"#;
+        "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+            {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "quotaDimensions": {"location": "global", "model": "gemini-2.5-pro"}}]},
+          {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "26.5s"}]}}"#;
 
     #[test]
-    fn an_invalid_key_is_the_clients_or_the_operators_fault() {
-        let client = error(400, BAD_KEY, KeyOwner::Client);
-        assert_eq!(client.code, ErrorCode::InvalidGeminiKey);
-        assert_eq!(client.key, KeyVerdict::Rejected);
+    fn only_key_reasons_refuse_a_key() {
+        let client = error(400, &with_reason(400, "API_KEY_INVALID"), KeyOwner::Client);
         assert_eq!(
-            error(400, BAD_KEY, KeyOwner::Server).code,
-            ErrorCode::UpstreamAuthError
+            (client.code, client.key),
+            (ErrorCode::InvalidGeminiKey, KeyVerdict::Refused)
         );
+        let server = error(400, &with_reason(400, "API_KEY_INVALID"), KeyOwner::Server);
         assert_eq!(
-            error(403, "{}", KeyOwner::Server).code,
-            ErrorCode::UpstreamAuthError
+            (server.code, server.key),
+            (ErrorCode::UpstreamAuthError, KeyVerdict::Refused)
         );
-        assert_eq!(
-            error(401, "", KeyOwner::Client).code,
-            ErrorCode::InvalidGeminiKey
-        );
+        assert_eq!(error(401, "", KeyOwner::Server).key, KeyVerdict::Refused);
+        for reason in KEY_LEVEL_403_REASONS {
+            let failure = error(403, &with_reason(403, reason), KeyOwner::Server);
+            assert_eq!(failure.key, KeyVerdict::Refused, "{reason}");
+            assert_eq!(failure.code, ErrorCode::UpstreamAuthError, "{reason}");
+        }
     }
 
     #[test]
-    fn a_quota_answer_carries_its_retry_delay() {
+    fn a_403_about_the_request_is_not_about_the_key() {
+        let file = r#"{"error": {"code": 403, "message": "You do not have permission to access the File abc or it may not exist.", "status": "PERMISSION_DENIED"}}"#;
+        for body in [
+            file,
+            "{}",
+            "not json",
+            &with_reason(403, "ACCESS_TOKEN_SCOPE_INSUFFICIENT"),
+        ] {
+            let failure = error(403, body, KeyOwner::Server);
+            assert_eq!(failure.key, KeyVerdict::Fine, "{body}");
+            assert_eq!(failure.code, ErrorCode::UpstreamForbidden, "{body}");
+            assert!(!failure.retryable);
+        }
+        assert!(error(403, file, KeyOwner::Server)
+            .message
+            .starts_with("You do not have permission"));
+        // A 400 that merely says the key is bad, without the reason, could be
+        // Gemini echoing a client's text: not a verdict.
+        let echoed = r#"{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT"}}"#;
+        assert_eq!(error(400, echoed, KeyOwner::Server).key, KeyVerdict::Fine);
+    }
+
+    #[test]
+    fn a_quota_answer_names_its_model_and_window() {
         let failure = error(429, QUOTA, KeyOwner::Server);
         assert_eq!(failure.code, ErrorCode::QuotaError);
         assert_eq!(failure.retry_delay, Some(Duration::from_millis(26_500)));
-        assert_eq!(failure.key, KeyVerdict::Rest(Duration::from_millis(26_500)));
-        assert!(!failure.retryable);
-        let array = format!("[{QUOTA}]");
         assert_eq!(
-            error(429, &array, KeyOwner::Server).retry_delay,
-            Some(Duration::from_millis(26_500))
+            failure.key,
+            KeyVerdict::Rest(vec![QuotaHit {
+                model: Some("gemini-2.5-pro".into()),
+                scope: RestScope::Minute
+            }])
+        );
+        assert!(!failure.retryable);
+        let day = QUOTA.replace("PerMinute", "PerDay");
+        assert_eq!(
+            error(429, &format!("[{day}]"), KeyOwner::Server).key,
+            KeyVerdict::Rest(vec![QuotaHit {
+                model: Some("gemini-2.5-pro".into()),
+                scope: RestScope::Day
+            }])
         );
         assert_eq!(
             error(429, "{}", KeyOwner::Server).key,
-            KeyVerdict::Rest(DEFAULT_QUOTA_REST)
+            KeyVerdict::Rest(vec![QuotaHit {
+                model: None,
+                scope: RestScope::Minute
+            }])
         );
     }
 
@@ -403,7 +533,6 @@ mod tests {
             (502, "", ErrorCode::UpstreamUnavailable, false),
             (504, "{}", ErrorCode::UpstreamTimeout, false),
             (302, "", ErrorCode::UpstreamError, false),
-            (201, "{}", ErrorCode::UpstreamError, false),
         ];
         for (status, body, code, retryable) in cases {
             let failure = error(status, body, KeyOwner::Server);
@@ -416,22 +545,17 @@ mod tests {
     }
 
     #[test]
-    fn successes_skip_thoughts_and_blocks_are_reported() {
-        let answer = classify_answer(200, br#"{"candidates":[{"content":{"parts":[{"text":"hmm","thought":true},{"text":"Paris"}]},"finishReason":"STOP"}],
-            "usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":1,"totalTokenCount":9,"thoughtsTokenCount":5}}"#, KeyOwner::Server).unwrap();
+    fn answers_skip_thoughts_and_blocks_are_reported() {
+        let answer = read_answer(br#"{"candidates":[{"content":{"parts":[{"text":"hmm","thought":true},{"text":"Paris"}]},"finishReason":"STOP"}],
+            "usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":1,"totalTokenCount":9,"thoughtsTokenCount":5}}"#).unwrap();
         assert_eq!(answer.text, "Paris");
         assert_eq!(answer.usage.total_token_count, 9);
-        let empty_max_tokens = classify_answer(
-            200,
+        let empty = read_answer(
             br#"{"candidates":[{"content":{"role":"model"},"finishReason":"MAX_TOKENS"}]}"#,
-            KeyOwner::Server,
         )
         .unwrap();
         assert_eq!(
-            (
-                empty_max_tokens.text.as_str(),
-                empty_max_tokens.finish_reason.as_str()
-            ),
+            (empty.text.as_str(), empty.finish_reason.as_str()),
             ("", "MAX_TOKENS")
         );
         for body in [
@@ -439,7 +563,7 @@ mod tests {
             r#"{"candidates":[{"finishReason":"SAFETY"}]}"#,
         ] {
             assert_eq!(
-                error(200, body, KeyOwner::Server).code,
+                read_answer(body.as_bytes()).unwrap_err().code,
                 ErrorCode::PromptBlocked,
                 "{body}"
             );
@@ -450,7 +574,7 @@ mod tests {
             "<html>",
         ] {
             assert_eq!(
-                error(200, body, KeyOwner::Server).code,
+                read_answer(body.as_bytes()).unwrap_err().code,
                 ErrorCode::UpstreamError,
                 "{body}"
             );

@@ -1,20 +1,70 @@
 //! The server's own Gemini keys, used round-robin, shared by every upstream actor.
 //!
-//! A key that hits its quota rests for Gemini's `RetryInfo` delay; a key Gemini
-//! rejects leaves the rotation until the pool is reset (SIGHUP or restart).
+//! The keys are shared by every client, so what happens to a key must follow
+//! only from what Gemini says about the key itself, never from what one client
+//! asked (docs/upstream.md):
+//! - a quota answer rests the key **for one model only** (Gemini's quotas are
+//!   per project and model): until its `RetryInfo` delay, 60 s without one, or
+//!   the next midnight Pacific time for a per-day quota, never more than 24 h;
+//! - a key-level refusal takes the key out of rotation until a re-check
+//!   ([`super::recheck`]) finds it accepted again, or until `SIGHUP`.
 
+use super::day::until_next_midnight_pacific;
 use crate::metrics::Metrics;
 use awc::http::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
+/// A key that gets Gemini's 429 without a `RetryInfo` rests this long.
+pub const DEFAULT_QUOTA_REST: Duration = Duration::from_secs(60);
+/// No rest is longer: a per-day quota resets within a day, and a wrong
+/// `RetryInfo` must not bench a key for longer.
+pub const MAX_REST: Duration = Duration::from_secs(24 * 3600);
+/// Models a key may rest for at once; past this the oldest-ending rest is
+/// dropped. Gemini names only real models, so this bounds memory, not behaviour.
+const MAX_RESTING_MODELS: usize = 256;
+
+/// Which of Gemini's quota windows made a key rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KeyState {
-    Available,
-    RestingUntil(Instant),
-    Rejected,
+pub enum RestScope {
+    Minute,
+    Day,
+}
+
+impl RestScope {
+    pub fn label(self) -> &'static str {
+        match self {
+            RestScope::Minute => "minute",
+            RestScope::Day => "day",
+        }
+    }
+}
+
+/// How long a key rests after a quota answer for one model.
+pub fn rest_length(retry_delay: Option<Duration>, scope: RestScope, now: SystemTime) -> Duration {
+    let length = match scope {
+        RestScope::Minute => retry_delay.unwrap_or(DEFAULT_QUOTA_REST),
+        // A per-day quota's RetryInfo can be shorter than the real wait; it
+        // counts only when it is longer.
+        RestScope::Day => until_next_midnight_pacific(now).max(retry_delay.unwrap_or_default()),
+    };
+    length.min(MAX_REST)
+}
+
+#[derive(Clone, Debug, Default)]
+struct KeyState {
+    refused: bool,
+    /// Model id (without `models/`; empty for calls that name none) → end of rest.
+    rests: HashMap<String, Instant>,
+}
+
+impl KeyState {
+    fn forget_ended_rests(&mut self, now: Instant) {
+        self.rests.retain(|_, until| *until > now);
+    }
 }
 
 /// A key chosen for one attempt. The header value is marked sensitive so it is
@@ -30,9 +80,9 @@ pub struct PickedKey {
 pub enum NoKey {
     /// No server key is configured.
     Unconfigured,
-    /// Every key still in rotation is resting; the shortest rest ends after this.
+    /// Every key still in rotation rests for this model; the shortest rest ends after this.
     AllResting(Duration),
-    /// Every key was rejected by Gemini (or tried already by this request).
+    /// Every key was refused by Gemini (or tried already by this request).
     NoneLeft,
 }
 
@@ -54,11 +104,18 @@ impl KeyPool {
             })
             .collect();
         let pool = KeyPool {
-            states: Mutex::new(vec![KeyState::Available; headers.len()]),
+            states: Mutex::new(vec![KeyState::default(); headers.len()]),
             headers,
             next: AtomicUsize::new(0),
             metrics,
         };
+        for index in 0..pool.headers.len() {
+            for scope in [RestScope::Minute, RestScope::Day] {
+                pool.metrics
+                    .key_rests
+                    .with_label_values(&[&index.to_string(), scope.label()]);
+            }
+        }
         pool.publish();
         pool
     }
@@ -71,106 +128,185 @@ impl KeyPool {
         self.headers.is_empty()
     }
 
-    /// The next key in rotation that this request has not tried yet.
-    pub fn pick(&self, tried: &[usize]) -> Result<PickedKey, NoKey> {
+    fn states(&self) -> MutexGuard<'_, Vec<KeyState>> {
+        // A panic while the lock was held cannot leave the states half-written
+        // (every update is one assignment), so a poisoned lock is still usable.
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next key in rotation, not resting for `model`, that this request
+    /// has not tried yet.
+    pub fn pick(&self, model: &str, tried: &[usize]) -> Result<PickedKey, NoKey> {
+        self.pick_at(model, tried, Instant::now())
+    }
+
+    fn pick_at(&self, model: &str, tried: &[usize], now: Instant) -> Result<PickedKey, NoKey> {
         if self.headers.is_empty() {
             return Err(NoKey::Unconfigured);
         }
-        let now = Instant::now();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut shortest_rest: Option<Duration> = None;
-        let Ok(mut states) = self.states.lock() else {
-            return Err(NoKey::NoneLeft);
-        };
-        let mut woke = false;
+        let states = self.states();
         for offset in 0..self.headers.len() {
             let index = (start + offset) % self.headers.len();
-            match states[index] {
-                KeyState::RestingUntil(until) if until <= now => {
-                    states[index] = KeyState::Available;
-                    woke = true;
-                }
-                KeyState::RestingUntil(until) => {
-                    let rest = until - now;
-                    shortest_rest = Some(shortest_rest.map_or(rest, |s| s.min(rest)));
-                    continue;
-                }
-                KeyState::Rejected => continue,
-                KeyState::Available => {}
-            }
-            if tried.contains(&index) {
+            let state = &states[index];
+            if state.refused {
                 continue;
             }
-            drop(states);
-            if woke {
-                self.publish();
+            // Checked before `tried`: a key this request just rested still
+            // says when the model is served again.
+            if let Some(until) = state.rests.get(model).filter(|until| **until > now) {
+                let rest = *until - now;
+                shortest_rest = Some(shortest_rest.map_or(rest, |s| s.min(rest)));
+                continue;
             }
-            return Ok(PickedKey {
-                index,
-                header: self.headers[index].clone(),
-            });
-        }
-        drop(states);
-        if woke {
-            self.publish();
+            if !tried.contains(&index) {
+                return Ok(PickedKey {
+                    index,
+                    header: self.headers[index].clone(),
+                });
+            }
         }
         Err(shortest_rest.map_or(NoKey::NoneLeft, NoKey::AllResting))
     }
 
-    /// Rests a key that hit its quota.
-    pub fn rest(&self, index: usize, rest: Duration) {
-        self.set(index, KeyState::RestingUntil(Instant::now() + rest));
+    /// Rests a key for one model after a quota answer; returns how long.
+    pub fn rest(
+        &self,
+        index: usize,
+        model: &str,
+        retry_delay: Option<Duration>,
+        scope: RestScope,
+    ) -> Duration {
+        self.rest_at(
+            index,
+            model,
+            retry_delay,
+            scope,
+            Instant::now(),
+            SystemTime::now(),
+        )
     }
 
-    /// Takes a key Gemini rejected out of rotation.
-    pub fn reject(&self, index: usize) {
-        let newly = self
-            .states
-            .lock()
-            .map(|s| s.get(index) != Some(&KeyState::Rejected))
-            .unwrap_or(false);
-        self.set(index, KeyState::Rejected);
+    fn rest_at(
+        &self,
+        index: usize,
+        model: &str,
+        retry_delay: Option<Duration>,
+        scope: RestScope,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Duration {
+        let length = rest_length(retry_delay, scope, wall);
+        {
+            let mut states = self.states();
+            let Some(state) = states.get_mut(index) else {
+                return length;
+            };
+            state.forget_ended_rests(now);
+            if state.rests.len() >= MAX_RESTING_MODELS && !state.rests.contains_key(model) {
+                if let Some(soonest) = state
+                    .rests
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(m, _)| m.clone())
+                {
+                    state.rests.remove(&soonest);
+                }
+            }
+            let until = now + length;
+            let slot = state.rests.entry(model.to_owned()).or_insert(until);
+            *slot = (*slot).max(until);
+        }
+        self.metrics
+            .key_rests
+            .with_label_values(&[&index.to_string(), scope.label()])
+            .inc();
+        log::warn!(
+            "server key #{index} reached a Gemini {} quota for `{model}`; it rests {} s for that model",
+            scope.label(),
+            length.as_secs()
+        );
+        self.publish();
+        length
+    }
+
+    /// Takes a key Gemini refused at key level out of rotation.
+    pub fn refuse(&self, index: usize) {
+        let newly = {
+            let mut states = self.states();
+            match states.get_mut(index) {
+                Some(state) if !state.refused => {
+                    state.refused = true;
+                    true
+                }
+                _ => false,
+            }
+        };
         if newly {
             log::error!(
-                "Gemini rejected server key #{index} (GEMINI_API_KEY entry {}); it is out of rotation until SIGHUP or restart",
+                "Gemini refused server key #{index} (GEMINI_API_KEY entry {}) at key level; it is out of rotation until a re-check finds it accepted, or SIGHUP",
                 index + 1
             );
+            self.publish();
         }
     }
 
-    /// Puts every key back in rotation (on SIGHUP).
-    pub fn reset(&self) {
-        if let Ok(mut states) = self.states.lock() {
-            states.iter_mut().for_each(|s| *s = KeyState::Available);
-        }
-        self.publish();
-    }
-
-    fn set(&self, index: usize, state: KeyState) {
-        if let Ok(mut states) = self.states.lock() {
-            if let Some(slot) = states.get_mut(index) {
-                *slot = state;
-            }
-        }
-        self.publish();
-    }
-
-    /// Mirrors each key's availability into `gemini_proxy_upstream_key_available`.
-    fn publish(&self) {
-        let Ok(states) = self.states.lock() else {
-            return;
+    /// Puts a refused key back in rotation (a re-check found it accepted).
+    pub fn restore(&self, index: usize) {
+        let was_refused = {
+            let mut states = self.states();
+            states
+                .get_mut(index)
+                .map(|state| std::mem::replace(&mut state.refused, false))
+                .unwrap_or(false)
         };
+        if was_refused {
+            log::info!("server key #{index} is accepted by Gemini again; back in rotation");
+            self.publish();
+        }
+    }
+
+    /// The keys out of rotation, with their header values, for the re-check.
+    pub fn refused(&self) -> Vec<PickedKey> {
+        let states = self.states();
+        states
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| state.refused)
+            .map(|(index, _)| PickedKey {
+                index,
+                header: self.headers[index].clone(),
+            })
+            .collect()
+    }
+
+    /// Puts every refused key back in rotation (on SIGHUP); rests stay, since
+    /// Gemini's quotas did not change.
+    pub fn restore_all(&self) {
+        for state in self.states().iter_mut() {
+            state.refused = false;
+        }
+        self.publish();
+    }
+
+    /// Mirrors each key's state into `gemini_proxy_upstream_key_available` and
+    /// `gemini_proxy_upstream_key_resting_models`; called on every change and
+    /// before each scrape, so ended rests leave the gauge too.
+    pub fn publish(&self) {
         let now = Instant::now();
-        for (index, state) in states.iter().enumerate() {
-            let available = match state {
-                KeyState::Available => true,
-                KeyState::RestingUntil(until) => *until <= now,
-                KeyState::Rejected => false,
-            };
+        let mut states = self.states();
+        for (index, state) in states.iter_mut().enumerate() {
+            state.forget_ended_rests(now);
+            let label = index.to_string();
             self.metrics
                 .key_available
-                .with_label_values(&[&index.to_string()])
-                .set(i64::from(available));
+                .with_label_values(&[&label])
+                .set(i64::from(!state.refused));
+            self.metrics
+                .key_resting_models
+                .with_label_values(&[&label])
+                .set(i64::try_from(state.rests.len()).unwrap_or(i64::MAX));
         }
     }
 }
@@ -189,33 +325,113 @@ mod tests {
     #[test]
     fn keys_are_used_in_turn() {
         let pool = pool(3);
-        let picks: Vec<usize> = (0..6).map(|_| pool.pick(&[]).unwrap().index).collect();
+        let picks: Vec<usize> = (0..6).map(|_| pool.pick("m", &[]).unwrap().index).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }
 
     #[test]
-    fn resting_and_rejected_keys_are_skipped() {
-        let pool = pool(3);
-        pool.rest(0, Duration::from_secs(30));
-        pool.reject(1);
+    fn a_rest_is_for_one_model_only() {
+        let pool = pool(2);
+        pool.rest(0, "gemini-2.5-pro", None, RestScope::Minute);
         for _ in 0..4 {
-            assert_eq!(pool.pick(&[]).unwrap().index, 2);
+            assert_eq!(pool.pick("gemini-2.5-pro", &[]).unwrap().index, 1);
         }
-        match pool.pick(&[2]) {
+        let flash: Vec<usize> = (0..4)
+            .map(|_| pool.pick("gemini-2.5-flash", &[]).unwrap().index)
+            .collect();
+        assert!(
+            flash.contains(&0),
+            "key 0 still serves other models: {flash:?}"
+        );
+        match pool.pick("gemini-2.5-pro", &[1]) {
             Err(NoKey::AllResting(rest)) => {
-                assert!(rest <= Duration::from_secs(30) && rest > Duration::from_secs(29))
+                assert!(
+                    rest <= DEFAULT_QUOTA_REST
+                        && rest > DEFAULT_QUOTA_REST - Duration::from_secs(1)
+                )
             }
             other => panic!("expected all resting, got {:?}", other.map(|k| k.index)),
         }
-        pool.reset();
-        assert_eq!(pool.pick(&[1, 2]).unwrap().index, 0);
+    }
+
+    #[test]
+    fn a_rest_ends_on_time() {
+        let pool = pool(1);
+        let now = Instant::now();
+        pool.rest_at(
+            0,
+            "m",
+            Some(Duration::from_secs(5)),
+            RestScope::Minute,
+            now,
+            SystemTime::now(),
+        );
+        assert!(pool
+            .pick_at("m", &[], now + Duration::from_secs(4))
+            .is_err());
+        assert_eq!(
+            pool.pick_at("m", &[], now + Duration::from_secs(5))
+                .unwrap()
+                .index,
+            0
+        );
+    }
+
+    #[test]
+    fn refused_keys_leave_until_restored_and_sighup_keeps_rests() {
+        let pool = pool(3);
+        pool.refuse(1);
+        pool.rest(0, "m", Some(Duration::from_secs(30)), RestScope::Minute);
+        for _ in 0..4 {
+            assert_eq!(pool.pick("m", &[]).unwrap().index, 2);
+        }
+        assert_eq!(
+            pool.refused().iter().map(|k| k.index).collect::<Vec<_>>(),
+            [1]
+        );
+        pool.restore_all();
+        assert!(pool.refused().is_empty());
+        let picks: Vec<usize> = (0..4).map(|_| pool.pick("m", &[]).unwrap().index).collect();
+        assert!(!picks.contains(&0), "SIGHUP ended a rest: {picks:?}");
+        assert!(picks.contains(&1));
+        pool.refuse(2);
+        pool.restore(2);
+        assert!(pool.refused().is_empty());
     }
 
     #[test]
     fn an_empty_or_exhausted_pool_says_why() {
-        assert_eq!(pool(0).pick(&[]).err(), Some(NoKey::Unconfigured));
+        assert_eq!(pool(0).pick("m", &[]).err(), Some(NoKey::Unconfigured));
         let pool = pool(1);
-        pool.reject(0);
-        assert_eq!(pool.pick(&[]).err(), Some(NoKey::NoneLeft));
+        pool.refuse(0);
+        assert_eq!(pool.pick("m", &[]).err(), Some(NoKey::NoneLeft));
+    }
+
+    #[test]
+    fn rests_are_capped_and_per_day_waits_for_midnight() {
+        let now = SystemTime::now();
+        assert_eq!(
+            rest_length(Some(Duration::from_secs(1_000_000)), RestScope::Minute, now),
+            MAX_REST
+        );
+        assert_eq!(
+            rest_length(None, RestScope::Minute, now),
+            DEFAULT_QUOTA_REST
+        );
+        let day = rest_length(Some(Duration::from_secs(26)), RestScope::Day, now);
+        assert_eq!(
+            day,
+            until_next_midnight_pacific(now).max(Duration::from_secs(26))
+        );
+        assert!(day <= MAX_REST);
+    }
+
+    #[test]
+    fn memory_per_key_is_bounded() {
+        let pool = pool(1);
+        for i in 0..(MAX_RESTING_MODELS + 10) {
+            pool.rest(0, &format!("m-{i}"), None, RestScope::Minute);
+        }
+        assert_eq!(pool.states()[0].rests.len(), MAX_RESTING_MODELS);
     }
 }

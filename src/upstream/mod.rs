@@ -1,16 +1,22 @@
 //! Everything that talks to Gemini: the actors and their clients, the server key
-//! pool, the attempt/retry policy, and the classification of Gemini's answers.
+//! pool, the one pipeline every call takes, and the classification of Gemini's
+//! answers.
 
 pub mod actor;
-pub mod call;
 pub mod classify;
 pub mod client;
-pub mod forward;
+pub mod day;
 pub mod gemini;
 pub mod key_pool;
+pub mod leak_guard;
+pub mod pipeline;
 pub mod pool;
+pub mod recheck;
+pub mod relay;
 pub mod retry_budget;
-pub mod stream_check;
+pub mod stream_reader;
 
-pub use call::{CallOutcome, Credential, GenerateCall, UpstreamContext};
+pub use pipeline::{
+    CallOutcome, Credential, Expect, KeyStyle, Reply, ReplyBody, UpstreamCall, UpstreamContext,
+};
 pub use pool::UpstreamPool;

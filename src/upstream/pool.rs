@@ -1,13 +1,12 @@
 //! The pool of upstream actors, and the admission control in front of it.
 //!
-//! Actor mailboxes do not bound their queues (STACK.md trap 7), so the pool
+//! Actor mailboxes do not bound their queues, so the pool
 //! counts calls in progress and refuses at once, with 503 and `Retry-After`,
 //! past `MAX_IN_FLIGHT`: a client learns to back off in microseconds instead of
 //! waiting behind a queue that only grows.
 
-use super::actor::{Forward, Generate, UpstreamActor};
-use super::call::{CallOutcome, GenerateCall, UpstreamContext};
-use super::forward::{ForwardCall, ForwardReply};
+use super::actor::{Call, UpstreamActor};
+use super::pipeline::{CallOutcome, UpstreamCall, UpstreamContext};
 use crate::errors::{ApiError, ErrorCode};
 use actix::prelude::*;
 use std::cell::RefCell;
@@ -88,7 +87,7 @@ impl UpstreamPool {
     }
 
     /// A place in the pool, or the 503 that says the pool is full.
-    pub fn admit(&self) -> Result<Permit, ApiError> {
+    fn admit(&self) -> Result<Permit, ApiError> {
         let previous = self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         let permit = Permit(self.inner.clone());
         if previous < self.inner.max_in_flight {
@@ -122,10 +121,11 @@ impl UpstreamPool {
         Some((index, actors[index].clone()))
     }
 
-    /// Makes a generateContent call on the next actor, or refuses at once when
-    /// the pool is full. Dropping the returned future cancels the call.
-    pub async fn generate(&self, call: GenerateCall) -> CallOutcome {
-        let _permit = match self.admit() {
+    /// Makes a call on the next actor, or refuses at once with 503 when the
+    /// pool is full. A stream keeps its place in the pool until it ends.
+    /// Dropping the returned future cancels the call.
+    pub async fn call(&self, call: UpstreamCall) -> CallOutcome {
+        let permit = match self.admit() {
             Ok(permit) => permit,
             Err(full) => return CallOutcome::refused(full),
         };
@@ -134,19 +134,13 @@ impl UpstreamPool {
         };
         // Held until this future completes or is dropped; dropping it tells the actor to stop.
         let (_cancel_on_drop, cancelled) = oneshot::channel::<()>();
-        let sent = actor.send(Generate { call, cancelled }).await;
-        sent.unwrap_or_else(|error| actor_gone(index, error))
-    }
-
-    /// Makes a pass-through call on the next actor under `permit` (which the
-    /// caller keeps for as long as a streamed body flows). Dropping the
-    /// returned future cancels the call.
-    pub async fn forward(&self, call: ForwardCall) -> CallOutcome<ForwardReply> {
-        let Some((index, actor)) = self.next_actor() else {
-            return no_actor();
-        };
-        let (_cancel_on_drop, cancelled) = oneshot::channel::<()>();
-        let sent = actor.send(Forward { call, cancelled }).await;
+        let sent = actor
+            .send(Call {
+                call,
+                permit,
+                cancelled,
+            })
+            .await;
         sent.unwrap_or_else(|error| actor_gone(index, error))
     }
 
@@ -158,7 +152,7 @@ impl UpstreamPool {
     }
 }
 
-fn actor_gone<T>(index: usize, error: MailboxError) -> CallOutcome<T> {
+fn actor_gone(index: usize, error: MailboxError) -> CallOutcome {
     log::error!("upstream actor {index} is gone: {error}");
     CallOutcome::refused(ApiError::new(
         ErrorCode::InternalError,
@@ -167,7 +161,7 @@ fn actor_gone<T>(index: usize, error: MailboxError) -> CallOutcome<T> {
 }
 
 /// A call made off the HTTP workers with no dedicated actors: a wiring bug.
-fn no_actor<T>() -> CallOutcome<T> {
+fn no_actor() -> CallOutcome {
     log::error!("no upstream actor on this thread");
     CallOutcome::refused(ApiError::new(
         ErrorCode::InternalError,

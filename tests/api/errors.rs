@@ -522,10 +522,14 @@ async fn reports_an_own_key_that_gemini_rejects_as_the_clients_fault() {
 }
 
 #[actix_rt::test]
-async fn reports_an_own_key_gemini_forbids_as_the_clients_fault() {
+async fn reports_a_403_about_an_own_key_request_as_upstream_forbidden() {
     let app = spawn_app().await;
     let response = app.proxy(&own("mock-403", "hello")).await;
-    assert_error(&response, 400, "INVALID_GEMINI_KEY");
+    let message = assert_error(&response, 403, "UPSTREAM_FORBIDDEN");
+    assert_eq!(
+        message, "The caller does not have permission",
+        "Gemini's message"
+    );
     assert_eq!(app.mock.request_count(), 1);
 }
 
@@ -583,11 +587,18 @@ async fn reports_a_rejected_server_key_as_an_operator_problem() {
 }
 
 #[actix_rt::test]
-async fn reports_a_server_key_gemini_forbids_as_an_operator_problem() {
+async fn reports_a_403_about_the_request_as_upstream_forbidden_and_keeps_the_key() {
     let app = spawn_app().await;
     let response = app.proxy(&json!({"prompt": "[mock:403] hello"})).await;
-    assert_error(&response, 502, "UPSTREAM_AUTH_ERROR");
-    assert_eq!(app.mock.request_count(), 1);
+    let message = assert_error(&response, 403, "UPSTREAM_FORBIDDEN");
+    assert_eq!(
+        message, "The caller does not have permission",
+        "Gemini's message"
+    );
+    assert_eq!(app.mock.request_count(), 1, "no other key tried");
+    // Anyone can provoke such a 403: the server key stays in rotation.
+    let response = app.proxy(&json!({"prompt": "hello"})).await;
+    assert_eq!(response.status, 200, "{}", response.text());
 }
 
 // ---------------------------------------------------------------- LOCATION_NOT_SUPPORTED

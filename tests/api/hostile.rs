@@ -465,12 +465,12 @@ async fn oversized_heads_and_too_many_headers_are_refused_without_calling_gemini
     };
     let rows: Vec<(&str, Vec<u8>, Expect)> = vec![
         (
-            "one 64 KiB header, no client key",
+            "one 64 KiB header, no client key: the head's size is checked first",
             format!(
                 "{POST_PROXY}Content-Type: application/json\r\n{}Content-Length: 18\r\n\r\n{BODY}",
                 big(64 * 1024)
             ),
-            Expect::Code(401, &["UNAUTHORIZED"]),
+            Expect::Code(431, &["HEADERS_TOO_LARGE"]),
         ),
         (
             "one 200 KiB header with a valid key and body",
@@ -531,19 +531,54 @@ async fn oversized_heads_and_too_many_headers_are_refused_without_calling_gemini
 }
 
 #[actix_rt::test]
-async fn a_request_with_a_large_but_legal_head_is_served_and_the_filler_is_not_forwarded() {
-    // actix-http's limit is the whole head (128 KiB, not configurable), not one
-    // header: a 64 KiB header on a valid request is served. Pin that it goes no
-    // further than the service.
+async fn a_head_over_32_kib_is_refused_in_its_routes_shape_and_one_under_is_served() {
+    // actix-http's own limit is the whole head (128 KiB, not configurable),
+    // answered outside our shapes; the service refuses past 32 KiB itself.
     let app = spawn_hostile_app().await;
     let request = format!(
         "{}{BODY}",
         proxy_head(&format!(
             "X-Filler: {}\r\nContent-Length: 18\r\n",
-            "a".repeat(64 * 1024)
+            "a".repeat(33 * 1024)
         ))
     );
-    let reply = exchange(&app, request.as_bytes(), "a 64 KiB header").await;
+    let reply = exchange(&app, request.as_bytes(), "a 33 KiB header").await;
+    let answer = assert_refused(
+        "a 33 KiB header",
+        &reply,
+        Expect::Code(431, &["HEADERS_TOO_LARGE"]),
+    )
+    .expect("an answer");
+    assert_eq!(answer.json().expect("JSON")["result"], "Failed", "{reply}");
+    assert!(app.upstream_requests().is_empty(), "Gemini was called");
+
+    let native = format!(
+        "POST /v1beta/models/gemini-2.5-flash:generateContent HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         x-goog-api-key: {CLIENT_KEY}\r\nContent-Type: application/json\r\nX-Filler: {}\r\n\
+         Content-Length: 2\r\n\r\n{{}}",
+        "a".repeat(33 * 1024)
+    );
+    let reply = exchange(&app, native.as_bytes(), "a 33 KiB native head").await;
+    let answer = assert_refused(
+        "a 33 KiB native head",
+        &reply,
+        Expect::Code(431, &["HEADERS_TOO_LARGE"]),
+    )
+    .expect("an answer");
+    assert_eq!(
+        answer.json().expect("JSON")["error"]["status"],
+        "INVALID_ARGUMENT",
+        "{reply}"
+    );
+
+    let request = format!(
+        "{}{BODY}",
+        proxy_head(&format!(
+            "X-Filler: {}\r\nContent-Length: 18\r\n",
+            "a".repeat(31 * 1024)
+        ))
+    );
+    let reply = exchange(&app, request.as_bytes(), "a 31 KiB header").await;
     let Reply::Answered(answer) = &reply else {
         panic!("no answer: {reply}");
     };

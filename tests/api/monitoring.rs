@@ -405,7 +405,7 @@ async fn the_exposition_passes_promtool_check_metrics_after_varied_traffic() {
 
     let exposition = app.metrics().await;
     assert!(
-        exposition.contains(r#"gemini_proxy_upstream_key_available{key="0"} 0"#),
+        exposition.contains(r#"gemini_proxy_upstream_key_resting_models{key="0"} 1"#),
         "the traffic rested the server key:\n{exposition}"
     );
 
@@ -789,7 +789,7 @@ async fn no_client_key_server_key_or_own_key_appears_in_metrics() {
         )
         .await;
     }
-    // Last: both server keys rest after this, and show as 0 in the pool gauge.
+    // Last: both server keys rest for the model after this, and show in the pool gauge.
     app.proxy(&json!({"prompt": "[mock:429] rest the keys"}))
         .await;
 
@@ -797,7 +797,7 @@ async fn no_client_key_server_key_or_own_key_appears_in_metrics() {
     for key in 0..2 {
         assert!(
             exposition.contains(&format!(
-                r#"gemini_proxy_upstream_key_available{{key="{key}"}} 0"#
+                r#"gemini_proxy_upstream_key_resting_models{{key="{key}"}} 1"#
             )),
             "server key {key} rests:\n{exposition}"
         );

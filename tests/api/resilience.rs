@@ -108,6 +108,12 @@ async fn key_available(app: &TestApp, index: usize) -> Option<f64> {
     metric_value(&app.metrics().await, &series)
 }
 
+/// How many models the key at `index` rests for now.
+async fn key_resting_models(app: &TestApp, index: usize) -> Option<f64> {
+    let series = format!("gemini_proxy_upstream_key_resting_models{{key=\"{index}\"}}");
+    metric_value(&app.metrics().await, &series)
+}
+
 // ---------------------------------------------------------------- bad answers
 
 #[actix_rt::test]
@@ -178,8 +184,17 @@ async fn a_key_out_of_quota_rests_and_the_request_moves_on_to_the_next_key() {
     assert_ok(&response);
     assert_eq!(keys_used(&app), ["key-a", "key-b", "key-b"]);
 
-    assert_eq!(key_available(&app, 0).await, Some(0.0), "key-a rests");
-    assert_eq!(key_available(&app, 1).await, Some(1.0), "key-b is in use");
+    assert_eq!(key_resting_models(&app, 0).await, Some(1.0), "key-a rests");
+    assert_eq!(
+        key_available(&app, 0).await,
+        Some(1.0),
+        "for one model only"
+    );
+    assert_eq!(
+        key_resting_models(&app, 1).await,
+        Some(0.0),
+        "key-b is in use"
+    );
 }
 
 #[actix_rt::test]
@@ -214,8 +229,8 @@ async fn when_every_key_rests_the_client_gets_the_shortest_rest_without_a_call()
     assert_within(elapsed, MARGIN);
     assert_eq!(retry_after(&response), 20);
     assert_eq!(app.mock.request_count(), 3, "no call while every key rests");
-    assert_eq!(key_available(&app, 0).await, Some(0.0));
-    assert_eq!(key_available(&app, 1).await, Some(0.0));
+    assert_eq!(key_resting_models(&app, 0).await, Some(1.0));
+    assert_eq!(key_resting_models(&app, 1).await, Some(1.0));
 }
 
 #[actix_rt::test]

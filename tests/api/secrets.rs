@@ -359,6 +359,12 @@ fn sweep_calls(keys: &Keys) -> Vec<(Call, Option<&'static str>)> {
             Some("OWN_KEY_NOT_ALLOWED"),
         ),
         (
+            // The filler quotes the client key: a refused head is not logged either.
+            Call::proxy(env, json!({"prompt": "hello"}))
+                .header("X-Filler", format!("{}{}", keys.env, "a".repeat(33 * 1024))),
+            Some("HEADERS_TOO_LARGE"),
+        ),
+        (
             Call::proxy(env, json!({"prompt": "a".repeat(300_000)})),
             Some("PAYLOAD_TOO_LARGE"),
         ),
@@ -401,7 +407,7 @@ fn sweep_calls(keys: &Keys) -> Vec<(Call, Option<&'static str>)> {
         ),
         (
             Call::proxy(env, own("mock-403", "hello")),
-            Some("INVALID_GEMINI_KEY"),
+            Some("UPSTREAM_FORBIDDEN"),
         ),
         (
             Call::proxy(env, json!({"prompt": "[mock:blocked] hello"})),

@@ -54,6 +54,31 @@ fn assert_openai_error(response: &TestResponse, status: u16, kind: &str, code: &
 }
 
 #[actix_rt::test]
+async fn a_server_keys_quota_answer_is_the_services_own_error_not_geminis() {
+    for path in [
+        "/v1beta/models/mock-429:generateContent",
+        "/v1beta/models/mock-429:streamGenerateContent?alt=sse",
+    ] {
+        let app = spawn_app().await;
+        let response = app
+            .request(
+                Method::POST,
+                &format!("{path}{}key={CLIENT_KEY}", query_joiner(path)),
+                &[JSON_TYPE],
+                BODY,
+            )
+            .await;
+        assert_google_error(path, &response, 429, "RESOURCE_EXHAUSTED", "QUOTA_ERROR");
+        assert_eq!(response.header("retry-after"), Some("26"), "{path}");
+        assert_eq!(
+            app.upstream_requests().len(),
+            1,
+            "{path}: one key, one call"
+        );
+    }
+}
+
+#[actix_rt::test]
 async fn gemini_errors_before_the_first_byte_come_back_unchanged() {
     struct Case {
         what: &'static str,
@@ -62,12 +87,6 @@ async fn gemini_errors_before_the_first_byte_come_back_unchanged() {
         upstream_calls: usize,
     }
     let cases = [
-        Case {
-            what: "quota exhausted: the only server key rests, nothing else to try",
-            path: "/v1beta/models/mock-429:generateContent",
-            status: 429,
-            upstream_calls: 1,
-        },
         Case {
             what: "an unknown model is never retried",
             path: "/v1/models/mock-404:generateContent",
@@ -88,8 +107,8 @@ async fn gemini_errors_before_the_first_byte_come_back_unchanged() {
         },
         Case {
             what: "a stream that fails before its first byte answers JSON, not SSE",
-            path: "/v1beta/models/mock-429:streamGenerateContent?alt=sse",
-            status: 429,
+            path: "/v1beta/models/mock-404:streamGenerateContent?alt=sse",
+            status: 404,
             upstream_calls: 1,
         },
     ];

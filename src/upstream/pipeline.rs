@@ -1,0 +1,519 @@
+//! The one path every call to Gemini takes, whatever route asked for it.
+//!
+//! A route describes its call ([`UpstreamCall`]: target, credential, body,
+//! framing); this module picks the key, builds the URL, makes the attempts
+//! (key failover, bounded retries with full-jitter backoff, one deadline),
+//! classifies each answer once, and returns a [`Reply`] that carries its
+//! outcome: the code, the tokens, and the body to relay. What an answer says
+//! about a server key is acted on here and nowhere else, and a server key's
+//! failure is never relayed: the client gets the service's own error.
+
+use super::classify::{self, Answer, Failure, KeyOwner, KeyVerdict};
+use super::client::MAX_RESPONSE_BYTES;
+use super::key_pool::{KeyPool, NoKey};
+use super::leak_guard::LeakGuard;
+use super::pool::Permit;
+use super::relay::{self, Relay, StreamTimeouts, TokenSink};
+use super::retry_budget::RetryBudget;
+use super::stream_reader::{unary_tokens, Framing, StreamReader, Tokens};
+use crate::errors::{whole_seconds_up, ApiError, ErrorCode};
+use crate::metrics::Metrics;
+use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
+use awc::http::{Method, StatusCode};
+use awc::Client;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// 500/503 and broken connections are tried again at most this many times.
+pub const MAX_RETRIES: u32 = 2;
+/// Backoff before retry n is uniform in [0, min(CAP, BASE · 2ⁿ)] ("full jitter"),
+/// which spreads a burst of failed clients instead of retrying them in step.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// Error bodies are read whole to classify them; Gemini's are small.
+const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+/// Response headers passed back to the client; everything else is hop-by-hop
+/// or Google-internal.
+const PASSED_RESPONSE_HEADERS: &[&str] = &["content-type", "retry-after", "server-timing"];
+/// `Retry-After` of an `UPSTREAM_UNAVAILABLE` the service gives up on.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
+/// Which key a call uses.
+#[derive(Clone)]
+pub enum Credential {
+    /// A key from the server's pool.
+    Server,
+    /// The client's own Gemini key; never swapped for a server key.
+    Client(HeaderValue),
+}
+
+/// How the key travels upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyStyle {
+    /// `x-goog-api-key` (native routes).
+    GoogHeader,
+    /// `Authorization: Bearer` (OpenAI-compatible routes).
+    Bearer,
+}
+
+/// What the caller does with a successful unary answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Passes it back as it came.
+    Relay,
+    /// Reads it as a generateContent answer (`/gemini-proxy`); an answer
+    /// without text is the attempt's failure.
+    Answer,
+}
+
+/// Everything an upstream call needs, shared by the actors.
+pub struct UpstreamContext {
+    pub base_url: String,
+    pub keys: KeyPool,
+    pub leak_guard: LeakGuard,
+    pub metrics: Arc<Metrics>,
+    pub retry_budget: RetryBudget,
+}
+
+/// A call to Gemini, as a route describes it.
+pub struct UpstreamCall {
+    pub method: Method,
+    /// Built from validated parts only, without the query: `/v1beta/models/m:generateContent`.
+    pub path: String,
+    /// The query to forward, already validated and encoded (may be empty).
+    pub query: String,
+    pub credential: Credential,
+    pub key_style: KeyStyle,
+    /// The client's headers that may go upstream.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    pub framing: Framing,
+    pub expect: Expect,
+    /// The model id (without `models/`) whose quota the call uses; empty when
+    /// the call names none.
+    pub model: String,
+    /// Whose tokens these are, and whether the answer reports any worth counting.
+    pub client: Arc<str>,
+    pub counts_tokens: bool,
+    /// Unary calls: the whole call. Streams: the wait for the head.
+    pub deadline: Instant,
+    pub stream_timeouts: StreamTimeouts,
+}
+
+/// Gemini's answer, with what it means.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: ReplyBody,
+    /// `None` for a success; else the request-level failure this answer is
+    /// (relayed as it came on pass-through routes).
+    pub failure: Option<Failure>,
+    /// The answer read, for [`Expect::Answer`] calls.
+    pub answer: Option<Answer>,
+    /// Tokens of a unary answer (a stream's are in its [`Relay`]'s end).
+    pub tokens: Option<Tokens>,
+}
+
+pub enum ReplyBody {
+    Full(Bytes),
+    Stream(Relay),
+}
+
+/// How a call ended, with the number of attempts it took.
+pub struct CallOutcome {
+    pub result: Result<Reply, ApiError>,
+    pub attempts: u32,
+    /// The metrics label of the model (bounded).
+    pub model_label: String,
+}
+
+impl CallOutcome {
+    /// A call that never reached Gemini.
+    pub fn refused(error: ApiError) -> Self {
+        CallOutcome {
+            result: Err(error),
+            attempts: 0,
+            model_label: crate::metrics::OTHER_MODEL.to_owned(),
+        }
+    }
+
+    /// A call abandoned because its client went away; nobody reads this answer.
+    pub fn cancelled() -> Self {
+        CallOutcome::refused(ApiError::new(
+            ErrorCode::UpstreamTimeout,
+            "the client went away before Gemini answered",
+        ))
+    }
+}
+
+/// The result of one attempt.
+enum Attempt {
+    Success(Reply),
+    /// A failed attempt; `answer` is Gemini's error answer, if it sent one.
+    Failure {
+        failure: Failure,
+        answer: Option<ErrorAnswer>,
+    },
+}
+
+/// A Gemini error answer, kept whole in case it is relayed.
+struct ErrorAnswer {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+/// Makes the call: attempts until one succeeds or the policy gives up. A
+/// server key that hit a quota rests for that model and the next key is tried
+/// at once; a refused server key leaves the rotation and the next is tried;
+/// 500/503 and broken connections are retried at most [`MAX_RETRIES`] times
+/// with backoff, inside the deadline, while the retry budget allows. A
+/// client's own key is the only key its calls use. `permit` travels with a
+/// stream until it ends.
+pub async fn run(
+    client: &Client,
+    context: &UpstreamContext,
+    call: UpstreamCall,
+    permit: Permit,
+) -> CallOutcome {
+    let mut permit = Some(permit);
+    let mut attempts = 0;
+    let mut retries = 0;
+    let mut tried: Vec<usize> = Vec::new();
+    // The last failure Gemini answered, in case the policy gives up on it.
+    let mut last: Option<(Failure, Option<ErrorAnswer>)> = None;
+    let give_up = |last: Option<(Failure, Option<ErrorAnswer>)>, fallback: ApiError| match last {
+        Some((failure, answer)) => gave_up(context, &call, failure, answer),
+        None => Err(fallback),
+    };
+    context.retry_budget.deposit();
+    loop {
+        // Checked here, not left to the attempt's own timeout: a timeout polls its
+        // future once before it fires, so a late attempt would still reach Gemini.
+        if Instant::now() >= call.deadline {
+            return CallOutcome {
+                result: give_up(last, failure_error(classify::deadline_passed())),
+                attempts,
+                model_label: context.metrics.model_label(&call.model),
+            };
+        }
+        let (key, index, owner) = match &call.credential {
+            Credential::Client(key) => (key.clone(), None, KeyOwner::Client),
+            Credential::Server => match context.keys.pick(&call.model, &tried) {
+                Ok(picked) => (picked.header, Some(picked.index), KeyOwner::Server),
+                Err(reason) => {
+                    return CallOutcome {
+                        result: Err(no_key_error(reason)),
+                        attempts,
+                        model_label: context.metrics.model_label(&call.model),
+                    }
+                }
+            },
+        };
+        attempts += 1;
+        let started = Instant::now();
+        let outcome = attempt(client, context, &call, key, owner, &mut permit).await;
+        let elapsed = started.elapsed();
+        let (failure, answer) = match outcome {
+            Attempt::Success(reply) => {
+                let label = context.metrics.model_succeeded(&call.model);
+                context.metrics.upstream_call(&label, "ok", elapsed);
+                if let (true, Some(tokens)) = (call.counts_tokens, reply.tokens) {
+                    context.metrics.count_tokens(&call.client, &label, tokens);
+                }
+                return CallOutcome {
+                    result: Ok(reply),
+                    attempts,
+                    model_label: label,
+                };
+            }
+            Attempt::Failure { failure, answer } => (failure, answer),
+        };
+        let label = context.metrics.model_label(&call.model);
+        context
+            .metrics
+            .upstream_call(&label, failure.code.as_str(), elapsed);
+
+        if let Some(index) = index {
+            match &failure.key {
+                KeyVerdict::Rest(hits) => {
+                    for hit in hits {
+                        let model = hit.model.as_deref().unwrap_or(&call.model);
+                        context
+                            .keys
+                            .rest(index, model, failure.retry_delay, hit.scope);
+                    }
+                    tried.push(index);
+                    continue;
+                }
+                KeyVerdict::Refused => {
+                    context.keys.refuse(index);
+                    tried.push(index);
+                    continue;
+                }
+                KeyVerdict::Fine => {}
+            }
+        }
+        if failure.retryable && retries < MAX_RETRIES {
+            let pause = backoff(retries);
+            if Instant::now() + pause < call.deadline && context.retry_budget.try_withdraw() {
+                retries += 1;
+                context
+                    .metrics
+                    .upstream_retries
+                    .with_label_values(&[failure.code.as_str()])
+                    .inc();
+                // Gemini's answer goes back as it came if time runs out during the pause.
+                last = Some((failure, answer));
+                actix_rt::time::sleep(pause).await;
+                continue;
+            }
+        }
+        return CallOutcome {
+            result: gave_up(context, &call, failure, answer),
+            attempts,
+            model_label: label,
+        };
+    }
+}
+
+/// The answer to give when the policy stops at `failure`: Gemini's own
+/// answer when it is about this request (or the client's own key) and holds
+/// no server key; otherwise the service's own error.
+fn gave_up(
+    context: &UpstreamContext,
+    call: &UpstreamCall,
+    mut failure: Failure,
+    answer: Option<ErrorAnswer>,
+) -> Result<Reply, ApiError> {
+    if context.leak_guard.leaks(failure.message.as_bytes()) {
+        log::warn!("Gemini's error message quoted a server key; it was withheld");
+        failure.message = "Gemini's message was withheld because it quoted a server key".into();
+    }
+    let own_key = matches!(call.credential, Credential::Client(_));
+    let relayable = own_key || failure.key == KeyVerdict::Fine;
+    match answer {
+        Some(answer) if relayable => {
+            if context.leak_guard.leaks(&answer.body) {
+                log::warn!("Gemini's error answer quoted a server key; it was withheld");
+                return Err(failure_error(failure));
+            }
+            Ok(Reply {
+                status: answer.status,
+                headers: answer.headers,
+                body: ReplyBody::Full(answer.body),
+                failure: Some(failure),
+                answer: None,
+                tokens: None,
+            })
+        }
+        _ => Err(failure_error(failure)),
+    }
+}
+
+async fn attempt(
+    client: &Client,
+    context: &UpstreamContext,
+    call: &UpstreamCall,
+    key: HeaderValue,
+    owner: KeyOwner,
+    permit: &mut Option<Permit>,
+) -> Attempt {
+    let deadline = tokio::time::Instant::from_std(call.deadline);
+    let url = if call.query.is_empty() {
+        format!("{}{}", context.base_url, call.path)
+    } else {
+        format!("{}{}?{}", context.base_url, call.path, call.query)
+    };
+    let mut request = client.request(call.method.clone(), url);
+    for (name, value) in &call.headers {
+        request = request.insert_header((name.clone(), value.clone()));
+    }
+    request = match call.key_style {
+        KeyStyle::GoogHeader => request.insert_header(("x-goog-api-key", key)),
+        KeyStyle::Bearer => request.insert_header((AUTHORIZATION, bearer(&key))),
+    };
+    let sent = tokio::time::timeout_at(deadline, request.send_body(call.body.clone())).await;
+    let mut response = match sent {
+        Err(_) => return failed(classify::deadline_passed()),
+        Ok(Err(e)) => {
+            log::debug!("upstream call failed before an answer: {e}");
+            return failed(classify::classify_send_error(&e));
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    let headers = passed_headers(response.headers());
+
+    if !status.is_success() {
+        let body =
+            tokio::time::timeout_at(deadline, response.body().limit(MAX_ERROR_BODY_BYTES)).await;
+        let body = match body {
+            Err(_) => return failed(classify::deadline_passed()),
+            Ok(Err(e)) => return failed(classify::classify_payload_error(&e)),
+            Ok(Ok(body)) => body,
+        };
+        return Attempt::Failure {
+            failure: classify::classify_failure(status.as_u16(), &body, owner),
+            answer: Some(ErrorAnswer {
+                status,
+                headers,
+                body,
+            }),
+        };
+    }
+
+    if call.framing == Framing::Unary {
+        let body = tokio::time::timeout_at(deadline, response.body().limit(MAX_RESPONSE_BYTES));
+        let body = match body.await {
+            Err(_) => return failed(classify::deadline_passed()),
+            Ok(Err(e)) => return failed(classify::classify_payload_error(&e)),
+            Ok(Ok(body)) => body,
+        };
+        let answer = match call.expect {
+            Expect::Relay => None,
+            Expect::Answer if status != StatusCode::OK => {
+                return failed(Failure::new(
+                    ErrorCode::UpstreamError,
+                    format!("Gemini answered with status {status} instead of 200"),
+                ))
+            }
+            Expect::Answer => match classify::read_answer(&body) {
+                Ok(answer) => Some(answer),
+                Err(failure) => return failed(failure),
+            },
+        };
+        let tokens = if call.counts_tokens {
+            unary_tokens(&body)
+        } else {
+            None
+        };
+        return Attempt::Success(Reply {
+            status,
+            headers,
+            body: ReplyBody::Full(body),
+            failure: None,
+            answer,
+            tokens,
+        });
+    }
+
+    let declared_length = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let sink = TokenSink {
+        metrics: context.metrics.clone(),
+        client: call.client.clone(),
+        model_label: context.metrics.model_succeeded(&call.model),
+        counts_tokens: call.counts_tokens,
+        started: Instant::now(),
+    };
+    let relay = relay::start(
+        response,
+        StreamReader::new(call.framing, declared_length),
+        call.stream_timeouts,
+        sink,
+        permit.take(),
+    );
+    Attempt::Success(Reply {
+        status,
+        headers,
+        body: ReplyBody::Stream(relay),
+        failure: None,
+        answer: None,
+        tokens: None,
+    })
+}
+
+fn failed(failure: Failure) -> Attempt {
+    Attempt::Failure {
+        failure,
+        answer: None,
+    }
+}
+
+fn backoff(retry: u32) -> Duration {
+    let ceiling = BACKOFF_CAP.min(BACKOFF_BASE * 2u32.saturating_pow(retry));
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// The service's own error for a failure, with `Retry-After` where one helps.
+pub fn failure_error(failure: Failure) -> ApiError {
+    let mut error = ApiError::new(failure.code, failure.message);
+    match failure.code {
+        ErrorCode::QuotaError => {
+            let delay = failure
+                .retry_delay
+                .unwrap_or(super::key_pool::DEFAULT_QUOTA_REST);
+            error = error.with_retry_after(whole_seconds_up(delay).max(1));
+        }
+        ErrorCode::UpstreamUnavailable => {
+            error = error.with_retry_after(UNAVAILABLE_RETRY_AFTER_SECS);
+        }
+        _ => {}
+    }
+    error
+}
+
+fn no_key_error(reason: NoKey) -> ApiError {
+    match reason {
+        NoKey::Unconfigured => ApiError::new(
+            ErrorCode::NoServerKey,
+            "no server Gemini key is configured; send your own model and api_key",
+        ),
+        NoKey::AllResting(rest) => ApiError::new(
+            ErrorCode::QuotaError,
+            "every server Gemini key has exhausted its quota for this model; retry later",
+        )
+        .with_retry_after(whole_seconds_up(rest).max(1)),
+        NoKey::NoneLeft => ApiError::new(
+            ErrorCode::UpstreamAuthError,
+            "Gemini refused every usable server key; the operator must replace them",
+        ),
+    }
+}
+
+fn bearer(key: &HeaderValue) -> HeaderValue {
+    let mut value = b"Bearer ".to_vec();
+    value.extend_from_slice(key.as_bytes());
+    let mut header =
+        HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    header.set_sensitive(true);
+    header
+}
+
+fn passed_headers(headers: &awc::http::header::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(name, _)| PASSED_RESPONSE_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_under_its_cap() {
+        for retry in 0..10 {
+            let pause = backoff(retry);
+            assert!(pause <= BACKOFF_CAP, "{pause:?}");
+            assert!(pause <= BACKOFF_BASE * 2u32.pow(retry.min(5)));
+        }
+    }
+
+    #[test]
+    fn quota_errors_say_when_to_come_back() {
+        let mut failure = Failure::new(ErrorCode::QuotaError, "q");
+        failure.retry_delay = Some(Duration::from_millis(26_500));
+        assert_eq!(failure_error(failure).retry_after, Some(27));
+        assert_eq!(
+            no_key_error(NoKey::AllResting(Duration::from_millis(10))).retry_after,
+            Some(1)
+        );
+    }
+}
