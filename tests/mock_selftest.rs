@@ -8,6 +8,10 @@
 mod helpers;
 #[path = "mock_selftest/native.rs"]
 mod native;
+#[path = "mock_selftest/quotas.rs"]
+mod quotas;
+#[path = "mock_selftest/refusals.rs"]
+mod refusals;
 #[path = "mock_selftest/scenarios.rs"]
 mod scenarios;
 #[path = "mock_selftest/streams.rs"]

@@ -26,6 +26,11 @@ pub(crate) enum Prepared {
         stream: Option<bool>,
     },
     Chat(ChatPrompt),
+    /// OpenAI embeddings, answered at once but with the model named in the body.
+    Embeddings {
+        model: String,
+        reply: Reply,
+    },
     Done(Reply),
 }
 
@@ -91,7 +96,8 @@ pub(crate) fn prepare(route: &Route, body: &[u8], query: &Query) -> Result<Prepa
             let req: EmbeddingsRequest = parse_json(body)?;
             let model = req.model()?;
             known_openai_model(&model)?;
-            done(Reply::compact_json(&req.answer(model)?))
+            let reply = Reply::compact_json(&req.answer(model.clone())?);
+            Ok(Prepared::Embeddings { model, reply })
         }
         Route::OpenAiModels { version } => done(Reply::compact_json(&openai::models(version))),
         Route::OpenAiModel { id, .. } => done(Reply::compact_json(&openai::model(id))),
@@ -118,7 +124,7 @@ impl Prepared {
         match self {
             Prepared::Generate { prompt, .. } => prompt.first_user_text.as_deref(),
             Prepared::Chat(c) => c.first_user_text.as_deref(),
-            Prepared::Done(_) => None,
+            Prepared::Embeddings { .. } | Prepared::Done(_) => None,
         }
     }
 
@@ -126,13 +132,14 @@ impl Prepared {
     pub fn body_model(&self) -> Option<&str> {
         match self {
             Prepared::Chat(c) => Some(&c.model),
+            Prepared::Embeddings { model, .. } => Some(model),
             _ => None,
         }
     }
 
     pub fn finish(self, scenario: Option<&Scenario>, pace: Pace) -> Reply {
         match self {
-            Prepared::Done(reply) => reply,
+            Prepared::Done(reply) | Prepared::Embeddings { reply, .. } => reply,
             Prepared::Generate {
                 model,
                 prompt,

@@ -11,6 +11,7 @@
 //! (actix does not keep arrival order across names).
 
 mod answer;
+mod auth;
 mod bodies;
 mod catalogue;
 mod control;
@@ -18,6 +19,7 @@ mod deliver;
 mod errors;
 mod handler;
 mod openai;
+mod refusal;
 mod reply;
 mod request;
 mod route;
@@ -25,7 +27,7 @@ mod scenario;
 mod state;
 mod stream;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
+pub use refusal::KeyRefusal;
 pub use state::RecordedRequest;
 use state::Shared;
 
@@ -45,9 +48,15 @@ pub struct MockConfig {
     /// None = any non-empty key is accepted; Some(set) = only these keys, others get the
     /// API_KEY_INVALID 400 body.
     pub accepted_keys: Option<HashSet<String>>,
-    /// Keys whose quota is exhausted: every call with them answers the 429
-    /// RESOURCE_EXHAUSTED body (QuotaFailure + Help + RetryInfo).
+    /// Keys Gemini refuses outright, on every route (models.get included), before any
+    /// other check but a missing key. Removing a key makes it accepted again.
+    pub key_refusals: HashMap<String, KeyRefusal>,
+    /// Keys whose quota is exhausted: every model call with them answers the 429
+    /// RESOURCE_EXHAUSTED body of a per-minute violation for the request's model.
     pub exhausted_keys: HashSet<String>,
+    /// Quotas that ran out, per key and model: a model call matching an entry answers
+    /// 429 with that entry's violation. The first matching entry wins.
+    pub exhausted: Vec<Exhaustion>,
     /// RetryInfo `retryDelay` of 429 answers, as Gemini writes it ("26s", "1.5s");
     /// None = omit RetryInfo. Default "26s", from a real capture.
     pub retry_delay: Option<String>,
@@ -65,7 +74,9 @@ impl Default for MockConfig {
     fn default() -> Self {
         MockConfig {
             accepted_keys: None,
+            key_refusals: HashMap::new(),
             exhausted_keys: HashSet::new(),
+            exhausted: Vec::new(),
             retry_delay: Some("26s".to_owned()),
             first_byte_delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
@@ -73,6 +84,18 @@ impl Default for MockConfig {
             record: true,
         }
     }
+}
+
+/// One exhausted quota. Gemini counts quotas per project and per model, so a 429 for
+/// one model says nothing about the key's other models.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exhaustion {
+    /// The key whose quota ran out; `None` = every key.
+    pub key: Option<String>,
+    /// The model id, with or without `models/`; `None` = every model.
+    pub model: Option<String>,
+    /// A per-day violation (it resets at midnight Pacific time) rather than per-minute.
+    pub per_day: bool,
 }
 
 /// A running mock. Dropping it leaves the server running; `stop` stops it.

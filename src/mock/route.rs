@@ -175,6 +175,14 @@ impl Route {
         )
     }
 
+    /// Calls that spend a model's quota.
+    pub fn is_model_call(&self) -> bool {
+        matches!(
+            self,
+            Route::Model { .. } | Route::OpenAiChat { .. } | Route::OpenAiEmbeddings { .. }
+        )
+    }
+
     /// The fully qualified gRPC method, for the 401 ErrorInfo of native routes.
     pub fn rpc_name(&self) -> String {
         let method = match self {
