@@ -8,6 +8,8 @@
 mod helpers;
 #[path = "mock_selftest/native.rs"]
 mod native;
+#[path = "mock_selftest/permissions.rs"]
+mod permissions;
 #[path = "mock_selftest/quotas.rs"]
 mod quotas;
 #[path = "mock_selftest/refusals.rs"]

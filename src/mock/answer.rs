@@ -13,8 +13,10 @@ use super::reply::{Reply, JSON, SSE};
 use super::request::{
     embed, parse_json, BatchEmbedRequest, CountTokensRequest, EmbedRequest, GenerateRequest, Prompt,
 };
+use super::resources;
 use super::route::{ModelMethod, Query, Route};
 use super::scenario::Scenario;
+use super::state::Shared;
 use super::stream::{array_element, array_frames, compact_event, openai_event, sse_event};
 
 /// A validated request, ready to be answered.
@@ -41,7 +43,13 @@ pub(crate) struct Pace {
     pub gap: Duration,
 }
 
-pub(crate) fn prepare(route: &Route, body: &[u8], query: &Query) -> Result<Prepared, ApiError> {
+/// `shared` holds the files and caches a request may name.
+pub(crate) fn prepare(
+    route: &Route,
+    body: &[u8],
+    query: &Query,
+    shared: &Shared,
+) -> Result<Prepared, ApiError> {
     let sse = query.sse;
     let done = |reply| Ok(Prepared::Done(reply));
     match route {
@@ -49,6 +57,7 @@ pub(crate) fn prepare(route: &Route, body: &[u8], query: &Query) -> Result<Prepa
             ModelMethod::Generate | ModelMethod::Stream => {
                 let req: GenerateRequest = parse_json(body)?;
                 req.validate()?;
+                resources::check(&req.references(), shared)?;
                 Ok(Prepared::Generate {
                     model: id.clone(),
                     prompt: req.prompt(),
@@ -57,7 +66,9 @@ pub(crate) fn prepare(route: &Route, body: &[u8], query: &Query) -> Result<Prepa
             }
             ModelMethod::CountTokens => {
                 let req: CountTokensRequest = parse_json(body)?;
-                let tokens = req.into_generate()?.prompt().tokens;
+                let req = req.into_generate()?;
+                resources::check(&req.references(), shared)?;
+                let tokens = req.prompt().tokens;
                 done(Reply::json(&bodies::count_tokens(tokens)))
             }
             ModelMethod::Embed => {

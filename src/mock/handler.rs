@@ -100,7 +100,7 @@ fn pipeline(
     let key = check_auth(req, route, query, cfg)?;
     check_deadline(req)?;
     check_model(route)?;
-    let prepared = prepare(route, body, query)?;
+    let prepared = prepare(route, body, query, shared)?;
     let model = path_model.or(prepared.body_model());
     if let (true, Some(model)) = (route.is_model_call(), model) {
         check_quota(cfg, &key, model)?;

@@ -22,6 +22,7 @@ mod openai;
 mod refusal;
 mod reply;
 mod request;
+mod resources;
 mod route;
 mod scenario;
 mod state;
