@@ -8,6 +8,8 @@
 mod helpers;
 #[path = "mock_selftest/native.rs"]
 mod native;
+#[path = "mock_selftest/not_http.rs"]
+mod not_http;
 #[path = "mock_selftest/permissions.rs"]
 mod permissions;
 #[path = "mock_selftest/quotas.rs"]

@@ -18,6 +18,7 @@ mod control;
 mod deliver;
 mod errors;
 mod handler;
+mod not_http;
 mod openai;
 mod refusal;
 mod reply;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
+pub use not_http::{start_not_http, NotHttpUpstream};
 pub use refusal::KeyRefusal;
 pub use state::RecordedRequest;
 use state::Shared;
