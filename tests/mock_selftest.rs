@@ -4,6 +4,8 @@
 //! A separate test binary from `tests/api`, so the mock can be checked on its own; its
 //! modules live in `tests/mock_selftest/` (a crate root has to name their paths).
 
+#[path = "mock_selftest/big_streams.rs"]
+mod big_streams;
 #[path = "mock_selftest/helpers.rs"]
 mod helpers;
 #[path = "mock_selftest/native.rs"]

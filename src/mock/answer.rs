@@ -3,21 +3,20 @@
 //! scenario is known. The split exists because a scenario can be named inside the prompt,
 //! so it is only known after the body has been parsed.
 
-use std::time::Duration;
-
 use super::bodies::{self, Answer, Shape};
 use super::catalogue;
 use super::errors::ApiError;
+use super::events::{native_stream, openai_stream, Pace};
 use super::openai::{self, ChatPrompt, ChatRequest, EmbeddingsRequest};
-use super::reply::{Reply, JSON, SSE};
+use super::reply::Reply;
 use super::request::{
-    embed, parse_json, BatchEmbedRequest, CountTokensRequest, EmbedRequest, GenerateRequest, Prompt,
+    count_words, embed, parse_json, BatchEmbedRequest, CountTokensRequest, EmbedRequest,
+    GenerateRequest, Prompt,
 };
 use super::resources;
 use super::route::{ModelMethod, Query, Route};
 use super::scenario::Scenario;
 use super::state::Shared;
-use super::stream::{array_element, array_frames, compact_event, openai_event, sse_event};
 
 /// A validated request, ready to be answered.
 pub(crate) enum Prepared {
@@ -34,13 +33,6 @@ pub(crate) enum Prepared {
         reply: Reply,
     },
     Done(Reply),
-}
-
-/// Stream sizing and pacing for one request.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Pace {
-    pub chunks: usize,
-    pub gap: Duration,
 }
 
 /// `shared` holds the files and caches a request may name.
@@ -159,132 +151,28 @@ impl Prepared {
                 let id = bodies::response_id();
                 let text = format!("echo: {}", prompt.last_user_text);
                 let answer = Answer {
-                    model: &model,
-                    response_id: &id,
+                    model,
+                    response_id: id,
                     prompt_tokens: prompt.tokens,
                     shape: Shape::of(scenario),
                 };
                 match stream {
-                    None => Reply::json(&answer.response(&text, &text, true, true)),
-                    Some(sse) => native_stream(&answer, &text, sse, scenario, pace),
+                    None => {
+                        let words = count_words(&text);
+                        Reply::json(&answer.response(&text, words, true, true))
+                    }
+                    Some(sse) => native_stream(answer, text, sse, scenario, pace),
                 }
             }
             Prepared::Chat(chat) => {
                 let id = format!("chatcmpl-{}", bodies::response_id());
                 let text = format!("echo: {}", chat.last_user_text);
                 if chat.stream {
-                    openai_stream(&id, &chat, &text, scenario, pace)
+                    openai_stream(id, chat, text, scenario, pace)
                 } else {
                     Reply::compact_json(&openai::completion(&id, &chat.model, &text, chat.tokens))
                 }
             }
         }
     }
-}
-
-/// How a stream scenario changes the end of a stream.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    Clean,
-    ErrorEvent,
-    Drop,
-}
-
-impl Ending {
-    fn of(scenario: Option<&Scenario>) -> Self {
-        match scenario {
-            Some(Scenario::StreamMidwayError) => Ending::ErrorEvent,
-            Some(Scenario::StreamDrop) => Ending::Drop,
-            _ => Ending::Clean,
-        }
-    }
-
-    /// Events to emit: all of them, or the 2 good ones before a failure.
-    fn plan(self, shape_single: bool, chunks: usize) -> (usize, usize) {
-        match (self, shape_single) {
-            (_, true) => (1, 1),
-            (Ending::Clean, false) => (chunks.max(1), chunks.max(1)),
-            (_, false) => (chunks.max(3), 2),
-        }
-    }
-}
-
-fn native_stream(
-    answer: &Answer<'_>,
-    text: &str,
-    sse: bool,
-    scenario: Option<&Scenario>,
-    pace: Pace,
-) -> Reply {
-    let ending = Ending::of(scenario);
-    let lf = matches!(scenario, Some(Scenario::LfFraming));
-    let (total, emit) = ending.plan(answer.shape.single_event(), pace.chunks);
-    let pieces = bodies::split(text, total);
-    let mut so_far = String::with_capacity(text.len());
-    let mut events = Vec::with_capacity(emit + 1);
-    let mut elements = Vec::with_capacity(emit + 1);
-    for (i, piece) in pieces.iter().take(emit).enumerate() {
-        so_far.push_str(piece);
-        let resp = answer.response(piece, &so_far, i == 0, i + 1 == total);
-        if sse {
-            events.push(sse_event(&resp, lf));
-        } else {
-            elements.push(array_element(&resp));
-        }
-    }
-    if ending == Ending::ErrorEvent {
-        let err = ApiError::internal();
-        if sse {
-            events.push(compact_event(&err.envelope(), lf));
-        } else {
-            elements.push(array_element(&err.envelope()));
-        }
-    }
-    let mut reply = if sse {
-        Reply::frames(SSE, events)
-    } else {
-        Reply::frames(JSON, array_frames(&elements, ending != Ending::Drop))
-    };
-    if ending == Ending::Drop {
-        reply.make_drop();
-    }
-    reply
-}
-
-fn openai_stream(
-    id: &str,
-    chat: &ChatPrompt,
-    text: &str,
-    scenario: Option<&Scenario>,
-    pace: Pace,
-) -> Reply {
-    let ending = Ending::of(scenario);
-    let (total, emit) = ending.plan(false, pace.chunks);
-    let pieces = bodies::split(text, total);
-    let mut events: Vec<_> = pieces
-        .iter()
-        .take(emit)
-        .enumerate()
-        .map(|(i, piece)| {
-            let last = i + 1 == total;
-            openai_event(&openai::chunk(
-                id,
-                &chat.model,
-                piece,
-                text,
-                chat.tokens,
-                last,
-            ))
-        })
-        .collect();
-    match ending {
-        Ending::Clean => events.push(bytes::Bytes::from_static(b"data: [DONE]\n\n")),
-        Ending::ErrorEvent => events.push(openai_event(&ApiError::internal().envelope())),
-        Ending::Drop => {}
-    }
-    let mut reply = Reply::frames(SSE, events);
-    if ending == Ending::Drop {
-        reply.make_drop();
-    }
-    reply
 }

@@ -146,6 +146,13 @@ fn apply(cfg: &mut MockConfig, patch: &Map<String, Value>) -> Result<(), String>
                 let n = v.as_u64().ok_or("chunks must be a non-negative integer")?;
                 cfg.chunks = usize::try_from(n).map_err(|e| e.to_string())?;
             }
+            "chunk_text_bytes" if v.is_null() => cfg.chunk_text_bytes = None,
+            "chunk_text_bytes" => {
+                let n = v
+                    .as_u64()
+                    .ok_or("chunk_text_bytes must be null or a non-negative integer")?;
+                cfg.chunk_text_bytes = Some(usize::try_from(n).map_err(|e| e.to_string())?);
+            }
             "record" => cfg.record = v.as_bool().ok_or("record must be a boolean")?,
             other => return Err(format!("unknown config field {other:?}")),
         }
@@ -164,6 +171,7 @@ struct ConfigView {
     first_byte_delay_ms: u128,
     chunk_delay_ms: u128,
     chunks: usize,
+    chunk_text_bytes: Option<usize>,
     record: bool,
 }
 
@@ -202,6 +210,7 @@ impl ConfigView {
             first_byte_delay_ms: c.first_byte_delay.as_millis(),
             chunk_delay_ms: c.chunk_delay.as_millis(),
             chunks: c.chunks,
+            chunk_text_bytes: c.chunk_text_bytes,
             record: c.record,
         }
     }

@@ -17,6 +17,7 @@ mod catalogue;
 mod control;
 mod deliver;
 mod errors;
+mod events;
 mod handler;
 mod not_http;
 mod openai;
@@ -69,6 +70,11 @@ pub struct MockConfig {
     pub chunk_delay: Duration,
     /// Stream events per streamed answer.
     pub chunks: usize,
+    /// Text bytes in each stream event (SSE, JSON array and OpenAI streams): the answer
+    /// padded with filler words. `None` splits the answer over the events. With
+    /// `chunks` 5000 and 16384 here a stream is about 80 MB, for tests of clients that
+    /// stop reading. Per request: `x-mock-chunk-text-bytes`.
+    pub chunk_text_bytes: Option<usize>,
     /// Record requests; off for benchmarks, so memory does not grow.
     pub record: bool,
 }
@@ -84,6 +90,7 @@ impl Default for MockConfig {
             first_byte_delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
             chunks: 3,
+            chunk_text_bytes: None,
             record: true,
         }
     }
