@@ -7,8 +7,24 @@
 //! one mock serves a whole suite; `/__mock/*` routes expose the record and counters to a
 //! mock running as a separate process.
 //!
-//! Known limits: no file upload routes; no gzip; recorded headers come sorted by name
-//! (actix does not keep arrival order across names).
+//! What the caller's key and project are allowed is configuration, changeable while the
+//! mock runs: keys refused outright (`key_refusals`, judged on every route) and quotas
+//! that ran out per key and model (`exhausted`), because a proxy sharing keys must tell
+//! a dead key from a spent model quota and from a refused request. `start_not_http`
+//! gives a port that does not speak HTTP at all.
+//!
+//! Known limits:
+//! - No file upload routes, and no files or cached contents are held: every
+//!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403.
+//! - Quotas are switched on and off, never counted: no request or token is metered,
+//!   and nothing resets at midnight Pacific time.
+//! - Key-level bodies always name project 123456789012; only CONSUMER_SUSPENDED and
+//!   SERVICE_DISABLED of the 403 reasons are reproduced (no API_KEY_*_BLOCKED,
+//!   BILLING_DISABLED), and no rate limit follows the source IP.
+//! - With `chunk_text_bytes`, events of a non-ASCII prompt can be a few bytes off the
+//!   size (cuts never split a character).
+//! - No gzip; recorded headers come sorted by name (actix does not keep arrival order
+//!   across names).
 
 mod answer;
 mod auth;
