@@ -24,7 +24,7 @@ use super::state::{InFlight, Shared};
 use super::MockConfig;
 
 /// Model named in scenario bodies when the route has none.
-const DEFAULT_QUOTA_MODEL: &str = "gemini-2.5-flash";
+const DEFAULT_SCENARIO_MODEL: &str = "gemini-2.5-flash";
 
 /// Every request that is not a `/__mock/*` control call lands here.
 pub(crate) async fn upstream(
@@ -113,7 +113,7 @@ fn pipeline(
         Some(Scenario::Error(kind)) => {
             let asked = Asked {
                 version: route.version(),
-                model: model.unwrap_or(DEFAULT_QUOTA_MODEL),
+                model: model.unwrap_or(DEFAULT_SCENARIO_MODEL),
                 verb: verb_of(route),
                 key: &key,
             };
