@@ -4,6 +4,7 @@
 //!
 //! MOCK_HOST (127.0.0.1), MOCK_PORT (8089; 0 picks a free port), MOCK_WORKERS (1),
 //! MOCK_FIRST_BYTE_DELAY_MS (0), MOCK_CHUNK_DELAY_MS (0), MOCK_CHUNKS (3),
+//! MOCK_CHUNK_TEXT_BYTES (unset: the answer split over the events),
 //! MOCK_RECORD (true; false keeps memory flat under load).
 
 use std::io::{self, Write};
@@ -23,6 +24,19 @@ fn var<T: FromStr>(name: &str, default: T) -> io::Result<T> {
             )
         }),
         _ => Ok(default),
+    }
+}
+
+/// Like `var`, for a setting whose absence means "off".
+fn optional<T: FromStr>(name: &str) -> io::Result<Option<T>> {
+    match std::env::var(name) {
+        Ok(raw) if !raw.trim().is_empty() => raw.trim().parse().map(Some).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name}={raw:?} is not a valid value"),
+            )
+        }),
+        _ => Ok(None),
     }
 }
 
@@ -46,6 +60,7 @@ fn config() -> io::Result<MockConfig> {
         first_byte_delay: Duration::from_millis(var("MOCK_FIRST_BYTE_DELAY_MS", 0)?),
         chunk_delay: Duration::from_millis(var("MOCK_CHUNK_DELAY_MS", 0)?),
         chunks: var("MOCK_CHUNKS", 3)?,
+        chunk_text_bytes: optional("MOCK_CHUNK_TEXT_BYTES")?,
         record: flag("MOCK_RECORD", true)?,
         ..MockConfig::default()
     })

@@ -3,19 +3,20 @@
 //! scenario is known. The split exists because a scenario can be named inside the prompt,
 //! so it is only known after the body has been parsed.
 
-use std::time::Duration;
-
 use super::bodies::{self, Answer, Shape};
 use super::catalogue;
 use super::errors::ApiError;
+use super::events::{native_stream, openai_stream, Pace};
 use super::openai::{self, ChatPrompt, ChatRequest, EmbeddingsRequest};
-use super::reply::{Reply, JSON, SSE};
+use super::reply::Reply;
 use super::request::{
-    embed, parse_json, BatchEmbedRequest, CountTokensRequest, EmbedRequest, GenerateRequest, Prompt,
+    count_words, embed, parse_json, BatchEmbedRequest, CountTokensRequest, EmbedRequest,
+    GenerateRequest, Prompt,
 };
+use super::resources;
 use super::route::{ModelMethod, Query, Route};
 use super::scenario::Scenario;
-use super::stream::{array_element, array_frames, compact_event, openai_event, sse_event};
+use super::state::Shared;
 
 /// A validated request, ready to be answered.
 pub(crate) enum Prepared {
@@ -26,17 +27,21 @@ pub(crate) enum Prepared {
         stream: Option<bool>,
     },
     Chat(ChatPrompt),
+    /// OpenAI embeddings, answered at once but with the model named in the body.
+    Embeddings {
+        model: String,
+        reply: Reply,
+    },
     Done(Reply),
 }
 
-/// Stream sizing and pacing for one request.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Pace {
-    pub chunks: usize,
-    pub gap: Duration,
-}
-
-pub(crate) fn prepare(route: &Route, body: &[u8], query: &Query) -> Result<Prepared, ApiError> {
+/// `shared` holds the files and caches a request may name.
+pub(crate) fn prepare(
+    route: &Route,
+    body: &[u8],
+    query: &Query,
+    shared: &Shared,
+) -> Result<Prepared, ApiError> {
     let sse = query.sse;
     let done = |reply| Ok(Prepared::Done(reply));
     match route {
@@ -44,6 +49,7 @@ pub(crate) fn prepare(route: &Route, body: &[u8], query: &Query) -> Result<Prepa
             ModelMethod::Generate | ModelMethod::Stream => {
                 let req: GenerateRequest = parse_json(body)?;
                 req.validate()?;
+                resources::check(&req.references(), shared)?;
                 Ok(Prepared::Generate {
                     model: id.clone(),
                     prompt: req.prompt(),
@@ -52,7 +58,9 @@ pub(crate) fn prepare(route: &Route, body: &[u8], query: &Query) -> Result<Prepa
             }
             ModelMethod::CountTokens => {
                 let req: CountTokensRequest = parse_json(body)?;
-                let tokens = req.into_generate()?.prompt().tokens;
+                let req = req.into_generate()?;
+                resources::check(&req.references(), shared)?;
+                let tokens = req.prompt().tokens;
                 done(Reply::json(&bodies::count_tokens(tokens)))
             }
             ModelMethod::Embed => {
@@ -91,7 +99,8 @@ pub(crate) fn prepare(route: &Route, body: &[u8], query: &Query) -> Result<Prepa
             let req: EmbeddingsRequest = parse_json(body)?;
             let model = req.model()?;
             known_openai_model(&model)?;
-            done(Reply::compact_json(&req.answer(model)?))
+            let reply = Reply::compact_json(&req.answer(model.clone())?);
+            Ok(Prepared::Embeddings { model, reply })
         }
         Route::OpenAiModels { version } => done(Reply::compact_json(&openai::models(version))),
         Route::OpenAiModel { id, .. } => done(Reply::compact_json(&openai::model(id))),
@@ -118,7 +127,7 @@ impl Prepared {
         match self {
             Prepared::Generate { prompt, .. } => prompt.first_user_text.as_deref(),
             Prepared::Chat(c) => c.first_user_text.as_deref(),
-            Prepared::Done(_) => None,
+            Prepared::Embeddings { .. } | Prepared::Done(_) => None,
         }
     }
 
@@ -126,13 +135,14 @@ impl Prepared {
     pub fn body_model(&self) -> Option<&str> {
         match self {
             Prepared::Chat(c) => Some(&c.model),
+            Prepared::Embeddings { model, .. } => Some(model),
             _ => None,
         }
     }
 
     pub fn finish(self, scenario: Option<&Scenario>, pace: Pace) -> Reply {
         match self {
-            Prepared::Done(reply) => reply,
+            Prepared::Done(reply) | Prepared::Embeddings { reply, .. } => reply,
             Prepared::Generate {
                 model,
                 prompt,
@@ -141,132 +151,28 @@ impl Prepared {
                 let id = bodies::response_id();
                 let text = format!("echo: {}", prompt.last_user_text);
                 let answer = Answer {
-                    model: &model,
-                    response_id: &id,
+                    model,
+                    response_id: id,
                     prompt_tokens: prompt.tokens,
                     shape: Shape::of(scenario),
                 };
                 match stream {
-                    None => Reply::json(&answer.response(&text, &text, true, true)),
-                    Some(sse) => native_stream(&answer, &text, sse, scenario, pace),
+                    None => {
+                        let words = count_words(&text);
+                        Reply::json(&answer.response(&text, words, true, true))
+                    }
+                    Some(sse) => native_stream(answer, text, sse, scenario, pace),
                 }
             }
             Prepared::Chat(chat) => {
                 let id = format!("chatcmpl-{}", bodies::response_id());
                 let text = format!("echo: {}", chat.last_user_text);
                 if chat.stream {
-                    openai_stream(&id, &chat, &text, scenario, pace)
+                    openai_stream(id, chat, text, scenario, pace)
                 } else {
                     Reply::compact_json(&openai::completion(&id, &chat.model, &text, chat.tokens))
                 }
             }
         }
     }
-}
-
-/// How a stream scenario changes the end of a stream.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    Clean,
-    ErrorEvent,
-    Drop,
-}
-
-impl Ending {
-    fn of(scenario: Option<&Scenario>) -> Self {
-        match scenario {
-            Some(Scenario::StreamMidwayError) => Ending::ErrorEvent,
-            Some(Scenario::StreamDrop) => Ending::Drop,
-            _ => Ending::Clean,
-        }
-    }
-
-    /// Events to emit: all of them, or the 2 good ones before a failure.
-    fn plan(self, shape_single: bool, chunks: usize) -> (usize, usize) {
-        match (self, shape_single) {
-            (_, true) => (1, 1),
-            (Ending::Clean, false) => (chunks.max(1), chunks.max(1)),
-            (_, false) => (chunks.max(3), 2),
-        }
-    }
-}
-
-fn native_stream(
-    answer: &Answer<'_>,
-    text: &str,
-    sse: bool,
-    scenario: Option<&Scenario>,
-    pace: Pace,
-) -> Reply {
-    let ending = Ending::of(scenario);
-    let lf = matches!(scenario, Some(Scenario::LfFraming));
-    let (total, emit) = ending.plan(answer.shape.single_event(), pace.chunks);
-    let pieces = bodies::split(text, total);
-    let mut so_far = String::with_capacity(text.len());
-    let mut events = Vec::with_capacity(emit + 1);
-    let mut elements = Vec::with_capacity(emit + 1);
-    for (i, piece) in pieces.iter().take(emit).enumerate() {
-        so_far.push_str(piece);
-        let resp = answer.response(piece, &so_far, i == 0, i + 1 == total);
-        if sse {
-            events.push(sse_event(&resp, lf));
-        } else {
-            elements.push(array_element(&resp));
-        }
-    }
-    if ending == Ending::ErrorEvent {
-        let err = ApiError::internal();
-        if sse {
-            events.push(compact_event(&err.envelope(), lf));
-        } else {
-            elements.push(array_element(&err.envelope()));
-        }
-    }
-    let mut reply = if sse {
-        Reply::frames(SSE, events)
-    } else {
-        Reply::frames(JSON, array_frames(&elements, ending != Ending::Drop))
-    };
-    if ending == Ending::Drop {
-        reply.make_drop();
-    }
-    reply
-}
-
-fn openai_stream(
-    id: &str,
-    chat: &ChatPrompt,
-    text: &str,
-    scenario: Option<&Scenario>,
-    pace: Pace,
-) -> Reply {
-    let ending = Ending::of(scenario);
-    let (total, emit) = ending.plan(false, pace.chunks);
-    let pieces = bodies::split(text, total);
-    let mut events: Vec<_> = pieces
-        .iter()
-        .take(emit)
-        .enumerate()
-        .map(|(i, piece)| {
-            let last = i + 1 == total;
-            openai_event(&openai::chunk(
-                id,
-                &chat.model,
-                piece,
-                text,
-                chat.tokens,
-                last,
-            ))
-        })
-        .collect();
-    match ending {
-        Ending::Clean => events.push(bytes::Bytes::from_static(b"data: [DONE]\n\n")),
-        Ending::ErrorEvent => events.push(openai_event(&ApiError::internal().envelope())),
-        Ending::Drop => {}
-    }
-    let mut reply = Reply::frames(SSE, events);
-    if ending == Ending::Drop {
-        reply.make_drop();
-    }
-    reply
 }

@@ -6,7 +6,6 @@
 
 use serde::Serialize;
 
-use super::request::count_words;
 use super::scenario::Scenario;
 
 #[derive(Serialize)]
@@ -117,15 +116,16 @@ impl Shape {
     }
 }
 
-/// Everything one generateContent answer is built from.
-pub(crate) struct Answer<'a> {
-    pub model: &'a str,
-    pub response_id: &'a str,
+/// Everything one generateContent answer is built from. Owned, so that a stream can
+/// build its events one at a time while it is sent.
+pub(crate) struct Answer {
+    pub model: String,
+    pub response_id: String,
     pub prompt_tokens: u32,
     pub shape: Shape,
 }
 
-impl<'a> Answer<'a> {
+impl Answer {
     fn usage(&self, candidates: u32, thoughts: u32) -> Usage {
         Usage {
             prompt_token_count: self.prompt_tokens,
@@ -139,13 +139,13 @@ impl<'a> Answer<'a> {
         }
     }
 
-    /// One response carrying `piece` of the answer. `so_far` is the answer text up to and
-    /// including this piece (usage is cumulative); `last` adds the finish reason; `first`
-    /// carries the thought part of the `thoughts` shape.
-    pub fn response(
-        &self,
+    /// One response carrying `piece` of the answer. `words_so_far` counts the answer up
+    /// to and including this piece (usage is cumulative); `last` adds the finish reason;
+    /// `first` carries the thought part of the `thoughts` shape.
+    pub fn response<'a>(
+        &'a self,
         piece: &'a str,
-        so_far: &str,
+        words_so_far: u32,
         first: bool,
         last: bool,
     ) -> GenerateResponse<'a> {
@@ -153,8 +153,8 @@ impl<'a> Answer<'a> {
             candidates: None,
             prompt_feedback: None,
             usage_metadata: self.usage(0, 0),
-            model_version: self.model,
-            response_id: self.response_id,
+            model_version: &self.model,
+            response_id: &self.response_id,
         };
         match self.shape {
             Shape::Blocked => {
@@ -213,30 +213,11 @@ impl<'a> Answer<'a> {
                     index: 0,
                     safety_ratings: None,
                 }]);
-                out.usage_metadata = self.usage(count_words(so_far), thoughts);
+                out.usage_metadata = self.usage(words_so_far, thoughts);
             }
         }
         out
     }
-}
-
-/// Splits `text` into `n` pieces on char boundaries, as even as the text allows; pieces
-/// may be empty when the text is shorter than `n`.
-pub(crate) fn split(text: &str, n: usize) -> Vec<&str> {
-    let n = n.max(1);
-    let bounds: Vec<usize> = text
-        .char_indices()
-        .map(|(i, _)| i)
-        .chain(std::iter::once(text.len()))
-        .collect();
-    let chars = bounds.len() - 1;
-    (0..n)
-        .map(|i| {
-            let start = bounds[i * chars / n];
-            let end = bounds[(i + 1) * chars / n];
-            &text[start..end]
-        })
-        .collect()
 }
 
 /// A random-looking `responseId`, as opaque as upstream's.
@@ -295,15 +276,6 @@ pub(crate) fn embed_batch(all: Vec<Vec<f32>>) -> BatchEmbedResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn split_covers_the_text_in_n_pieces() {
-        let p = split("echo: hello", 3);
-        assert_eq!(p.len(), 3);
-        assert_eq!(p.concat(), "echo: hello");
-        assert_eq!(split("é", 3).concat(), "é");
-        assert_eq!(split("", 2), vec!["", ""]);
-    }
 
     #[test]
     fn response_ids_are_url_safe() {

@@ -1,15 +1,16 @@
 //! `/__mock/*`: the HTTP face of `MockGemini`'s methods, for a mock that runs as a separate
 //! process (benchmarks, demo mode). These calls are neither counted nor recorded.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::refusal::KeyRefusal;
 use super::state::Shared;
-use super::MockConfig;
+use super::{Exhaustion, MockConfig};
 
 #[derive(Serialize)]
 struct RequestView<'a> {
@@ -73,6 +74,51 @@ fn keys(v: &Value, field: &str) -> Result<HashSet<String>, String> {
         .ok_or_else(|| format!("{field} must be an array of strings"))
 }
 
+/// `{"key": "suspended", ...}`; the names are those of `KeyRefusal::name`.
+fn refusals(v: &Value) -> Result<HashMap<String, KeyRefusal>, String> {
+    const WHAT: &str =
+        "key_refusals must map keys to \"invalid\", \"suspended\" or \"service-disabled\"";
+    let map = v.as_object().ok_or(WHAT)?;
+    map.iter()
+        .map(|(key, name)| {
+            let refusal = name.as_str().and_then(KeyRefusal::from_name).ok_or(WHAT)?;
+            Ok((key.clone(), refusal))
+        })
+        .collect()
+}
+
+/// `[{"key": "k" | null, "model": "m" | null, "per_day": bool}, ...]`.
+fn exhaustions(v: &Value) -> Result<Vec<Exhaustion>, String> {
+    const WHAT: &str = "exhausted must be an array of {\"key\", \"model\", \"per_day\"} objects";
+    let items = v.as_array().ok_or(WHAT)?;
+    let text = |item: &Map<String, Value>, field: &str| match item.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(WHAT),
+    };
+    items
+        .iter()
+        .map(|item| {
+            let item = item.as_object().ok_or(WHAT)?;
+            if item
+                .keys()
+                .any(|k| !matches!(k.as_str(), "key" | "model" | "per_day"))
+            {
+                return Err(WHAT.to_owned());
+            }
+            let per_day = match item.get("per_day") {
+                None => false,
+                Some(b) => b.as_bool().ok_or(WHAT)?,
+            };
+            Ok(Exhaustion {
+                key: text(item, "key")?,
+                model: text(item, "model")?,
+                per_day,
+            })
+        })
+        .collect()
+}
+
 fn millis(v: &Value, field: &str) -> Result<Duration, String> {
     v.as_u64()
         .map(Duration::from_millis)
@@ -84,7 +130,9 @@ fn apply(cfg: &mut MockConfig, patch: &Map<String, Value>) -> Result<(), String>
         match field.as_str() {
             "accepted_keys" if v.is_null() => cfg.accepted_keys = None,
             "accepted_keys" => cfg.accepted_keys = Some(keys(v, field)?),
+            "key_refusals" => cfg.key_refusals = refusals(v)?,
             "exhausted_keys" => cfg.exhausted_keys = keys(v, field)?,
+            "exhausted" => cfg.exhausted = exhaustions(v)?,
             "retry_delay" if v.is_null() => cfg.retry_delay = None,
             "retry_delay" => {
                 let s = v
@@ -98,6 +146,13 @@ fn apply(cfg: &mut MockConfig, patch: &Map<String, Value>) -> Result<(), String>
                 let n = v.as_u64().ok_or("chunks must be a non-negative integer")?;
                 cfg.chunks = usize::try_from(n).map_err(|e| e.to_string())?;
             }
+            "chunk_text_bytes" if v.is_null() => cfg.chunk_text_bytes = None,
+            "chunk_text_bytes" => {
+                let n = v
+                    .as_u64()
+                    .ok_or("chunk_text_bytes must be null or a non-negative integer")?;
+                cfg.chunk_text_bytes = Some(usize::try_from(n).map_err(|e| e.to_string())?);
+            }
             "record" => cfg.record = v.as_bool().ok_or("record must be a boolean")?,
             other => return Err(format!("unknown config field {other:?}")),
         }
@@ -109,12 +164,22 @@ fn apply(cfg: &mut MockConfig, patch: &Map<String, Value>) -> Result<(), String>
 #[derive(Serialize)]
 struct ConfigView {
     accepted_keys: Option<Vec<String>>,
+    key_refusals: BTreeMap<String, &'static str>,
     exhausted_keys: Vec<String>,
+    exhausted: Vec<ExhaustionView>,
     retry_delay: Option<String>,
     first_byte_delay_ms: u128,
     chunk_delay_ms: u128,
     chunks: usize,
+    chunk_text_bytes: Option<usize>,
     record: bool,
+}
+
+#[derive(Serialize)]
+struct ExhaustionView {
+    key: Option<String>,
+    model: Option<String>,
+    per_day: bool,
 }
 
 impl ConfigView {
@@ -126,11 +191,26 @@ impl ConfigView {
         };
         ConfigView {
             accepted_keys: c.accepted_keys.as_ref().map(sorted),
+            key_refusals: c
+                .key_refusals
+                .iter()
+                .map(|(k, r)| (k.clone(), r.name()))
+                .collect(),
             exhausted_keys: sorted(&c.exhausted_keys),
+            exhausted: c
+                .exhausted
+                .iter()
+                .map(|e| ExhaustionView {
+                    key: e.key.clone(),
+                    model: e.model.clone(),
+                    per_day: e.per_day,
+                })
+                .collect(),
             retry_delay: c.retry_delay.clone(),
             first_byte_delay_ms: c.first_byte_delay.as_millis(),
             chunk_delay_ms: c.chunk_delay.as_millis(),
             chunks: c.chunks,
+            chunk_text_bytes: c.chunk_text_bytes,
             record: c.record,
         }
     }

@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 
-use super::answer::Pace;
+use super::events::Pace;
 use super::reply::{Payload, Reply, HTML, JSON};
 use super::scenario::Scenario;
 use super::state::InFlight;
@@ -48,6 +48,9 @@ impl Knobs {
                     .and_then(|n| usize::try_from(n).ok())
                     .unwrap_or(cfg.chunks),
                 gap: ms("x-mock-chunk-delay-ms", cfg.chunk_delay),
+                text_bytes: header_u64(req, "x-mock-chunk-text-bytes")
+                    .and_then(|n| usize::try_from(n).ok())
+                    .or(cfg.chunk_text_bytes),
             },
         }
     }
@@ -127,23 +130,25 @@ pub(crate) async fn send(
             builder(StatusCode::OK, JSON).streaming(ScriptedBody::new(oversize(), in_flight))
         }
         Delivery::Trickle => {
-            let body = reply.body_bytes();
+            let (status, content_type) = (reply.status, reply.content_type);
+            let body = reply.into_body();
             let mut steps = Vec::with_capacity(body.len() * 2);
             for i in 0..body.len() {
                 steps.push(Step::Wait(TRICKLE_INTERVAL));
                 steps.push(Step::Data(body.slice(i..=i)));
             }
-            builder(reply.status, reply.content_type).streaming(ScriptedBody::new(steps, in_flight))
+            builder(status, content_type).streaming(ScriptedBody::new(steps, in_flight))
         }
         Delivery::ResetMidBody => {
-            let body = reply.body_bytes();
+            let (status, content_type) = (reply.status, reply.content_type);
+            let body = reply.into_body();
             let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
             let steps = vec![
                 Step::Data(body.slice(..body.len() / 2)),
                 Step::Wait(FLUSH_BEFORE_FAIL),
                 Step::Fail("mock: reset-mid-body"),
             ];
-            builder(reply.status, reply.content_type)
+            builder(status, content_type)
                 .body(SizedStream::new(len, ScriptedBody::new(steps, in_flight)))
         }
         Delivery::ResetBeforeHeaders => {
@@ -153,8 +158,9 @@ pub(crate) async fn send(
             builder(reply.status, reply.content_type).streaming(ScriptedBody::new(steps, in_flight))
         }
         Delivery::TruncatedJson => {
-            let body = reply.body_bytes();
-            builder(reply.status, reply.content_type).body(body.slice(..body.len() / 2))
+            let (status, content_type) = (reply.status, reply.content_type);
+            let body = reply.into_body();
+            builder(status, content_type).body(body.slice(..body.len() / 2))
         }
         Delivery::Normal | Delivery::SlowFirstByte | Delivery::Hang => {
             normal(reply, knobs, in_flight)
@@ -172,9 +178,11 @@ fn normal(reply: Reply, knobs: Knobs, in_flight: InFlight) -> HttpResponse {
             b.streaming(ScriptedBody::new(steps, in_flight))
         }
         Payload::FramesThenDrop(frames) => {
-            let mut steps = paced(frames, knobs.pace.gap);
-            steps.push(Step::Wait(FLUSH_BEFORE_FAIL));
-            steps.push(Step::Fail("mock: stream-drop"));
+            let cut = [
+                Step::Wait(FLUSH_BEFORE_FAIL),
+                Step::Fail("mock: stream-drop"),
+            ];
+            let steps = paced(frames, knobs.pace.gap).chain(cut);
             b.streaming(ScriptedBody::new(steps, in_flight))
         }
     }

@@ -4,11 +4,12 @@
 
 use actix_web::http::StatusCode;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
 use super::reply::{pretty, pretty_bare, Reply, JSON};
 
-const SERVICE: &str = "generativelanguage.googleapis.com";
+pub(crate) const SERVICE: &str = "generativelanguage.googleapis.com";
 const KEY_INVALID: &str = "API key not valid. Please pass a valid API key.";
 const RATE_LIMITS: &str = "https://ai.google.dev/gemini-api/docs/rate-limits";
 
@@ -30,12 +31,12 @@ pub(crate) enum Detail {
         reason: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         domain: Option<&'static str>,
-        metadata: ErrorMetadata,
+        metadata: Metadata,
     },
     #[serde(rename = "type.googleapis.com/google.rpc.LocalizedMessage")]
     LocalizedMessage {
         locale: &'static str,
-        message: &'static str,
+        message: String,
     },
     #[serde(rename = "type.googleapis.com/google.rpc.QuotaFailure")]
     QuotaFailure { violations: Vec<QuotaViolation> },
@@ -48,11 +49,26 @@ pub(crate) enum Detail {
     },
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct ErrorMetadata {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<String>,
-    service: &'static str,
+/// ErrorInfo `metadata`: a string map whose key order differs from one reason to the
+/// next in real bodies, so it is kept as ordered pairs rather than a struct.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Metadata(Vec<(&'static str, String)>);
+
+impl Metadata {
+    pub fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.0.push((key, value.into()));
+        self
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -64,6 +80,41 @@ pub(crate) struct QuotaViolation {
     quota_value: &'static str,
 }
 
+/// Which quota a 429 says ran out. Gemini counts requests and input tokens per model,
+/// per minute or per day; the window tells a client how long the wait really is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QuotaWindow {
+    /// The violation of the captured free-tier body: input tokens per minute.
+    InputTokensPerMinute,
+    RequestsPerMinute,
+    RequestsPerDay,
+}
+
+impl QuotaWindow {
+    /// `quotaMetric`, `quotaId` and `quotaValue` (free-tier limits of a flash model).
+    fn violation(self) -> (&'static str, &'static str, &'static str) {
+        const REQUESTS: &str =
+            "generativelanguage.googleapis.com/generate_content_free_tier_requests";
+        match self {
+            QuotaWindow::InputTokensPerMinute => (
+                "generativelanguage.googleapis.com/generate_content_free_tier_input_token_count",
+                "GenerateContentInputTokensPerModelPerMinute-FreeTier",
+                "250000",
+            ),
+            QuotaWindow::RequestsPerMinute => (
+                REQUESTS,
+                "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                "10",
+            ),
+            QuotaWindow::RequestsPerDay => (
+                REQUESTS,
+                "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                "250",
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct QuotaDimensions {
     location: &'static str,
@@ -72,8 +123,8 @@ pub(crate) struct QuotaDimensions {
 
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct HelpLink {
-    description: &'static str,
-    url: &'static str,
+    pub description: &'static str,
+    pub url: &'static str,
 }
 
 /// How the body is wrapped: upstream puts errors in a one-element array on the JSON-array
@@ -91,7 +142,7 @@ pub(crate) struct Envelope<'a> {
 }
 
 impl ApiError {
-    fn new(code: u16, status: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u16, status: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             code,
             message: message.into(),
@@ -146,10 +197,9 @@ impl ApiError {
         e.details.push(Detail::ErrorInfo {
             reason: "ACCESS_TOKEN_TYPE_UNSUPPORTED",
             domain: None,
-            metadata: ErrorMetadata {
-                method: Some(rpc),
-                service: SERVICE,
-            },
+            metadata: Metadata::default()
+                .with("method", rpc)
+                .with("service", SERVICE),
         });
         e
     }
@@ -159,20 +209,19 @@ impl ApiError {
         e.details.push(Detail::ErrorInfo {
             reason: "API_KEY_INVALID",
             domain: Some("googleapis.com"),
-            metadata: ErrorMetadata {
-                method: None,
-                service: SERVICE,
-            },
+            metadata: Metadata::default().with("service", SERVICE),
         });
         e.details.push(Detail::LocalizedMessage {
             locale: "en-US",
-            message: KEY_INVALID,
+            message: KEY_INVALID.to_owned(),
         });
         e
     }
 
-    /// The free-tier quota body; `retry_delay` `None` leaves out RetryInfo.
-    pub fn quota(model: &str, retry_delay: Option<String>) -> Self {
+    /// The free-tier quota body, in the captured detail order (QuotaFailure, Help,
+    /// RetryInfo); `retry_delay` `None` leaves out RetryInfo. `model` is the bare id.
+    pub fn quota(window: QuotaWindow, model: &str, retry_delay: Option<String>) -> Self {
+        let (quota_metric, quota_id, quota_value) = window.violation();
         let mut e = ApiError::new(
             429,
             "RESOURCE_EXHAUSTED",
@@ -182,14 +231,13 @@ impl ApiError {
         );
         e.details.push(Detail::QuotaFailure {
             violations: vec![QuotaViolation {
-                quota_metric:
-                    "generativelanguage.googleapis.com/generate_content_free_tier_input_token_count",
-                quota_id: "GenerateContentInputTokensPerModelPerMinute-FreeTier",
+                quota_metric,
+                quota_id,
                 quota_dimensions: QuotaDimensions {
                     location: "global",
                     model: model.to_owned(),
                 },
-                quota_value: "250000",
+                quota_value,
             }],
         });
         e.details.push(Detail::Help {
@@ -221,6 +269,16 @@ impl ApiError {
             403,
             "PERMISSION_DENIED",
             "The caller does not have permission",
+        )
+    }
+
+    /// A request naming a file of another project, an expired one or one that never
+    /// existed: Gemini does not say which, and the key itself is fine.
+    pub fn file_denied(id: &str) -> Self {
+        ApiError::new(
+            403,
+            "PERMISSION_DENIED",
+            format!("You do not have permission to access the File {id} or it may not exist."),
         )
     }
 

@@ -1,5 +1,6 @@
 //! The request pipeline for every upstream route, in upstream's order: route, auth,
-//! deadline, model, body, then the scenario the request asked for (gemini-api.md §10.2).
+//! deadline, model, body, quota, then the scenario the request asked for
+//! (gemini-api.md §10.2).
 //!
 //! Scenarios apply only after the auth checks pass, so a test of the proxy's key handling
 //! cannot be masked by a scenario; a `mock-*` model is always "known".
@@ -11,17 +12,19 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 
 use super::answer::prepare;
+use super::auth::{check_auth, check_quota, header_str};
 use super::catalogue;
 use super::deliver::{self, Delivery, Knobs};
-use super::errors::{ApiError, Wrap};
+use super::errors::{ApiError, QuotaWindow, Wrap};
+use super::refusal::KeyRefusal;
 use super::reply::{Reply, HTML};
 use super::route::{ModelMethod, Query, Route};
 use super::scenario::{ErrorKind, Scenario};
 use super::state::{InFlight, Shared};
 use super::MockConfig;
 
-/// Model named in quota bodies when the route has none.
-const DEFAULT_QUOTA_MODEL: &str = "gemini-2.5-flash";
+/// Model named in scenario bodies when the route has none.
+const DEFAULT_SCENARIO_MODEL: &str = "gemini-2.5-flash";
 
 /// Every request that is not a `/__mock/*` control call lands here.
 pub(crate) async fn upstream(
@@ -94,19 +97,27 @@ fn pipeline(
         Route::Model { id, .. } | Route::GetModel { id, .. } => Some(id.as_str()),
         _ => None,
     };
-    check_auth(req, route, query, cfg, path_model)?;
+    let key = check_auth(req, route, query, cfg)?;
     check_deadline(req)?;
     check_model(route)?;
-    let prepared = prepare(route, body, query)?;
+    let prepared = prepare(route, body, query, shared)?;
     let model = path_model.or(prepared.body_model());
+    if let (true, Some(model)) = (route.is_model_call(), model) {
+        check_quota(cfg, &key, model)?;
+    }
     let scenario = header_str(req, "x-mock-scenario")
         .and_then(Scenario::parse)
         .or_else(|| model.and_then(Scenario::from_model))
         .or_else(|| prepared.prompt_text().and_then(Scenario::from_prompt));
     match &scenario {
         Some(Scenario::Error(kind)) => {
-            let verb = verb_of(route);
-            return Err(scenario_error(*kind, route.version(), model, verb, cfg));
+            let asked = Asked {
+                version: route.version(),
+                model: model.unwrap_or(DEFAULT_SCENARIO_MODEL),
+                verb: verb_of(route),
+                key: &key,
+            };
+            return Err(scenario_error(*kind, &asked, cfg));
         }
         Some(Scenario::Flaky { name, failures }) if shared.flaky_should_fail(name, *failures) => {
             return Err(ApiError::overloaded());
@@ -118,57 +129,6 @@ fn pipeline(
     }
     let delivery = Delivery::of(scenario.as_ref());
     Ok((prepared.finish(scenario.as_ref(), knobs.pace), delivery))
-}
-
-fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-/// §10.2, in order: no key, a Bearer token on a native route, a key not accepted, a key
-/// whose quota is exhausted. The OpenAI surface takes its key as a Bearer token.
-fn check_auth(
-    req: &HttpRequest,
-    route: &Route,
-    query: &Query,
-    cfg: &MockConfig,
-    model: Option<&str>,
-) -> Result<(), ApiError> {
-    let authorization = header_str(req, "authorization");
-    let bearer = authorization
-        .and_then(|a| {
-            a.strip_prefix("Bearer ")
-                .or_else(|| a.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    let api_key = header_str(req, "x-goog-api-key")
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .or_else(|| query.key.as_deref().filter(|k| !k.is_empty()));
-    let key = if route.is_openai() {
-        bearer.or(api_key)
-    } else {
-        if api_key.is_none() && authorization.is_none() {
-            return Err(ApiError::unregistered());
-        }
-        if authorization.is_some() {
-            return Err(ApiError::bearer_unsupported(route.rpc_name()));
-        }
-        api_key
-    };
-    let Some(key) = key else {
-        return Err(ApiError::unregistered());
-    };
-    if let Some(accepted) = &cfg.accepted_keys {
-        if !accepted.contains(key) {
-            return Err(ApiError::api_key_invalid());
-        }
-    }
-    if cfg.exhausted_keys.contains(key) {
-        let model = model.unwrap_or(DEFAULT_QUOTA_MODEL);
-        return Err(ApiError::quota(model, cfg.retry_delay.clone()));
-    }
-    Ok(())
 }
 
 /// Upstream refuses client deadlines under 10 s (`X-Server-Timeout`, in seconds).
@@ -209,25 +169,38 @@ fn verb_of(route: &Route) -> &'static str {
     }
 }
 
-fn scenario_error(
-    kind: ErrorKind,
-    version: &str,
-    model: Option<&str>,
-    verb: &str,
-    cfg: &MockConfig,
-) -> ApiError {
-    let model = model.unwrap_or(DEFAULT_QUOTA_MODEL);
+/// What an error scenario's body may quote from the request.
+struct Asked<'a> {
+    version: &'a str,
+    /// The request's model (bare id), or a default when the route names none.
+    model: &'a str,
+    verb: &'a str,
+    key: &'a str,
+}
+
+/// The id the `403-file` scenario names: a request need not name a file to ask for it.
+const SCENARIO_FILE_ID: &str = "mock-file";
+
+fn scenario_error(kind: ErrorKind, asked: &Asked<'_>, cfg: &MockConfig) -> ApiError {
+    let model = asked.model;
+    let minute = QuotaWindow::InputTokensPerMinute;
+    let day = QuotaWindow::RequestsPerDay;
     match kind {
         ErrorKind::BadKey400 => ApiError::api_key_invalid(),
         ErrorKind::Geo400 => ApiError::geo_blocked(),
         ErrorKind::Invalid400 => ApiError::invalid("Request contains an invalid argument."),
         ErrorKind::Forbidden403 => ApiError::forbidden(),
+        ErrorKind::File403 => ApiError::file_denied(SCENARIO_FILE_ID),
+        ErrorKind::Suspended403 => KeyRefusal::Suspended.error(asked.key),
+        ErrorKind::ServiceDisabled403 => KeyRefusal::ServiceDisabled.error(asked.key),
         ErrorKind::NotFound404 => {
-            ApiError::model_not_found(&format!("models/{model}"), version, verb)
+            ApiError::model_not_found(&format!("models/{model}"), asked.version, asked.verb)
         }
-        ErrorKind::Quota429(None) => ApiError::quota(model, cfg.retry_delay.clone()),
-        ErrorKind::Quota429(Some(n)) => ApiError::quota(model, Some(format!("{n}s"))),
-        ErrorKind::Quota429NoRetry => ApiError::quota(model, None),
+        ErrorKind::Quota429(None) => ApiError::quota(minute, model, cfg.retry_delay.clone()),
+        ErrorKind::Quota429(Some(n)) => ApiError::quota(minute, model, Some(format!("{n}s"))),
+        ErrorKind::Quota429NoRetry => ApiError::quota(minute, model, None),
+        ErrorKind::QuotaDay429 => ApiError::quota(day, model, cfg.retry_delay.clone()),
+        ErrorKind::QuotaDay429NoRetry => ApiError::quota(day, model, None),
         ErrorKind::Internal500 => ApiError::internal(),
         ErrorKind::Unavailable503 => ApiError::overloaded(),
         ErrorKind::Deadline504 => ApiError::deadline_exceeded(),

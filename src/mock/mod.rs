@@ -7,25 +7,46 @@
 //! one mock serves a whole suite; `/__mock/*` routes expose the record and counters to a
 //! mock running as a separate process.
 //!
-//! Known limits: no file upload routes; no gzip; recorded headers come sorted by name
-//! (actix does not keep arrival order across names).
+//! What the caller's key and project are allowed is configuration, changeable while the
+//! mock runs: keys refused outright (`key_refusals`, judged on every route) and quotas
+//! that ran out per key and model (`exhausted`), because a proxy sharing keys must tell
+//! a dead key from a spent model quota and from a refused request. `start_not_http`
+//! gives a port that does not speak HTTP at all.
+//!
+//! Known limits:
+//! - No file upload routes, and no files or cached contents are held: every
+//!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403.
+//! - Quotas are switched on and off, never counted: no request or token is metered,
+//!   and nothing resets at midnight Pacific time.
+//! - Key-level bodies always name project 123456789012; only CONSUMER_SUSPENDED and
+//!   SERVICE_DISABLED of the 403 reasons are reproduced (no API_KEY_*_BLOCKED,
+//!   BILLING_DISABLED), and no rate limit follows the source IP.
+//! - With `chunk_text_bytes`, events of a non-ASCII prompt can be a few bytes off the
+//!   size (cuts never split a character).
+//! - No gzip; recorded headers come sorted by name (actix does not keep arrival order
+//!   across names).
 
 mod answer;
+mod auth;
 mod bodies;
 mod catalogue;
 mod control;
 mod deliver;
 mod errors;
+mod events;
 mod handler;
+mod not_http;
 mod openai;
+mod refusal;
 mod reply;
 mod request;
+mod resources;
 mod route;
 mod scenario;
 mod state;
 mod stream;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +54,8 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
+pub use not_http::{start_not_http, NotHttpUpstream};
+pub use refusal::KeyRefusal;
 pub use state::RecordedRequest;
 use state::Shared;
 
@@ -45,9 +68,15 @@ pub struct MockConfig {
     /// None = any non-empty key is accepted; Some(set) = only these keys, others get the
     /// API_KEY_INVALID 400 body.
     pub accepted_keys: Option<HashSet<String>>,
-    /// Keys whose quota is exhausted: every call with them answers the 429
-    /// RESOURCE_EXHAUSTED body (QuotaFailure + Help + RetryInfo).
+    /// Keys Gemini refuses outright, on every route (models.get included), before any
+    /// other check but a missing key. Removing a key makes it accepted again.
+    pub key_refusals: HashMap<String, KeyRefusal>,
+    /// Keys whose quota is exhausted: every model call with them answers the 429
+    /// RESOURCE_EXHAUSTED body of a per-minute violation for the request's model.
     pub exhausted_keys: HashSet<String>,
+    /// Quotas that ran out, per key and model: a model call matching an entry answers
+    /// 429 with that entry's violation. The first matching entry wins.
+    pub exhausted: Vec<Exhaustion>,
     /// RetryInfo `retryDelay` of 429 answers, as Gemini writes it ("26s", "1.5s");
     /// None = omit RetryInfo. Default "26s", from a real capture.
     pub retry_delay: Option<String>,
@@ -57,6 +86,11 @@ pub struct MockConfig {
     pub chunk_delay: Duration,
     /// Stream events per streamed answer.
     pub chunks: usize,
+    /// Text bytes in each stream event (SSE, JSON array and OpenAI streams): the answer
+    /// padded with filler words. `None` splits the answer over the events. With
+    /// `chunks` 5000 and 16384 here a stream is about 80 MB, for tests of clients that
+    /// stop reading. Per request: `x-mock-chunk-text-bytes`.
+    pub chunk_text_bytes: Option<usize>,
     /// Record requests; off for benchmarks, so memory does not grow.
     pub record: bool,
 }
@@ -65,14 +99,29 @@ impl Default for MockConfig {
     fn default() -> Self {
         MockConfig {
             accepted_keys: None,
+            key_refusals: HashMap::new(),
             exhausted_keys: HashSet::new(),
+            exhausted: Vec::new(),
             retry_delay: Some("26s".to_owned()),
             first_byte_delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
             chunks: 3,
+            chunk_text_bytes: None,
             record: true,
         }
     }
+}
+
+/// One exhausted quota. Gemini counts quotas per project and per model, so a 429 for
+/// one model says nothing about the key's other models.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exhaustion {
+    /// The key whose quota ran out; `None` = every key.
+    pub key: Option<String>,
+    /// The model id, with or without `models/`; `None` = every model.
+    pub model: Option<String>,
+    /// A per-day violation (it resets at midnight Pacific time) rather than per-minute.
+    pub per_day: bool,
 }
 
 /// A running mock. Dropping it leaves the server running; `stop` stops it.

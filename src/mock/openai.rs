@@ -152,12 +152,13 @@ pub(crate) fn completion<'a>(
     }
 }
 
-/// One `chat.completion.chunk`; the last carries `finish_reason` and the usage.
+/// One `chat.completion.chunk`; the last carries `finish_reason` and the usage, with
+/// `completion` the words of the whole answer.
 pub(crate) fn chunk<'a>(
     id: &'a str,
     model: &'a str,
     piece: &'a str,
-    answer: &str,
+    completion: u32,
     prompt: u32,
     last: bool,
 ) -> Completion<'a> {
@@ -175,7 +176,7 @@ pub(crate) fn chunk<'a>(
             }),
             finish_reason: last.then_some("stop"),
         }],
-        usage: last.then(|| usage(prompt, count_words(answer))),
+        usage: last.then(|| usage(prompt, completion)),
     }
 }
 

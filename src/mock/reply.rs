@@ -18,13 +18,18 @@ pub(crate) struct Reply {
     pub payload: Payload,
 }
 
+/// The frames of a streamed body, produced as the body is sent: a stream of thousands
+/// of large events is never held whole, and stops being produced when the client stops
+/// reading (actix polls a body only while its write buffer has room).
+pub(crate) type Frames = Box<dyn Iterator<Item = Bytes>>;
+
 pub(crate) enum Payload {
     /// One body, sent with a `Content-Length`.
     Full(Bytes),
     /// A chunked body: each frame is its own chunk, with the chunk delay between frames.
-    Frames(Vec<Bytes>),
+    Frames(Frames),
     /// Frames, then the body stream fails so the connection closes without the last chunk.
-    FramesThenDrop(Vec<Bytes>),
+    FramesThenDrop(Frames),
 }
 
 impl Reply {
@@ -46,30 +51,35 @@ impl Reply {
         Reply::full(StatusCode::OK, JSON, compact(value))
     }
 
-    pub fn frames(content_type: &'static str, frames: Vec<Bytes>) -> Self {
+    pub fn frames(
+        content_type: &'static str,
+        frames: impl Iterator<Item = Bytes> + 'static,
+    ) -> Self {
         Reply {
             status: StatusCode::OK,
             content_type,
-            payload: Payload::Frames(frames),
+            payload: Payload::Frames(Box::new(frames)),
         }
     }
 
     /// Turns a framed body into one that is cut off after its frames.
     pub fn make_drop(&mut self) {
-        if let Payload::Frames(frames) = &mut self.payload {
-            self.payload = Payload::FramesThenDrop(std::mem::take(frames));
-        }
+        let payload = std::mem::replace(&mut self.payload, Payload::Full(Bytes::new()));
+        self.payload = match payload {
+            Payload::Frames(frames) => Payload::FramesThenDrop(frames),
+            other => other,
+        };
     }
 
     /// The whole body as one buffer (frames concatenated), for transport scenarios that
     /// re-slice it.
-    pub fn body_bytes(&self) -> Bytes {
-        match &self.payload {
-            Payload::Full(b) => b.clone(),
+    pub fn into_body(self) -> Bytes {
+        match self.payload {
+            Payload::Full(b) => b,
             Payload::Frames(frames) | Payload::FramesThenDrop(frames) => {
-                let mut all = Vec::with_capacity(frames.iter().map(Bytes::len).sum());
+                let mut all = Vec::new();
                 for f in frames {
-                    all.extend_from_slice(f);
+                    all.extend_from_slice(&f);
                 }
                 Bytes::from(all)
             }

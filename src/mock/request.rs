@@ -22,6 +22,15 @@ pub(crate) struct Part {
     pub text: Option<String>,
     #[serde(default)]
     pub thought: Option<bool>,
+    #[serde(default, rename = "fileData", alias = "file_data")]
+    pub file_data: Option<FileData>,
+}
+
+/// A part's reference to an uploaded file (SDKs mix the casings: `fileData.file_uri`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct FileData {
+    #[serde(default, rename = "fileUri", alias = "file_uri")]
+    pub file_uri: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +39,8 @@ pub(crate) struct GenerateRequest {
     pub contents: Option<Vec<Content>>,
     #[serde(default, rename = "systemInstruction", alias = "system_instruction")]
     pub system_instruction: Option<Content>,
+    #[serde(default, rename = "cachedContent", alias = "cached_content")]
+    pub cached_content: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +53,8 @@ pub(crate) struct CountTokensRequest {
         alias = "generate_content_request"
     )]
     pub generate_content_request: Option<GenerateRequest>,
+    #[serde(default, rename = "cachedContent", alias = "cached_content")]
+    pub cached_content: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +81,14 @@ pub(crate) struct Prompt {
     pub first_user_text: Option<String>,
     /// Whitespace-separated words in every text of the request, at least 1.
     pub tokens: u32,
+}
+
+/// Stored resources a request names, which the caller's project must hold.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct References<'a> {
+    pub cached_content: Option<&'a str>,
+    /// Every `fileUri` of every part of every content, in order.
+    pub file_uris: Vec<&'a str>,
 }
 
 /// Parses JSON, answering upstream's 400 when it is not.
@@ -119,6 +140,21 @@ impl GenerateRequest {
         Ok(())
     }
 
+    pub fn references(&self) -> References<'_> {
+        let file_uris = self
+            .contents
+            .iter()
+            .flatten()
+            .chain(self.system_instruction.iter())
+            .flat_map(|c| c.parts.iter().flatten())
+            .filter_map(|p| p.file_data.as_ref()?.file_uri.as_deref())
+            .collect();
+        References {
+            cached_content: self.cached_content.as_deref(),
+            file_uris,
+        }
+    }
+
     pub fn prompt(&self) -> Prompt {
         let contents = self.contents.as_deref().unwrap_or_default();
         let last_user_text = contents
@@ -148,13 +184,18 @@ impl GenerateRequest {
 
 impl CountTokensRequest {
     /// The request whose tokens are counted: `contents`, or the embedded generate request.
+    /// A `cachedContent` beside `contents` is kept, so the reference is checked too.
     pub fn into_generate(self) -> Result<GenerateRequest, ApiError> {
         match (self.contents, self.generate_content_request) {
             (Some(_), Some(_)) => Err(ApiError::invalid("Request contains an invalid argument.")),
-            (None, Some(inner)) => Ok(inner),
+            (None, Some(mut inner)) => {
+                inner.cached_content = inner.cached_content.or(self.cached_content);
+                Ok(inner)
+            }
             (contents, None) => Ok(GenerateRequest {
                 contents,
                 system_instruction: None,
+                cached_content: self.cached_content,
             }),
         }
     }
@@ -223,6 +264,25 @@ mod tests {
             msg(r#"{"contents":[{"parts":[{"text":"x"}]},{"role":"model","parts":[]}]}"#),
             "* GenerateContentRequest.contents[1].parts: contents.parts must not be empty.\n"
         );
+    }
+
+    #[test]
+    fn references_come_from_every_part_of_every_content_in_either_casing() {
+        let r = req(r#"{"contents":[
+            {"parts":[{"text":"a"},{"fileData":{"fileUri":"files/one"}}]},
+            {"role":"model","parts":[{"file_data":{"file_uri":"files/two"}}]},
+            {"parts":[{"fileData":{"file_uri":"files/three","mime_type":"text/plain"}}]}],
+            "systemInstruction":{"parts":[{"fileData":{"fileUri":"files/four"}}]},
+            "cached_content":"cachedContents/c1"}"#);
+        assert_eq!(
+            r.references(),
+            References {
+                cached_content: Some("cachedContents/c1"),
+                file_uris: vec!["files/one", "files/two", "files/three", "files/four"],
+            }
+        );
+        let plain = req(r#"{"contents":[{"parts":[{"text":"a"}]}]}"#);
+        assert_eq!(plain.references(), References::default());
     }
 
     #[test]

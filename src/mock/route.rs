@@ -64,6 +64,8 @@ pub(crate) struct Query {
 }
 
 impl Query {
+    /// Names and values are percent-decoded (`alt=%73se` is SSE), as Gemini's front end
+    /// reads them; a pair that cannot be decoded is read leniently, never dropping the rest.
     pub fn parse(query_string: &str) -> Query {
         let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(query_string)
             .map(actix_web::web::Query::into_inner)
@@ -175,6 +177,14 @@ impl Route {
         )
     }
 
+    /// Calls that spend a model's quota.
+    pub fn is_model_call(&self) -> bool {
+        matches!(
+            self,
+            Route::Model { .. } | Route::OpenAiChat { .. } | Route::OpenAiEmbeddings { .. }
+        )
+    }
+
     /// The fully qualified gRPC method, for the 401 ErrorInfo of native routes.
     pub fn rpc_name(&self) -> String {
         let method = match self {
@@ -229,5 +239,24 @@ mod tests {
             Route::parse(&Method::GET, "/v1alpha/openai/models"),
             Some(Route::OpenAiModels { version: "v1alpha" })
         );
+    }
+
+    #[test]
+    fn query_values_and_names_are_percent_decoded() {
+        assert!(Query::parse("alt=%73se").sse);
+        assert!(Query::parse("%61lt=sse").sse);
+        assert!(!Query::parse("alt=json").sse);
+        assert!(!Query::parse("").sse);
+        assert!(!Query::parse("%24alt=json%3Benum-encoding%3Dint").sse);
+        assert_eq!(
+            Query::parse("key=a%2Bb%20c&alt=sse").key.as_deref(),
+            Some("a+b c")
+        );
+        let q = Query::parse("key=k&alt=%FF&alt=sse");
+        assert!(q.sse);
+        assert_eq!(q.key.as_deref(), Some("k"));
+        let broken = Query::parse("alt=sse&key=k&x=%zz&y");
+        assert!(broken.sse);
+        assert_eq!(broken.key.as_deref(), Some("k"));
     }
 }

@@ -56,11 +56,21 @@ pub(crate) enum ErrorKind {
     BadKey400,
     Geo400,
     Invalid400,
+    /// A bare 403 with no ErrorInfo: this request is refused, not the key.
     Forbidden403,
+    /// The 403 for a file the caller may not read.
+    File403,
+    /// A key-level 403 quoting the request's key.
+    Suspended403,
+    /// A key-level 403 naming the key's project.
+    ServiceDisabled403,
     NotFound404,
     /// `None`: the configured retry delay; `Some(n)`: `"{n}s"`.
     Quota429(Option<u64>),
     Quota429NoRetry,
+    /// A per-day violation with the configured retry delay.
+    QuotaDay429,
+    QuotaDay429NoRetry,
     Internal500,
     Unavailable503,
     Deadline504,
@@ -82,9 +92,14 @@ impl Scenario {
             "400-geo" => S::Error(E::Geo400),
             "400" => S::Error(E::Invalid400),
             "403" => S::Error(E::Forbidden403),
+            "403-file" => S::Error(E::File403),
+            "403-suspended" => S::Error(E::Suspended403),
+            "403-service-disabled" => S::Error(E::ServiceDisabled403),
             "404" => S::Error(E::NotFound404),
             "429" => S::Error(E::Quota429(None)),
             "429-noretry" => S::Error(E::Quota429NoRetry),
+            "429-day" => S::Error(E::QuotaDay429),
+            "429-day-noretry" => S::Error(E::QuotaDay429NoRetry),
             "500" => S::Error(E::Internal500),
             "503" => S::Error(E::Unavailable503),
             "504" => S::Error(E::Deadline504),
@@ -156,6 +171,14 @@ mod tests {
         assert_eq!(Scenario::parse("flaky-"), None);
         assert_eq!(Scenario::parse("flaky-x"), None);
         assert_eq!(Scenario::parse("fail-half"), Some(Scenario::FailHalf));
+        assert_eq!(
+            Scenario::parse("429-day-noretry"),
+            Some(Scenario::Error(ErrorKind::QuotaDay429NoRetry))
+        );
+        assert_eq!(
+            Scenario::parse("403-service-disabled"),
+            Some(Scenario::Error(ErrorKind::ServiceDisabled403))
+        );
         assert_eq!(Scenario::parse("nonsense"), None);
     }
 

@@ -4,7 +4,6 @@
 //! Every streamed body carries the request's in-flight guard and a stream-outcome guard,
 //! so a body dropped early (the client went away) is visible to tests as cancelled.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -34,7 +33,7 @@ pub(crate) enum Step {
 pub(crate) const FLUSH_BEFORE_FAIL: Duration = Duration::from_millis(20);
 
 pub(crate) struct ScriptedBody {
-    steps: VecDeque<Step>,
+    steps: Box<dyn Iterator<Item = Step>>,
     sleep: Option<Pin<Box<Sleep>>>,
     outcome: StreamOutcome,
     _in_flight: InFlight,
@@ -42,9 +41,13 @@ pub(crate) struct ScriptedBody {
 
 impl ScriptedBody {
     /// A body that keeps the request in flight until it ends or is dropped.
-    pub fn new(steps: Vec<Step>, in_flight: InFlight) -> Self {
+    pub fn new<S>(steps: S, in_flight: InFlight) -> Self
+    where
+        S: IntoIterator<Item = Step>,
+        S::IntoIter: 'static,
+    {
         ScriptedBody {
-            steps: steps.into(),
+            steps: Box::new(steps.into_iter()),
             sleep: None,
             outcome: StreamOutcome::new(in_flight.shared()),
             _in_flight: in_flight,
@@ -68,13 +71,13 @@ impl Stream for ScriptedBody {
                 }
                 this.sleep = None;
             }
-            match this.steps.pop_front() {
+            match this.steps.next() {
                 Some(Step::Data(bytes)) => return Poll::Ready(Some(Ok(bytes))),
                 Some(Step::Wait(d)) if d.is_zero() => {}
                 Some(Step::Wait(d)) => this.sleep = Some(Box::pin(tokio::time::sleep(d))),
                 Some(Step::Fail(why)) => {
                     this.finish();
-                    this.steps.clear();
+                    this.steps = Box::new(std::iter::empty());
                     let err = io::Error::new(io::ErrorKind::ConnectionAborted, why);
                     return Poll::Ready(Some(Err(err)));
                 }
@@ -88,15 +91,14 @@ impl Stream for ScriptedBody {
 }
 
 /// Frames separated by `gap`.
-pub(crate) fn paced(frames: Vec<Bytes>, gap: Duration) -> Vec<Step> {
-    let mut steps = Vec::with_capacity(frames.len() * 2);
-    for (i, frame) in frames.into_iter().enumerate() {
-        if i > 0 {
-            steps.push(Step::Wait(gap));
-        }
-        steps.push(Step::Data(frame));
-    }
-    steps
+pub(crate) fn paced(
+    frames: impl Iterator<Item = Bytes>,
+    gap: Duration,
+) -> impl Iterator<Item = Step> {
+    frames.enumerate().flat_map(move |(i, frame)| {
+        let wait = (i > 0).then_some(Step::Wait(gap));
+        wait.into_iter().chain(std::iter::once(Step::Data(frame)))
+    })
 }
 
 /// Compact JSON, but with `": "` after keys as upstream's SSE lines have (§3.1).
@@ -140,23 +142,23 @@ pub(crate) fn openai_event<T: Serialize>(value: &T) -> Bytes {
     compact_event(value, true)
 }
 
-/// The elements of a streamed JSON array as frames: `[` + pretty objects joined by
-/// `\n,\n` + `\n]`. With `close` false the array is left open (the stream is cut).
-pub(crate) fn array_frames(elements: &[Vec<u8>], close: bool) -> Vec<Bytes> {
-    let count = elements.len();
-    elements
-        .iter()
-        .enumerate()
-        .map(|(i, el)| {
-            let mut buf = Vec::with_capacity(el.len() + 4);
-            buf.extend_from_slice(if i == 0 { b"[" } else { b"\n,\n" });
-            buf.extend_from_slice(el);
-            if close && i + 1 == count {
-                buf.extend_from_slice(b"\n]");
-            }
-            Bytes::from(buf)
-        })
-        .collect()
+/// The `count` elements of a streamed JSON array as frames: `[` + pretty objects
+/// joined by `\n,\n` + `\n]`. With `close` false the array is left open (the stream
+/// is cut).
+pub(crate) fn array_frames(
+    elements: impl Iterator<Item = Vec<u8>>,
+    count: usize,
+    close: bool,
+) -> impl Iterator<Item = Bytes> {
+    elements.enumerate().map(move |(i, el)| {
+        let mut buf = Vec::with_capacity(el.len() + 4);
+        buf.extend_from_slice(if i == 0 { b"[" } else { b"\n,\n" });
+        buf.extend_from_slice(&el);
+        if close && i + 1 == count {
+            buf.extend_from_slice(b"\n]");
+        }
+        Bytes::from(buf)
+    })
 }
 
 /// A pretty JSON-array element.
@@ -182,7 +184,9 @@ mod tests {
     #[test]
     fn array_frames_join_with_comma_lines() {
         let els = vec![b"{}".to_vec(), b"{}".to_vec()];
-        let all: Vec<u8> = array_frames(&els, true).concat();
+        let all: Vec<u8> = array_frames(els.into_iter(), 2, true)
+            .flat_map(|b| b.to_vec())
+            .collect();
         assert_eq!(all, b"[{}\n,\n{}\n]");
     }
 }

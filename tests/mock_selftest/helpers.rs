@@ -171,3 +171,14 @@ pub async fn raw(mock: &MockGemini, scenario: &str) -> (u16, Result<Bytes, Strin
     let body = res.body().limit(64 * 1024 * 1024).await;
     (res.status().as_u16(), body.map_err(|e| e.to_string()))
 }
+
+/// The body upstream sends for `object_body` where errors come as a one-element array
+/// (the JSON-array stream and the OpenAI-compatible surface).
+pub fn as_array(object_body: &str) -> String {
+    format!("[{}\n]\n", object_body.trim_end_matches('\n'))
+}
+
+/// An OpenAI chat body for `model` with one user message.
+pub fn chat_body(model: &str, text: &str) -> String {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]}).to_string()
+}

@@ -161,3 +161,24 @@ async fn a_stream_the_client_abandons_counts_as_cancelled() {
     assert_eq!(mock.streams_completed(), 0);
     mock.stop().await;
 }
+
+#[actix_rt::test]
+async fn the_query_is_percent_decoded_so_an_encoded_alt_sse_still_streams_sse() {
+    let mock = start().await;
+    for query in ["?alt=%73se", "?%61lt=sse", "?alt=sse&key=%6B"] {
+        let r = stream(&mock, query, &[]).await;
+        assert_eq!(r.header("content-type"), "text/event-stream", "{query}");
+        assert_eq!(sse_events(r.text(), "\r\n\r\n").len(), 3, "{query}");
+    }
+    for query in [
+        "",
+        "?alt=json",
+        "?%24alt=json%3Benum-encoding%3Dint",
+        "?alt=ss%65x",
+    ] {
+        let r = stream(&mock, query, &[]).await;
+        assert_eq!(r.header("content-type"), JSON_UTF8, "{query}");
+        assert_eq!(r.json().as_array().map(Vec::len), Some(3), "{query}");
+    }
+    mock.stop().await;
+}
