@@ -119,6 +119,8 @@ pub async fn observe(
     let shape = Shape::for_path(req.path());
     if head_size(&req) > MAX_HEAD_BYTES {
         unfinished.done = true;
+        // Counted for the anonymous client like any refused request.
+        shared.0.borrow_mut().api = true;
         let error = ApiError::new(
             ErrorCode::HeadersTooLarge,
             format!("the request line and headers are over {MAX_HEAD_BYTES} bytes"),

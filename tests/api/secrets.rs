@@ -15,7 +15,7 @@ use awc::http::Method;
 use gemini_proxy::mock::{MockConfig, MockGemini};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -227,6 +227,71 @@ fn code_of(response: &TestResponse) -> Option<String> {
         body["error"]["code"].as_str()
     };
     code.map(str::to_owned)
+}
+
+/// The code of each answer, the `code=` of its access line and the
+/// per-client counter all say the same: the service's own errors carry their
+/// code, successes are `OK`, and a Gemini answer relayed as it came is logged
+/// and counted under the one code the pipeline gave it.
+fn assert_codes_agree(responses: &[TestResponse], logs: &str, exposition: &str) {
+    let mut logged_codes: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, response) in responses.iter().enumerate() {
+        let id = format!("request_id=sweep-{i} ");
+        let line = logs
+            .lines()
+            .find(|line| line.contains(&id) && line.contains(" code="))
+            .unwrap_or_else(|| panic!("no access line for sweep-{i}"));
+        let logged = line
+            .split(' ')
+            .find_map(|field| field.strip_prefix("code="))
+            .expect("a code field")
+            .to_owned();
+        match code_of(response) {
+            Some(code) => assert_eq!(logged, code, "sweep-{i}: {}", response.text()),
+            None if response.status < 400 => assert_eq!(logged, "OK", "sweep-{i}"),
+            None => assert!(
+                gemini_proxy::errors::ErrorCode::ALL
+                    .iter()
+                    .any(|c| c.as_str() == logged
+                        && c.status().as_u16() / 100 == response.status / 100),
+                "sweep-{i}: a relayed {} logged as {logged}",
+                response.status
+            ),
+        }
+        *logged_codes.entry(logged).or_default() += 1;
+    }
+    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("gemini_proxy_client_requests_total{") else {
+            continue;
+        };
+        let code = rest
+            .split("code=\"")
+            .nth(1)
+            .and_then(|c| c.split('"').next())
+            .expect("a code label");
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("a value");
+        // The metrics are read right after the sweep, before the tail's
+        // requests are all counted only if they are; compare what both saw.
+        *counted.entry(code.to_owned()).or_default() += value as u64;
+    }
+    for (code, count) in &logged_codes {
+        assert!(
+            counted.get(code).copied().unwrap_or(0) >= *count,
+            "{code}: {count} logged, {:?} counted",
+            counted.get(code)
+        );
+    }
+    for (code, count) in &counted {
+        assert!(
+            logged_codes.contains_key(code),
+            "{code} counted {count} times but never logged"
+        );
+    }
 }
 
 /// Waits (10 s at most) until the binary has written an access line for
@@ -692,6 +757,7 @@ async fn no_key_or_piece_of_one_leaks_into_logs_responses_metrics_or_health_at_t
     let health = send(&address, "sweep-health", &Call::new(Method::GET, "/health")).await;
     let logs = wait_for_access_lines(&app, (0..sent).map(|i| format!("sweep-{i}"))).await;
     assert!(logs.contains(" TRACE "), "trace logging was not on");
+    assert_codes_agree(&responses, &logs, &response_text(&metrics));
     assert!(
         logs.contains("sweep-hashed"),
         "the keys file was not in force"
