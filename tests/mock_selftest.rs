@@ -20,6 +20,8 @@ mod quotas;
 mod refusals;
 #[path = "mock_selftest/scenarios.rs"]
 mod scenarios;
+#[path = "mock_selftest/split_usage.rs"]
+mod split_usage;
 #[path = "mock_selftest/streams.rs"]
 mod streams;
 #[path = "mock_selftest/surface.rs"]

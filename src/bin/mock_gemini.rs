@@ -5,6 +5,7 @@
 //! MOCK_HOST (127.0.0.1), MOCK_PORT (8089; 0 picks a free port), MOCK_WORKERS (1),
 //! MOCK_FIRST_BYTE_DELAY_MS (0), MOCK_CHUNK_DELAY_MS (0), MOCK_CHUNKS (3),
 //! MOCK_CHUNK_TEXT_BYTES (unset: the answer split over the events),
+//! MOCK_SPLIT_USAGE (false; true cuts every usage object across two body chunks),
 //! MOCK_RECORD (true; false keeps memory flat under load).
 
 use std::io::{self, Write};
@@ -61,6 +62,7 @@ fn config() -> io::Result<MockConfig> {
         chunk_delay: Duration::from_millis(var("MOCK_CHUNK_DELAY_MS", 0)?),
         chunks: var("MOCK_CHUNKS", 3)?,
         chunk_text_bytes: optional("MOCK_CHUNK_TEXT_BYTES")?,
+        split_usage: flag("MOCK_SPLIT_USAGE", false)?,
         record: flag("MOCK_RECORD", true)?,
         ..MockConfig::default()
     })

@@ -153,6 +153,9 @@ fn apply(cfg: &mut MockConfig, patch: &Map<String, Value>) -> Result<(), String>
                     .ok_or("chunk_text_bytes must be null or a non-negative integer")?;
                 cfg.chunk_text_bytes = Some(usize::try_from(n).map_err(|e| e.to_string())?);
             }
+            "split_usage" => {
+                cfg.split_usage = v.as_bool().ok_or("split_usage must be a boolean")?;
+            }
             "record" => cfg.record = v.as_bool().ok_or("record must be a boolean")?,
             other => return Err(format!("unknown config field {other:?}")),
         }
@@ -172,6 +175,7 @@ struct ConfigView {
     chunk_delay_ms: u128,
     chunks: usize,
     chunk_text_bytes: Option<usize>,
+    split_usage: bool,
     record: bool,
 }
 
@@ -211,6 +215,7 @@ impl ConfigView {
             chunk_delay_ms: c.chunk_delay.as_millis(),
             chunks: c.chunks,
             chunk_text_bytes: c.chunk_text_bytes,
+            split_usage: c.split_usage,
             record: c.record,
         }
     }

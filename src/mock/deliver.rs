@@ -1,6 +1,7 @@
 //! Putting a reply on the wire, on time or deliberately badly: first-byte delays, paced
 //! stream events, and the transport scenarios (hang, trickle, cut or truncated bodies,
 //! wrong content, redirects) that test how the proxy survives a misbehaving upstream.
+//! With `split_usage`, a normal delivery also cuts every usage object across two chunks.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use super::events::Pace;
 use super::reply::{Payload, Reply, HTML, JSON};
 use super::scenario::Scenario;
+use super::split::{cut, cut_steps, SPLIT_USAGE_PAUSE};
 use super::state::InFlight;
 use super::stream::{paced, ScriptedBody, Step, FLUSH_BEFORE_FAIL};
 use super::MockConfig;
@@ -29,6 +31,8 @@ const OVERSIZE_CHUNK: usize = 64 * 1024;
 pub(crate) struct Knobs {
     pub first_byte: Duration,
     pub pace: Pace,
+    /// Cut every usage object across two body chunks (`x-mock-split-usage`).
+    pub split_usage: bool,
 }
 
 fn header_u64(req: &HttpRequest, name: &str) -> Option<u64> {
@@ -36,6 +40,16 @@ fn header_u64(req: &HttpRequest, name: &str) -> Option<u64> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// `1`/`true` or `0`/`false`; anything else counts as absent.
+fn header_flag(req: &HttpRequest, name: &str) -> Option<bool> {
+    let v = req.headers().get(name)?.to_str().ok()?.trim();
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
 }
 
 impl Knobs {
@@ -52,6 +66,7 @@ impl Knobs {
                     .and_then(|n| usize::try_from(n).ok())
                     .or(cfg.chunk_text_bytes),
             },
+            split_usage: header_flag(req, "x-mock-split-usage").unwrap_or(cfg.split_usage),
         }
     }
 }
@@ -170,21 +185,45 @@ pub(crate) async fn send(
 
 fn normal(reply: Reply, knobs: Knobs, in_flight: InFlight) -> HttpResponse {
     let mut b = builder(reply.status, reply.content_type);
+    let split = knobs.split_usage;
     match reply.payload {
-        // A whole body is not a stream: the request stops being in flight here.
-        Payload::Full(body) => b.body(body),
+        // A whole body cut inside its usage goes out chunked, as upstream's unary answers do.
+        Payload::Full(body) => match split.then(|| cut(&body)).flatten() {
+            Some((head, tail)) => {
+                let steps = [
+                    Step::Data(head),
+                    Step::Wait(SPLIT_USAGE_PAUSE),
+                    Step::Data(tail),
+                ];
+                b.streaming(ScriptedBody::new(steps, in_flight))
+            }
+            // A whole body is not a stream: the request stops being in flight here.
+            None => b.body(body),
+        },
         Payload::Frames(frames) => {
             let steps = paced(frames, knobs.pace.gap);
-            b.streaming(ScriptedBody::new(steps, in_flight))
+            b.streaming(ScriptedBody::new(split_if(split, steps), in_flight))
         }
         Payload::FramesThenDrop(frames) => {
-            let cut = [
+            let drop = [
                 Step::Wait(FLUSH_BEFORE_FAIL),
                 Step::Fail("mock: stream-drop"),
             ];
-            let steps = paced(frames, knobs.pace.gap).chain(cut);
+            let steps = split_if(split, paced(frames, knobs.pace.gap)).chain(drop);
             b.streaming(ScriptedBody::new(steps, in_flight))
         }
+    }
+}
+
+/// `steps`, with usage objects cut when `split` is on.
+fn split_if(
+    split: bool,
+    steps: impl Iterator<Item = Step> + 'static,
+) -> Box<dyn Iterator<Item = Step>> {
+    if split {
+        Box::new(cut_steps(steps))
+    } else {
+        Box::new(steps)
     }
 }
 

@@ -23,6 +23,8 @@
 //!   BILLING_DISABLED), and no rate limit follows the source IP.
 //! - With `chunk_text_bytes`, events of a non-ASCII prompt can be a few bytes off the
 //!   size (cuts never split a character).
+//! - `split_usage` applies to normal deliveries only: the transport scenarios (trickle,
+//!   cuts, truncation) slice the body their own way.
 //! - No gzip; recorded headers come sorted by name (actix does not keep arrival order
 //!   across names).
 
@@ -43,6 +45,7 @@ mod request;
 mod resources;
 mod route;
 mod scenario;
+mod split;
 mod state;
 mod stream;
 
@@ -91,6 +94,12 @@ pub struct MockConfig {
     /// `chunks` 5000 and 16384 here a stream is about 80 MB, for tests of clients that
     /// stop reading. Per request: `x-mock-chunk-text-bytes`.
     pub chunk_text_bytes: Option<usize>,
+    /// Cut every usage object (`usageMetadata`, OpenAI's `usage`) across two body chunks
+    /// with a short pause between them, so a proxy that counts tokens from the bytes it
+    /// relays sees the usage arrive in two reads. The bytes are unchanged; a unary answer
+    /// that carries usage then goes out chunked. Per request: `x-mock-split-usage: 1`
+    /// (or `0` to turn it off).
+    pub split_usage: bool,
     /// Record requests; off for benchmarks, so memory does not grow.
     pub record: bool,
 }
@@ -107,6 +116,7 @@ impl Default for MockConfig {
             chunk_delay: Duration::ZERO,
             chunks: 3,
             chunk_text_bytes: None,
+            split_usage: false,
             record: true,
         }
     }
