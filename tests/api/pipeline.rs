@@ -141,19 +141,28 @@ async fn tokens_are_counted_on_every_surface_and_framing() {
             chat(true),
         ),
     ];
-    for (what, path, headers, body) in cases {
-        let app = spawn_app().await;
-        app.mock.update_config(|c| c.chunks = 4);
-        let response = app.request(Method::POST, &path, &headers, body).await;
-        assert_eq!(response.status, 200, "{what}: {}", response.text());
-        let reported = usage_of(&response.body);
-        assert!(reported[0] > 0 && reported[1] > 0, "{what}: {reported:?}");
-        assert_eq!(
-            counted(&app).await,
-            reported,
-            "{what}: {}",
-            app.metrics().await
-        );
+    for split in [false, true] {
+        for (what, path, headers, body) in &cases {
+            let app = spawn_app().await;
+            // Split: every usage object reaches the service cut over two reads.
+            app.mock.update_config(|c| {
+                c.chunks = 4;
+                c.split_usage = split;
+            });
+            let what = format!(
+                "{what}{}",
+                if split {
+                    ", usage split over chunks"
+                } else {
+                    ""
+                }
+            );
+            let response = app.request(Method::POST, path, headers, body.clone()).await;
+            assert_eq!(response.status, 200, "{what}: {}", response.text());
+            let reported = usage_of(&response.body);
+            assert!(reported[0] > 0 && reported[1] > 0, "{what}: {reported:?}");
+            assert_eq!(counted(&app).await, reported, "{what}");
+        }
     }
 }
 
