@@ -4,7 +4,7 @@
 use crate::errors::{ApiError, ErrorCode};
 use crate::keys::{Admission, Admit, KeyHash, Refusal};
 use crate::request_log::RequestLog;
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::HttpRequest;
 
 /// The client-key header of `/gemini-proxy` (and of the native routes, first).
@@ -91,10 +91,7 @@ pub async fn admit(
         )
     };
     let key_hash = KeyHash::of(&key.ok_or_else(unauthorized)?);
-    // This worker's own registry when it has one (in-process limits), else
-    // the registry actor.
-    let registry = crate::keys::worker::local().unwrap_or_else(|| state.registry.clone());
-    let refusal = match registry.send(Admit { key_hash }).await {
+    let refusal = match state.admission.send(Admit { key_hash }).await {
         Ok(Ok(admission)) => {
             RequestLog::update(req, |log| {
                 log.client = Some(admission.client.name.clone());

@@ -3,6 +3,7 @@
 //! Handlers validate requests and hand them to a pool of upstream actors that
 //! own the HTTP clients; a key-registry actor decides who may call and how fast.
 
+pub mod app;
 pub mod auth;
 pub mod errors;
 pub mod fuzz_targets;
@@ -16,5 +17,6 @@ pub mod request_log;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod upstream;

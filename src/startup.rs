@@ -1,31 +1,29 @@
 //! Building the service from settings, and running it.
 //!
 //! Build and run are separate so tests can start the real server on port 0 and
-//! learn its port before they send anything.
+//! learn its port before they send anything. Building is a few small steps,
+//! each taking what the one before made: the client registry (with the
+//! rate-limiter clock), the upstream side (key pool, actors, re-check), then
+//! the server, whose factory gives each HTTP worker its own handles.
 
+use crate::app::create_app;
 use crate::keys::file::{load_clients, KeysFileError};
 use crate::keys::redis_health::RedisHealth;
-use crate::keys::redis_limiter::RedisLimiter;
-use crate::keys::registry::BucketCount;
-use crate::keys::registry::ClientTable;
+use crate::keys::redis_limiter::{CheckError, RedisLimiter};
+use crate::keys::registry::{BucketCount, ClientTable};
 use crate::keys::reload::{self, Reloader, WatchGuard};
-use crate::keys::worker;
-use crate::keys::{Admit, KeyRegistry, ReplaceClients};
+use crate::keys::{worker, Admit, ClientPolicy, KeyRegistry, ReplaceClients};
 use crate::metrics::Metrics;
-use crate::middleware::{method, observe, panics};
-use crate::model_id::ModelId;
-use crate::routes;
 use crate::routes::stream::ClientSocket;
-use crate::settings::{CorsOrigins, RateLimitBackend, Settings};
+use crate::settings::{RateLimitBackend, Settings};
+use crate::state::{AppState, RequestLimits};
 use crate::upstream::key_pool::KeyPool;
 use crate::upstream::leak_guard::LeakGuard;
 use crate::upstream::recheck::{self, KeyRecheck, RecheckNow};
 use crate::upstream::{UpstreamContext, UpstreamPool};
 use actix::prelude::*;
-use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::from_fn;
-use actix_web::{http, web, App, HttpServer};
+use actix_web::{web, HttpServer};
 use governor::clock::{Clock, DefaultClock};
 use std::net::TcpListener;
 use std::num::NonZeroUsize;
@@ -39,33 +37,12 @@ const LISTEN_BACKLOG: u32 = 8192;
 /// Slow clients must finish sending their headers within this.
 const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The request limits handlers apply.
-#[derive(Clone, Debug)]
-pub struct RequestLimits {
-    pub max_body_bytes: usize,
-    pub max_prompt_chars: usize,
-    pub default_model: ModelId,
-    pub upstream_timeout: Duration,
-    pub client_stall_timeout: Duration,
-}
-
-/// Shared by every worker: the actors' addresses and the settings handlers need.
-pub struct AppState {
-    pub limits: RequestLimits,
-    pub registry: Recipient<Admit>,
-    pub upstream: UpstreamPool,
-    pub metrics: Arc<Metrics>,
-}
-
 /// A built, bound, not yet running service.
 pub struct Application {
     port: u16,
     server: Server,
-    upstream: UpstreamPool,
-    registry_arbiter: ArbiterHandle,
-    recheck_arbiter: ArbiterHandle,
-    recheck: Addr<KeyRecheck>,
-    bucket_count: Recipient<BucketCount>,
+    registry: Registry,
+    upstream: UpstreamSide,
     reloader: Arc<Reloader>,
     _watch: WatchGuard,
 }
@@ -83,9 +60,17 @@ pub enum StartupError {
     #[error("metrics: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("invalid setting REDIS_URL: {0}")]
-    Redis(#[from] crate::keys::redis_limiter::CheckError),
+    Redis(#[from] CheckError),
     #[error("server: {0}")]
     Server(#[from] std::io::Error),
+}
+
+/// How the built service treats the process it runs in.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Handle SIGHUP (reload) and SIGTERM/SIGINT (drain). False in in-process
+    /// tests, where many servers share one process.
+    pub handle_signals: bool,
 }
 
 impl Application {
@@ -98,17 +83,19 @@ impl Application {
             address: address.clone(),
             source,
         })?;
-        Application::build_with_listener(settings, listener, true)
+        let options = Options {
+            handle_signals: true,
+        };
+        Application::build_with_clock(settings, listener, options, DefaultClock::default())
     }
 
-    /// Builds the service on a bound listener. `handle_signals` is false in
-    /// in-process tests, where many servers share one process.
+    /// Builds the service on a bound listener.
     pub fn build_with_listener(
         settings: Settings,
         listener: TcpListener,
-        handle_signals: bool,
+        options: Options,
     ) -> Result<Application, StartupError> {
-        Application::build_with_clock(settings, listener, handle_signals, DefaultClock::default())
+        Application::build_with_clock(settings, listener, options, DefaultClock::default())
     }
 
     /// As [`Application::build_with_listener`], with the clock the rate limiter
@@ -116,7 +103,7 @@ impl Application {
     pub fn build_with_clock<C>(
         settings: Settings,
         listener: TcpListener,
-        handle_signals: bool,
+        options: Options,
         clock: C,
     ) -> Result<Application, StartupError>
     where
@@ -127,132 +114,39 @@ impl Application {
         if clients.is_empty() {
             log::warn!("no client keys are configured (API_KEYS or the keys file): every request will be refused");
         }
-        let port = listener.local_addr()?.port();
         let metrics = Arc::new(Metrics::new()?);
-        let context = Arc::new(UpstreamContext {
-            base_url: settings.gemini_base_url.as_str().to_owned(),
-            keys: KeyPool::new(&settings.gemini_api_keys, metrics.clone()),
-            leak_guard: LeakGuard::new(&settings.gemini_api_keys),
-            metrics: metrics.clone(),
-            retry_budget: Default::default(),
-        });
-        let (recheck, recheck_arbiter) = recheck::start(
-            context.clone(),
-            settings.key_recheck_interval,
-            settings.upstream_connect_timeout,
-            settings.default_model.resource(),
-        );
-        let upstream = UpstreamPool::start(
-            context,
-            settings.upstream_actors.map_or(0, NonZeroUsize::get),
-            settings.max_in_flight.get(),
-            settings.upstream_connect_timeout,
-        );
-        let shared_limits = match &settings.rate_limit_backend {
-            RateLimitBackend::Memory => None,
-            RateLimitBackend::Redis(redis) => {
-                let client = redis::Client::open(redis.connection.clone())
-                    .map_err(crate::keys::redis_limiter::CheckError::from)?;
-                let health = RedisHealth::new(
-                    metrics.rate_limit_backend_up.with_label_values(&["redis"]),
-                    redis.display(),
-                );
-                Some((client, redis.timeout, health))
-            }
-        };
-        // With the in-process backend each worker admits from the published
-        // clients on its own thread (keys::worker); Redis checks stay with the
-        // registry, next to its connection.
-        let table = shared_limits
-            .is_none()
-            .then(|| Arc::new(ClientTable::default()));
-        let published = table.clone();
-        let registry_arbiter = Arbiter::new().handle();
-        let registry = KeyRegistry::start_in_arbiter(&registry_arbiter, move |_| {
-            let registry = KeyRegistry::new(clients, clock);
-            let Some((client, timeout, health)) = shared_limits else {
-                return match published {
-                    Some(table) => registry.publishing_to(table),
-                    None => registry,
-                };
-            };
-            // The connection is made here, so it lives on this arbiter's
-            // runtime next to the actor that uses it.
-            match RedisLimiter::connect(client, timeout) {
-                Ok(limiter) => registry.with_redis(limiter, health),
-                Err(error) => {
-                    log::error!("rate limits: the Redis client could not be set up ({error}); this replica applies its in-process limits");
-                    registry
-                }
-            }
-        });
+        let (registry, table) = Registry::start(&settings, clients, clock, &metrics)?;
+        let upstream = UpstreamSide::start(&settings, &metrics);
         let reloader = Arc::new(Reloader::new(
             settings.keys_file.clone(),
             settings.api_keys.clone(),
-            registry.clone().recipient::<ReplaceClients>(),
+            registry.replace.clone(),
             metrics.clone(),
         ));
         let watch = reload::watch(reloader.clone());
-        if handle_signals {
-            let pool = upstream.clone();
+        if options.handle_signals {
+            let context = upstream.pool.context().clone();
             // Refused keys come back at once; rests stay, since Gemini's quotas did not change.
-            reload::reload_on_sighup(reloader.clone(), move || pool.context().keys.restore_all());
+            reload::reload_on_sighup(reloader.clone(), move || context.keys.restore_all());
         }
-        let state = web::Data::new(AppState {
-            limits: RequestLimits {
-                max_body_bytes: settings.max_body_bytes.get(),
-                max_prompt_chars: settings.max_prompt_chars.get(),
-                default_model: settings.default_model.clone(),
-                upstream_timeout: settings.upstream_timeout,
-                client_stall_timeout: settings.client_stall_timeout,
+        let port = listener.local_addr()?.port();
+        let server = serve(
+            &settings,
+            listener,
+            options,
+            Shared {
+                metrics,
+                registry: registry.admit.clone(),
+                table,
+                upstream: upstream.pool.clone(),
             },
-            registry: registry.clone().recipient(),
-            upstream: upstream.clone(),
-            metrics: metrics.clone(),
-        });
-        let cors = settings.cors_allowed_origins.clone();
-        let per_worker = settings.upstream_actors.is_none();
-        let connect_timeout = settings.upstream_connect_timeout;
-        let mut server = HttpServer::new(move || {
-            if per_worker {
-                state.upstream.start_worker_actor(connect_timeout);
-            }
-            if let Some(table) = &table {
-                worker::start_for_this_worker(table.clone());
-            }
-            App::new()
-                .app_data(state.clone())
-                .configure(routes::configure)
-                .wrap(from_fn(panics::catch_panics))
-                .wrap(cors_middleware(&cors))
-                .wrap(from_fn(observe::observe))
-                .wrap(metrics.http_middleware())
-                .wrap(from_fn(method::fold_unknown_methods))
-        })
-        .workers(settings.workers.get())
-        // Bursts of new connections wait in the kernel instead of being dropped
-        // (the kernel caps this at net.core.somaxconn).
-        .backlog(LISTEN_BACKLOG)
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-        .client_request_timeout(CLIENT_HEADER_TIMEOUT)
-        // A client that closes its side has gone away: drop its handler, which
-        // cancels its upstream call, instead of finishing work nobody will read.
-        .h1_allow_half_closed(false)
-        // So a stream whose client stopped reading can be cut (routes::stream).
-        .on_connect(ClientSocket::record)
-        .listen(listener)?;
-        if !handle_signals {
-            server = server.disable_signals();
-        }
+        )?;
         log::info!("listening on http://{}:{port}", settings.host);
         Ok(Application {
             port,
-            server: server.run(),
+            server,
+            registry,
             upstream,
-            registry_arbiter,
-            recheck_arbiter,
-            recheck,
-            bucket_count: registry.recipient(),
             reloader,
             _watch: watch,
         })
@@ -271,20 +165,191 @@ impl Application {
     pub fn control(&self) -> AppControl {
         AppControl {
             reloader: self.reloader.clone(),
-            bucket_count: self.bucket_count.clone(),
-            recheck: self.recheck.clone(),
-            upstream: self.upstream.clone(),
+            bucket_count: self.registry.bucket_count.clone(),
+            recheck: self.upstream.recheck.clone(),
+            upstream: self.upstream.pool.clone(),
         }
     }
 
     /// Serves until stopped (SIGTERM/SIGINT drain in-flight requests first).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
-        self.upstream.stop();
-        self.registry_arbiter.stop();
-        self.recheck_arbiter.stop();
+        self.upstream.pool.stop();
+        self.upstream.recheck_arbiter.stop();
+        self.registry.arbiter.stop();
         result
     }
+}
+
+/// The clients the registry publishes for the workers' own registries
+/// (in-process backend only).
+type Published<C> = Option<Arc<ClientTable<C>>>;
+
+/// The key-registry actor on its arbiter, by the messages it takes.
+struct Registry {
+    admit: Recipient<Admit>,
+    replace: Recipient<ReplaceClients>,
+    bucket_count: Recipient<BucketCount>,
+    arbiter: ArbiterHandle,
+}
+
+impl Registry {
+    /// Starts the registry; with the in-process backend, also answers the
+    /// table it publishes the clients in, for the workers' own registries.
+    fn start<C>(
+        settings: &Settings,
+        clients: Vec<ClientPolicy>,
+        clock: C,
+        metrics: &Arc<Metrics>,
+    ) -> Result<(Registry, Published<C>), StartupError>
+    where
+        C: Clock + Clone + Send + Sync + Unpin + 'static,
+        C::Instant: Unpin,
+    {
+        let shared_limits = match &settings.rate_limit_backend {
+            RateLimitBackend::Memory => None,
+            RateLimitBackend::Redis(redis) => {
+                let client =
+                    redis::Client::open(redis.connection.clone()).map_err(CheckError::from)?;
+                let health = RedisHealth::new(
+                    metrics.rate_limit_backend_up.with_label_values(&["redis"]),
+                    redis.display(),
+                );
+                Some((client, redis.timeout, health))
+            }
+        };
+        // With the in-process backend each worker admits from the published
+        // clients on its own thread (keys::worker); Redis checks stay with the
+        // registry, next to its connection.
+        let table = shared_limits
+            .is_none()
+            .then(|| Arc::new(ClientTable::default()));
+        let published = table.clone();
+        let arbiter = Arbiter::new().handle();
+        let addr = KeyRegistry::start_in_arbiter(&arbiter, move |_| {
+            let registry = KeyRegistry::new(clients, clock);
+            let Some((client, timeout, health)) = shared_limits else {
+                return match published {
+                    Some(table) => registry.publishing_to(table),
+                    None => registry,
+                };
+            };
+            // The connection is made here, so it lives on this arbiter's
+            // runtime next to the actor that uses it.
+            match RedisLimiter::connect(client, timeout) {
+                Ok(limiter) => registry.with_redis(limiter, health),
+                Err(error) => {
+                    log::error!("rate limits: the Redis client could not be set up ({error}); this replica applies its in-process limits");
+                    registry
+                }
+            }
+        });
+        let registry = Registry {
+            admit: addr.clone().recipient(),
+            replace: addr.clone().recipient(),
+            bucket_count: addr.recipient(),
+            arbiter,
+        };
+        Ok((registry, table))
+    }
+}
+
+/// Everything that talks to Gemini: the pool (key pool, actors, admission
+/// control) and the re-check of refused keys.
+struct UpstreamSide {
+    pool: UpstreamPool,
+    recheck: Addr<KeyRecheck>,
+    recheck_arbiter: ArbiterHandle,
+}
+
+impl UpstreamSide {
+    fn start(settings: &Settings, metrics: &Arc<Metrics>) -> UpstreamSide {
+        let context = Arc::new(UpstreamContext {
+            base_url: settings.gemini_base_url.as_str().to_owned(),
+            keys: KeyPool::new(&settings.gemini_api_keys, metrics.clone()),
+            leak_guard: LeakGuard::new(&settings.gemini_api_keys),
+            metrics: metrics.clone(),
+            retry_budget: Default::default(),
+        });
+        let (recheck, recheck_arbiter) = recheck::start(
+            context.clone(),
+            settings.key_recheck_interval,
+            settings.upstream_connect_timeout,
+            settings.default_model.resource(),
+        );
+        let pool = UpstreamPool::start(
+            context,
+            settings.upstream_actors.map_or(0, NonZeroUsize::get),
+            settings.max_in_flight.get(),
+            settings.upstream_connect_timeout,
+        );
+        UpstreamSide {
+            pool,
+            recheck,
+            recheck_arbiter,
+        }
+    }
+}
+
+/// What every worker's state is made from.
+struct Shared<C: Clock + Clone> {
+    metrics: Arc<Metrics>,
+    /// The registry actor, for the Redis backend's admissions.
+    registry: Recipient<Admit>,
+    /// The published clients, for the in-process backend's per-worker registries.
+    table: Published<C>,
+    upstream: UpstreamPool,
+}
+
+/// The HTTP server on `listener`; its factory runs once per worker, on that
+/// worker's thread, and starts the worker's own actors there.
+fn serve<C>(
+    settings: &Settings,
+    listener: TcpListener,
+    options: Options,
+    shared: Shared<C>,
+) -> Result<Server, StartupError>
+where
+    C: Clock + Clone + Send + Sync + Unpin + 'static,
+    C::Instant: Unpin,
+{
+    let limits = RequestLimits {
+        max_body_bytes: settings.max_body_bytes.get(),
+        max_prompt_chars: settings.max_prompt_chars.get(),
+        default_model: settings.default_model.clone(),
+        upstream_timeout: settings.upstream_timeout,
+        client_stall_timeout: settings.client_stall_timeout,
+    };
+    let cors = settings.cors_allowed_origins.clone();
+    let mut server = HttpServer::new(move || {
+        let admission = match &shared.table {
+            Some(table) => worker::start_for_this_worker(table.clone()),
+            None => shared.registry.clone(),
+        };
+        let state = web::Data::new(AppState {
+            limits: limits.clone(),
+            metrics: shared.metrics.clone(),
+            admission,
+            upstream: shared.upstream.for_this_worker(),
+        });
+        create_app(state, &shared.metrics, &cors)
+    })
+    .workers(settings.workers.get())
+    // Bursts of new connections wait in the kernel instead of being dropped
+    // (the kernel caps this at net.core.somaxconn).
+    .backlog(LISTEN_BACKLOG)
+    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+    .client_request_timeout(CLIENT_HEADER_TIMEOUT)
+    // A client that closes its side has gone away: drop its handler, which
+    // cancels its upstream call, instead of finishing work nobody will read.
+    .h1_allow_half_closed(false)
+    // So a stream whose client stopped reading can be cut (routes::stream).
+    .on_connect(ClientSocket::record)
+    .listen(listener)?;
+    if !options.handle_signals {
+        server = server.disable_signals();
+    }
+    Ok(server.run())
 }
 
 /// A handle on a running service, cheap to clone.
@@ -317,33 +382,5 @@ impl AppControl {
     /// keys were tried.
     pub async fn bucket_count(&self) -> usize {
         self.bucket_count.send(BucketCount).await.unwrap_or(0)
-    }
-}
-
-fn cors_middleware(origins: &CorsOrigins) -> Cors {
-    let base = Cors::default()
-        .allowed_methods([http::Method::GET, http::Method::POST])
-        .allowed_headers([
-            http::header::CONTENT_TYPE,
-            http::header::AUTHORIZATION,
-            http::header::HeaderName::from_static("x-api-key"),
-            http::header::HeaderName::from_static("x-goog-api-key"),
-            http::header::HeaderName::from_static("x-request-id"),
-        ])
-        .expose_headers([
-            http::header::RETRY_AFTER,
-            http::header::HeaderName::from_static("x-request-id"),
-            http::header::HeaderName::from_static("ratelimit-limit"),
-            http::header::HeaderName::from_static("ratelimit-remaining"),
-            http::header::HeaderName::from_static("ratelimit-reset"),
-        ])
-        .max_age(3600);
-    match origins {
-        CorsOrigins::None => base,
-        // Any origin, never with credentials (actix-cors sends `*` only without them).
-        CorsOrigins::Any => base.send_wildcard().allow_any_origin(),
-        CorsOrigins::List(list) => list
-            .iter()
-            .fold(base, |cors, origin| cors.allowed_origin(origin)),
     }
 }

@@ -11,12 +11,7 @@
 use super::registry::{Admit, ClientTable};
 use actix::prelude::*;
 use governor::clock::Clock;
-use std::cell::RefCell;
 use std::sync::Arc;
-
-thread_local! {
-    static WORKER_REGISTRY: RefCell<Option<Recipient<Admit>>> = const { RefCell::new(None) };
-}
 
 /// Admits from the published clients. Sent `Admit` by the handlers of the
 /// worker it lives on.
@@ -36,13 +31,10 @@ impl<C: Clock + Clone + Unpin + 'static> Handler<Admit> for WorkerRegistry<C> {
     }
 }
 
-/// Starts this thread's worker registry (call from the App factory).
-pub fn start_for_this_worker<C: Clock + Clone + Unpin + 'static>(table: Arc<ClientTable<C>>) {
-    let addr = WorkerRegistry { table }.start();
-    WORKER_REGISTRY.with(|slot| *slot.borrow_mut() = Some(addr.recipient()));
-}
-
-/// This thread's worker registry, if it has one.
-pub fn local() -> Option<Recipient<Admit>> {
-    WORKER_REGISTRY.with(|slot| slot.borrow().clone())
+/// Starts a worker registry on the calling thread (an HTTP worker, from the
+/// App factory) and answers where to send that worker's admissions.
+pub fn start_for_this_worker<C: Clock + Clone + Unpin + 'static>(
+    table: Arc<ClientTable<C>>,
+) -> Recipient<Admit> {
+    WorkerRegistry { table }.start().recipient()
 }

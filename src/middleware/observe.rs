@@ -7,7 +7,7 @@
 use crate::errors::{ApiError, ErrorCode, ResponseCode, Shape};
 use crate::request_log::{RequestLog, SharedLog};
 use crate::routes::stream::StreamOutcome;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::upstream::relay::{StreamEnd, CANCELLED};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};

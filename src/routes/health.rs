@@ -2,7 +2,7 @@
 //! `GET /metrics` (the Prometheus exposition, unauthenticated like actix-web-prom's).
 
 use crate::errors::{ApiError, ErrorCode};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
 use actix_web::{web, HttpResponse, ResponseError};
 

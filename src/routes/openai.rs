@@ -4,7 +4,7 @@ use super::passthrough::{self, version, Target};
 use crate::auth::Surface;
 use crate::errors::{ApiError, ErrorCode};
 use crate::model_id::ModelId;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::upstream::stream_reader::Framing;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};

@@ -9,7 +9,7 @@ use crate::model_id::ModelId;
 use crate::request_log::RequestLog;
 use crate::routes::proxy::read_body;
 use crate::routes::stream::{RelayedStream, StreamOutcome};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::upstream::relay::StreamTimeouts;
 use crate::upstream::stream_reader::Framing;
 use crate::upstream::{Credential, Expect, KeyStyle, Reply, ReplyBody, UpstreamCall};

@@ -6,7 +6,7 @@ use crate::auth;
 use crate::errors::{ApiError, ErrorCode};
 use crate::proxy_request::{ProxyRequest, Target};
 use crate::request_log::RequestLog;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::upstream::gemini::generate_body;
 use crate::upstream::pipeline::failure_error;
 use crate::upstream::relay::StreamTimeouts;

@@ -19,4 +19,4 @@ pub mod stream_reader;
 pub use pipeline::{
     CallOutcome, Credential, Expect, KeyStyle, Reply, ReplyBody, UpstreamCall, UpstreamContext,
 };
-pub use pool::UpstreamPool;
+pub use pool::{Upstream, UpstreamPool};

@@ -9,18 +9,10 @@ use super::actor::{Call, UpstreamActor};
 use super::pipeline::{CallOutcome, UpstreamCall, UpstreamContext};
 use crate::errors::{ApiError, ErrorCode};
 use actix::prelude::*;
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-
-thread_local! {
-    /// The upstream actor of this HTTP worker's thread, when it has one: a
-    /// message to it never crosses threads, which on a busy core saves the
-    /// context switches a hop to a dedicated thread costs.
-    static WORKER_ACTOR: RefCell<Option<Addr<UpstreamActor>>> = const { RefCell::new(None) };
-}
 
 /// `Retry-After` when the pool is full: load sheds in about a second.
 const FULL_RETRY_AFTER_SECS: u64 = 1;
@@ -37,6 +29,7 @@ struct PoolInner {
     in_flight: AtomicUsize,
     max_in_flight: usize,
     context: Arc<UpstreamContext>,
+    connect_timeout: Duration,
 }
 
 /// One admitted call; releases its place when dropped, however the call ends.
@@ -52,8 +45,8 @@ impl Drop for Permit {
 impl UpstreamPool {
     /// Starts `actors` dedicated upstream actors, each on an arbiter (thread)
     /// of its own, used in turn. With none, each HTTP worker starts its own
-    /// actor on its own thread ([`UpstreamPool::start_worker_actor`]), the
-    /// default: it saves two thread hops per call (see README, Benchmarks).
+    /// actor on its own thread ([`UpstreamPool::for_this_worker`]), the
+    /// default: it saves two thread hops per call (docs/operations.md, Benchmarks).
     pub fn start(
         context: Arc<UpstreamContext>,
         actors: usize,
@@ -78,19 +71,53 @@ impl UpstreamPool {
                 in_flight: AtomicUsize::new(0),
                 max_in_flight,
                 context,
+                connect_timeout,
             }),
         }
     }
 
-    pub fn context(&self) -> &UpstreamContext {
+    pub fn context(&self) -> &Arc<UpstreamContext> {
         &self.inner.context
+    }
+
+    /// The calling HTTP worker's way to Gemini (call from the App factory):
+    /// the dedicated actors when there are some, else an actor started now on
+    /// this worker's thread, so a call never crosses threads — which on a busy
+    /// core saves the context switches a hop to another thread costs.
+    pub fn for_this_worker(&self) -> Upstream {
+        let local = self.inner.actors.is_empty().then(|| {
+            UpstreamActor::new(self.inner.context.clone(), self.inner.connect_timeout).start()
+        });
+        Upstream {
+            pool: self.inner.clone(),
+            local,
+        }
+    }
+
+    /// Stops the actors' threads (after the HTTP server has drained).
+    pub fn stop(&self) {
+        for arbiter in &self.inner.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// One HTTP worker's handle on the pool: its own actor, or the dedicated ones.
+pub struct Upstream {
+    pool: Arc<PoolInner>,
+    local: Option<Addr<UpstreamActor>>,
+}
+
+impl Upstream {
+    pub fn context(&self) -> &UpstreamContext {
+        &self.pool.context
     }
 
     /// A place in the pool, or the 503 that says the pool is full.
     fn admit(&self) -> Result<Permit, ApiError> {
-        let previous = self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        let permit = Permit(self.inner.clone());
-        if previous < self.inner.max_in_flight {
+        let previous = self.pool.in_flight.fetch_add(1, Ordering::AcqRel);
+        let permit = Permit(self.pool.clone());
+        if previous < self.pool.max_in_flight {
             Ok(permit)
         } else {
             Err(ApiError::new(
@@ -101,36 +128,30 @@ impl UpstreamPool {
         }
     }
 
-    /// Starts an upstream actor on the calling thread (an HTTP worker, from
-    /// the App factory); that worker's handlers use it instead of the pool.
-    pub fn start_worker_actor(&self, connect_timeout: Duration) {
-        let context = self.inner.context.clone();
-        let addr = UpstreamActor::new(context, connect_timeout).start();
-        WORKER_ACTOR.with(|slot| *slot.borrow_mut() = Some(addr));
-    }
-
-    /// The dedicated actors in turn when there are some, else this worker's.
+    /// This worker's actor, or the dedicated actors in turn.
     fn next_actor(&self) -> Option<(usize, Addr<UpstreamActor>)> {
-        let actors = &self.inner.actors;
-        if actors.is_empty() {
-            return WORKER_ACTOR
-                .with(|slot| slot.borrow().clone())
-                .map(|local| (0, local));
+        if let Some(local) = &self.local {
+            return Some((0, local.clone()));
         }
-        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % actors.len();
-        Some((index, actors[index].clone()))
+        let actors = &self.pool.actors;
+        let index = self.pool.next.fetch_add(1, Ordering::Relaxed) % actors.len().max(1);
+        actors.get(index).map(|actor| (index, actor.clone()))
     }
 
-    /// Makes a call on the next actor, or refuses at once with 503 when the
-    /// pool is full. A stream keeps its place in the pool until it ends.
-    /// Dropping the returned future cancels the call.
+    /// Makes a call on an actor, or refuses at once with 503 when the pool is
+    /// full. A stream keeps its place in the pool until it ends. Dropping the
+    /// returned future cancels the call.
     pub async fn call(&self, call: UpstreamCall) -> CallOutcome {
         let permit = match self.admit() {
             Ok(permit) => permit,
             Err(full) => return CallOutcome::refused(full),
         };
         let Some((index, actor)) = self.next_actor() else {
-            return no_actor();
+            // `for_this_worker` always gives a worker an actor.
+            return CallOutcome::refused(ApiError::new(
+                ErrorCode::InternalError,
+                "no upstream worker is available",
+            ));
         };
         // Held until this future completes or is dropped; dropping it tells the actor to stop.
         let (_cancel_on_drop, cancelled) = oneshot::channel::<()>();
@@ -143,13 +164,6 @@ impl UpstreamPool {
             .await;
         sent.unwrap_or_else(|error| actor_gone(index, error))
     }
-
-    /// Stops the actors' threads (after the HTTP server has drained).
-    pub fn stop(&self) {
-        for arbiter in &self.inner.arbiters {
-            arbiter.stop();
-        }
-    }
 }
 
 fn actor_gone(index: usize, error: MailboxError) -> CallOutcome {
@@ -157,14 +171,5 @@ fn actor_gone(index: usize, error: MailboxError) -> CallOutcome {
     CallOutcome::refused(ApiError::new(
         ErrorCode::InternalError,
         "the upstream worker stopped unexpectedly",
-    ))
-}
-
-/// A call made off the HTTP workers with no dedicated actors: a wiring bug.
-fn no_actor() -> CallOutcome {
-    log::error!("no upstream actor on this thread");
-    CallOutcome::refused(ApiError::new(
-        ErrorCode::InternalError,
-        "no upstream worker is available",
     ))
 }

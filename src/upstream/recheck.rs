@@ -51,7 +51,7 @@ impl Actor for KeyRecheck {
 }
 
 /// Re-checks every refused key now. Sent by the actor's own timer, and by
-/// [`crate::startup::AppControl`] for operators and tests; answers how many
+/// the application's control handle for operators and tests; answers how many
 /// keys came back.
 #[derive(Message)]
 #[rtype(result = "usize")]

@@ -5,7 +5,7 @@ use awc::http::Method;
 use bytes::Bytes;
 use gemini_proxy::mock::{MockConfig, MockGemini, RecordedRequest};
 use gemini_proxy::settings::Settings;
-use gemini_proxy::startup::{AppControl, Application};
+use gemini_proxy::startup::{AppControl, Application, Options};
 use governor::clock::FakeRelativeClock;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,6 +14,11 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Many servers share the test process: none of them handles signals.
+const IN_PROCESS: Options = Options {
+    handle_signals: false,
+};
 
 pub const CLIENT_KEY: &str = "client-key-0123456789abcdef";
 pub const SERVER_KEY: &str = "AIzaServerKey0123456789abcdefghijklmnop";
@@ -102,8 +107,8 @@ pub async fn spawn_app_with_clock(
     let settings = Settings::from_map(&settings).expect("valid settings");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let app = match clock {
-        Some(clock) => Application::build_with_clock(settings, listener, false, clock),
-        None => Application::build_with_listener(settings, listener, false),
+        Some(clock) => Application::build_with_clock(settings, listener, IN_PROCESS, clock),
+        None => Application::build_with_listener(settings, listener, IN_PROCESS),
     }
     .expect("app builds");
     let port = app.port();
