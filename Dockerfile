@@ -3,7 +3,10 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked --bin gemini-proxy
+# The workspace's other member (the mock Gemini) must be present for Cargo to
+# read the workspace; the image's binary is built without it (no `demo`).
+COPY crates ./crates
+RUN cargo build --release --locked --no-default-features --bin gemini-proxy
 
 # Run: one binary, as a non-root user, in a small image with CA certificates.
 FROM debian:bookworm-slim

@@ -6,6 +6,8 @@
 //! clients; the main thread keeps `IN_FLIGHT` `Admit` messages outstanding, as
 //! HTTP workers do, for `MESSAGES` messages in all. Keys cycle over known
 //! clients (with buckets too large to run dry) and some unknown keys.
+// A measurement script: a failure ends it with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use actix::prelude::*;
 use futures_util::stream::{FuturesUnordered, StreamExt};

@@ -40,7 +40,7 @@ wait_for_line() {
   echo "timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; return 1
 }
 
-cargo build --release --bins --quiet
+cargo build --release --workspace --bins --quiet
 
 random_key() { python3 -c "import secrets; print('$1' + secrets.token_urlsafe(24).replace('-', 'x').replace('_', 'y'))"; }
 KEYS=$(printf '{"main":"%s","limited":"%s","extra":"%s","own":"%s"}' \

@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 scripts/sdk-setup.sh
 # With the SDKs installed, their tests must run rather than skip.
 export REQUIRE_SDK_TESTS=1
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets

@@ -6,11 +6,9 @@
 pub mod app;
 pub mod auth;
 pub mod errors;
-pub mod fuzz_targets;
 pub mod keys;
 pub mod metrics;
 pub mod middleware;
-pub mod mock;
 pub mod model_id;
 pub mod proxy_request;
 pub mod request_log;

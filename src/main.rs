@@ -2,7 +2,6 @@
 
 use gemini_proxy::keys::file::load_clients;
 use gemini_proxy::keys::KeyHash;
-use gemini_proxy::mock::{MockConfig, MockGemini};
 use gemini_proxy::settings::Settings;
 use gemini_proxy::startup::Application;
 use gemini_proxy::telemetry;
@@ -25,8 +24,55 @@ commands:
 
 Settings come from the environment and a .env file (see README.md).";
 
-/// The client key the demo accepts.
-const DEMO_CLIENT_KEY: &str = "demo-key";
+/// `gemini-proxy demo`: the service in front of the bundled mock Gemini.
+#[cfg(feature = "demo")]
+mod demo {
+    use gemini_mock::{MockConfig, MockGemini};
+    use std::collections::HashMap;
+
+    /// The client key the demo accepts.
+    const DEMO_CLIENT_KEY: &str = "demo-key";
+
+    /// Starts the mock and points the settings at it.
+    pub async fn start(overrides: &mut HashMap<&str, String>) -> Result<MockGemini, String> {
+        let mock = MockGemini::start(MockConfig::default())
+            .await
+            .map_err(|e| format!("cannot start the mock Gemini: {e}"))?;
+        overrides.insert("GEMINI_BASE_URL", mock.base_url());
+        overrides.insert("GEMINI_API_KEY", "demo-server-key".into());
+        overrides.insert("API_KEYS", DEMO_CLIENT_KEY.into());
+        overrides.insert("KEYS_FILE", String::new());
+        if std::env::var("HOST").is_err() {
+            overrides.insert("HOST", "127.0.0.1".into());
+        }
+        Ok(mock)
+    }
+
+    pub fn announce(mock: &MockGemini, port: u16) {
+        log::info!(
+            "demo mode: Gemini is the bundled mock at {}",
+            mock.base_url()
+        );
+        println!(
+            "Try it:\n  curl -sS http://127.0.0.1:{port}/gemini-proxy -H 'X-API-KEY: {DEMO_CLIENT_KEY}' \
+             -H 'Content-Type: application/json' -d '{{\"prompt\": \"What is the capital of France?\"}}'"
+        );
+    }
+}
+
+/// Without the `demo` feature there is no mock to start.
+#[cfg(not(feature = "demo"))]
+mod demo {
+    use std::collections::HashMap;
+
+    pub struct NoMock;
+
+    pub async fn start(_: &mut HashMap<&str, String>) -> Result<NoMock, String> {
+        Err("this build has no demo".into())
+    }
+
+    pub fn announce(_: &NoMock, _: u16) {}
+}
 
 fn main() -> ExitCode {
     match dotenvy::dotenv() {
@@ -39,7 +85,13 @@ fn main() -> ExitCode {
     }
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => serve(false),
+        #[cfg(feature = "demo")]
         Some("demo") => serve(true),
+        #[cfg(not(feature = "demo"))]
+        Some("demo") => {
+            eprintln!("gemini-proxy: this build has no demo (built without the `demo` feature)");
+            ExitCode::FAILURE
+        }
         Some("hash-key") => hash_key(),
         Some("check-config") => check_config(),
         Some("version" | "--version" | "-V") => {
@@ -62,17 +114,7 @@ fn serve(demo: bool) -> ExitCode {
     let result = system.block_on(async move {
         let mut overrides: HashMap<&str, String> = HashMap::new();
         let mock = if demo {
-            let mock = MockGemini::start(MockConfig::default())
-                .await
-                .map_err(|e| format!("cannot start the mock Gemini: {e}"))?;
-            overrides.insert("GEMINI_BASE_URL", mock.base_url());
-            overrides.insert("GEMINI_API_KEY", "demo-server-key".into());
-            overrides.insert("API_KEYS", DEMO_CLIENT_KEY.into());
-            overrides.insert("KEYS_FILE", String::new());
-            if std::env::var("HOST").is_err() {
-                overrides.insert("HOST", "127.0.0.1".into());
-            }
-            Some(mock)
+            Some(demo::start(&mut overrides).await?)
         } else {
             None
         };
@@ -85,15 +127,14 @@ fn serve(demo: bool) -> ExitCode {
         .map_err(|e| format!("invalid setting {e}"))?;
         telemetry::init(&settings.log_level, settings.log_format);
         gemini_proxy::middleware::panics::install_quiet_panic_hook();
-        log::info!("gemini-proxy {} starting: {}", env!("CARGO_PKG_VERSION"), settings.summary());
+        log::info!(
+            "gemini-proxy {} starting: {}",
+            env!("CARGO_PKG_VERSION"),
+            settings.summary()
+        );
         let app = Application::build(settings).map_err(|e| e.to_string())?;
         if let Some(mock) = &mock {
-            log::info!("demo mode: Gemini is the bundled mock at {}", mock.base_url());
-            println!(
-                "Try it:\n  curl -sS http://127.0.0.1:{}/gemini-proxy -H 'X-API-KEY: {DEMO_CLIENT_KEY}' \
-                 -H 'Content-Type: application/json' -d '{{\"prompt\": \"What is the capital of France?\"}}'",
-                app.port()
-            );
+            demo::announce(mock, app.port());
         }
         app.run_until_stopped().await.map_err(|e| e.to_string())?;
         log::info!("stopped");

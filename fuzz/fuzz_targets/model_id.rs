@@ -1,4 +1,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| gemini_proxy::fuzz_targets::model_id(data));
+fuzz_target!(|data: &[u8]| gemini_proxy_fuzz_targets::model_id(data));

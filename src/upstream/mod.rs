@@ -15,6 +15,7 @@ pub mod recheck;
 pub mod relay;
 pub mod retry_budget;
 pub mod stream_reader;
+pub mod usage;
 
 pub use pipeline::{
     CallOutcome, Credential, Expect, KeyStyle, Reply, ReplyBody, UpstreamCall, UpstreamContext,

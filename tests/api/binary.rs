@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use awc::http::Method;
-use gemini_proxy::mock::{MockConfig, MockGemini};
+use gemini_mock::{MockConfig, MockGemini};
 use serde_json::json;
 use std::collections::HashMap;
 use std::process::ExitStatus;
@@ -23,30 +23,6 @@ async fn mock() -> MockGemini {
         .expect("mock starts")
 }
 
-/// Sends one request to the binary and reads the whole answer.
-async fn send(
-    address: &str,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: String,
-) -> TestResponse {
-    let mut request = client().request(method, format!("{address}{path}"));
-    for (name, value) in headers {
-        request = request.append_header((*name, *value));
-    }
-    let mut response = request
-        .send_body(body)
-        .await
-        .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
-    let body = response.body().await.expect("body reads");
-    TestResponse {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body,
-    }
-}
-
 /// `POST /gemini-proxy` with a client key, a request id and a JSON body.
 async fn proxy(
     address: &str,
@@ -54,7 +30,7 @@ async fn proxy(
     request_id: &str,
     body: serde_json::Value,
 ) -> TestResponse {
-    send(
+    send_to(
         address,
         Method::POST,
         "/gemini-proxy",
@@ -561,7 +537,7 @@ async fn the_demo_prints_a_curl_line_that_works_as_printed() {
         .map(|(body, _)| body)
         .unwrap_or_else(|| panic!("no -d body in: {curl}"));
 
-    let response = send(
+    let response = send_to(
         &app.address,
         Method::POST,
         "/gemini-proxy",

@@ -76,9 +76,7 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 /// its status, its head lower-cased, and its body. Panics if no answer comes in time.
 async fn raw_exchange(app: &TestApp, request: &[u8]) -> (u16, String, Bytes) {
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-            .await
-            .expect("connect");
+        let mut stream = connect(app.port).await;
         stream.write_all(request).await.expect("write");
         let mut received = Vec::new();
         read_response(&mut stream, &mut received)

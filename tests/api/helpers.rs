@@ -3,7 +3,8 @@
 
 use awc::http::Method;
 use bytes::Bytes;
-use gemini_proxy::mock::{MockConfig, MockGemini, RecordedRequest};
+pub use gemini_mock::testing::{client, connect, send_to, TestResponse};
+use gemini_mock::{MockConfig, MockGemini, RecordedRequest};
 use gemini_proxy::settings::Settings;
 use gemini_proxy::startup::{AppControl, Application, Options};
 use governor::clock::FakeRelativeClock;
@@ -33,30 +34,14 @@ pub struct TestApp {
     handle: actix_web::dev::ServerHandle,
 }
 
-/// A whole response, read so it can outlive the connection.
-#[derive(Debug)]
-pub struct TestResponse {
-    pub status: u16,
-    pub headers: awc::http::header::HeaderMap,
-    pub body: Bytes,
+/// The envelope checks of the service's own errors.
+pub trait EnvelopeExt {
+    /// The code of an error envelope, after checking the envelope's shape.
+    fn error_code(&self) -> String;
 }
 
-impl TestResponse {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The code of an error envelope, after checking the envelope's shape.
-    pub fn error_code(&self) -> String {
+impl EnvelopeExt for TestResponse {
+    fn error_code(&self) -> String {
         let body = self.json();
         assert_eq!(body["result"], "Failed", "{body}");
         let errors = body["errors"].as_array().expect("errors is an array");
@@ -70,6 +55,24 @@ impl TestResponse {
             .expect("code is a string")
             .to_owned()
     }
+}
+
+/// The service's error code in any of its three shapes (envelope, Google's
+/// `ErrorInfo.reason` of domain `gemini-proxy`, OpenAI's `error.code`); `None`
+/// for a body the service did not write.
+pub fn code_of(response: &TestResponse) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+    let code = if body["result"] == "Failed" {
+        body["errors"][0]["code"].as_str()
+    } else if let Some(details) = body["error"]["details"].as_array() {
+        details
+            .iter()
+            .find(|d| d["domain"] == "gemini-proxy")
+            .and_then(|d| d["reason"].as_str())
+    } else {
+        body["error"]["code"].as_str()
+    };
+    code.map(str::to_owned)
 }
 
 /// Settings every test starts from: loopback, one client key, one server key.
@@ -131,13 +134,6 @@ impl Drop for TestApp {
     }
 }
 
-pub fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .disable_redirects()
-        .finish()
-}
-
 impl TestApp {
     /// Sends any request and reads the whole answer.
     pub async fn request(
@@ -175,35 +171,6 @@ impl TestApp {
     /// Gemini calls the mock received (control routes excluded).
     pub fn upstream_requests(&self) -> Vec<RecordedRequest> {
         self.mock.requests()
-    }
-}
-
-/// Sends a request to any origin (the service or the mock itself) and reads
-/// the whole answer.
-pub async fn send_to(
-    origin: &str,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> TestResponse {
-    let mut request = client().request(method, format!("{origin}{path}"));
-    for (name, value) in headers {
-        request = request.append_header((*name, *value));
-    }
-    let mut response = request
-        .send_body(body.into())
-        .await
-        .unwrap_or_else(|e| panic!("request to {origin}{path} failed: {e}"));
-    let body = response
-        .body()
-        .limit(64 * 1024 * 1024)
-        .await
-        .expect("body reads");
-    TestResponse {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body,
     }
 }
 

@@ -111,12 +111,6 @@ impl std::fmt::Display for Reply {
     }
 }
 
-async fn connect(app: &TestApp) -> TcpStream {
-    TcpStream::connect(("127.0.0.1", app.port))
-        .await
-        .expect("connect")
-}
-
 /// Watches the connection for `linger` after an answer, or until it closes.
 async fn after_answer(stream: &mut TcpStream, mut received: Vec<u8>, linger: Duration) -> After {
     let mut buffer = [0u8; 4096];
@@ -166,7 +160,7 @@ async fn read_reply(stream: &mut TcpStream, limit: Duration, what: &str) -> Repl
 /// Writes `request` whole (a write the service cut short is fine) and reads
 /// what comes back.
 async fn exchange(app: &TestApp, request: &[u8], what: &str) -> Reply {
-    let mut stream = connect(app).await;
+    let mut stream = connect(app.port).await;
     let _ = stream.write_all(request).await;
     read_reply(&mut stream, ANSWER_LIMIT, what).await
 }
@@ -652,7 +646,7 @@ async fn trickle(
 
 /// Sends a valid head then `body` a byte every `gap`; what came back and when.
 async fn slow_body(app: &TestApp, body: &str, gap: Duration, limit: Duration) -> (Reply, Duration) {
-    let mut stream = connect(app).await;
+    let mut stream = connect(app.port).await;
     stream
         .write_all(proxy_head(&format!("Content-Length: {}\r\n", body.len())).as_bytes())
         .await
@@ -681,7 +675,7 @@ async fn slow_clients_hold_only_their_own_connections_and_a_slow_head_is_cut_off
             "a".repeat(100)
         );
         trickle(
-            connect(&app).await,
+            connect(app.port).await,
             head.into_bytes(),
             Duration::from_millis(500),
             HEADER_TIMEOUT + Duration::from_secs(3),
@@ -689,7 +683,7 @@ async fn slow_clients_hold_only_their_own_connections_and_a_slow_head_is_cut_off
         .await
     };
     let stalled = async {
-        let mut stream = connect(&app).await;
+        let mut stream = connect(app.port).await;
         stream
             .write_all(format!("{}{{\"prompt\":", proxy_head("Content-Length: 18\r\n")).as_bytes())
             .await
@@ -791,7 +785,7 @@ async fn a_body_sent_a_byte_every_half_second_is_answered_at_the_body_deadline()
 /// returns the answer, how many body bytes had been written when its first
 /// byte arrived, and how long after the head it came.
 async fn send_large(app: &TestApp, head: String, body: Vec<u8>) -> (Reply, usize, Duration) {
-    let stream = connect(app).await;
+    let stream = connect(app.port).await;
     let (mut reader, mut writer) = stream.into_split();
     writer
         .write_all(head.as_bytes())

@@ -924,7 +924,7 @@ fn the_binary_starts_without_the_default_keys_file() {
 async fn sighup_reloads_the_keys_file_of_the_running_binary() {
     const FIRST_KEY: &str = "first-key-0123456789";
     const SECOND_KEY: &str = "second-key-0123456789";
-    let mock = gemini_proxy::mock::MockGemini::start(Default::default())
+    let mock = gemini_mock::MockGemini::start(Default::default())
         .await
         .expect("mock starts");
     let keys = KeysDir::with_file("sighup", &client_entry("first", FIRST_KEY, ""));

@@ -1,5 +1,7 @@
 //! Integration tests: the real service on a loopback port, a mock Gemini behind it.
 //! One binary for all of them (faster to build and link than one per file).
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod binary;
 mod container;

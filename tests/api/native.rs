@@ -15,7 +15,7 @@ mod streaming;
 
 use crate::helpers::*;
 use awc::http::Method;
-use gemini_proxy::mock::RecordedRequest;
+use gemini_mock::RecordedRequest;
 
 /// The usual generateContent path, on the version most SDKs use.
 const GENERATE: &str = "/v1beta/models/gemini-2.5-flash:generateContent";

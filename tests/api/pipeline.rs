@@ -5,7 +5,7 @@
 
 use crate::helpers::*;
 use awc::http::Method;
-use gemini_proxy::mock::start_not_http;
+use gemini_mock::start_not_http;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -12,7 +12,7 @@
 
 use crate::helpers::*;
 use awc::http::Method;
-use gemini_proxy::mock::{MockConfig, MockGemini};
+use gemini_mock::{MockConfig, MockGemini};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -178,25 +178,16 @@ fn response_text(response: &TestResponse) -> String {
 }
 
 async fn send(address: &str, id: &str, call: &Call) -> TestResponse {
-    let mut request = client().request(call.method.clone(), format!("{address}{}", call.path));
-    request = request.append_header(("X-Request-Id", id));
-    for (name, value) in &call.headers {
-        request = request.append_header((name.as_str(), value.as_str()));
-    }
-    let mut response = request
-        .send_body(call.body.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{id} {}: {e}", call.path));
-    let body = response
-        .body()
-        .limit(64 * 1024 * 1024)
-        .await
-        .expect("body reads");
-    TestResponse {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body,
-    }
+    let mut headers: Vec<(&str, &str)> = vec![("X-Request-Id", id)];
+    headers.extend(call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    send_to(
+        address,
+        call.method.clone(),
+        &call.path,
+        &headers,
+        call.body.clone(),
+    )
+    .await
 }
 
 /// Sends `calls` all at once, numbering their request ids from `first`.
@@ -212,22 +203,6 @@ async fn send_all(address: &str, first: usize, calls: &[Call]) -> Vec<TestRespon
 /// The expected outcome of a call whose two runs race (a burst of 1): checked
 /// only by the set of codes the sweep reached.
 const EITHER: &str = "*";
-
-/// The SPEC code of an error body in any of the three shapes, if it is one.
-fn code_of(response: &TestResponse) -> Option<String> {
-    let body: Value = serde_json::from_slice(&response.body).ok()?;
-    let code = if body["result"] == "Failed" {
-        body["errors"][0]["code"].as_str()
-    } else if let Some(details) = body["error"]["details"].as_array() {
-        details
-            .iter()
-            .find(|d| d["domain"] == "gemini-proxy")
-            .and_then(|d| d["reason"].as_str())
-    } else {
-        body["error"]["code"].as_str()
-    };
-    code.map(str::to_owned)
-}
 
 /// The code of each answer, the `code=` of its access line and the
 /// per-client counter all say the same: the service's own errors carry their

@@ -5,8 +5,8 @@
 
 use crate::helpers::*;
 use awc::http::Method;
-use gemini_proxy::mock::{Exhaustion, KeyRefusal};
-use serde_json::{json, Value};
+use gemini_mock::{Exhaustion, KeyRefusal};
+use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -75,22 +75,6 @@ fn keys_used(app: &TestApp) -> Vec<String> {
 
 async fn gauge(app: &TestApp, family: &str, key: usize) -> Option<f64> {
     metric_value(&app.metrics().await, &format!("{family}{{key=\"{key}\"}}"))
-}
-
-/// The code the service gave, whatever the route's shape.
-fn code(response: &TestResponse) -> Option<String> {
-    let body: Value = serde_json::from_slice(&response.body).ok()?;
-    let code = if body["result"] == "Failed" {
-        body["errors"][0]["code"].as_str()
-    } else if let Some(details) = body["error"]["details"].as_array() {
-        details
-            .iter()
-            .find(|d| d["domain"] == "gemini-proxy")
-            .and_then(|d| d["reason"].as_str())
-    } else {
-        body["error"]["code"].as_str()
-    };
-    code.map(str::to_owned)
 }
 
 fn assert_no_piece_of_a_server_key(what: &str, response: &TestResponse) {
@@ -231,7 +215,7 @@ async fn when_every_server_key_is_suspended_each_surface_gets_upstream_auth_erro
             let what = format!("{what}, {refusal:?}");
             assert_eq!(response.status, 502, "{what}: {}", response.text());
             assert_eq!(
-                code(&response).as_deref(),
+                code_of(&response).as_deref(),
                 Some("UPSTREAM_AUTH_ERROR"),
                 "{what}"
             );
@@ -244,7 +228,7 @@ async fn when_every_server_key_is_suspended_each_surface_gets_upstream_auth_erro
             // The keys are out of rotation: the next request costs no call.
             let again = send_on(&app, &what).await;
             assert_eq!(
-                code(&again).as_deref(),
+                code_of(&again).as_deref(),
                 Some("UPSTREAM_AUTH_ERROR"),
                 "{what}"
             );
@@ -265,7 +249,7 @@ async fn a_quota_for_one_model_leaves_the_key_serving_the_others() {
     });
     let response = native(&app, NATIVE_PRO, contents("hello")).await;
     assert_eq!(response.status, 429, "{}", response.text());
-    assert_eq!(code(&response).as_deref(), Some("QUOTA_ERROR"));
+    assert_eq!(code_of(&response).as_deref(), Some("QUOTA_ERROR"));
     assert_eq!(response.header("retry-after"), Some("26"));
     assert_no_piece_of_a_server_key("a quota answer", &response);
 
@@ -282,7 +266,7 @@ async fn a_quota_for_one_model_leaves_the_key_serving_the_others() {
     }
     let calls = app.mock.request_count();
     let response = native(&app, NATIVE_PRO, contents("hello")).await;
-    assert_eq!(code(&response).as_deref(), Some("QUOTA_ERROR"));
+    assert_eq!(code_of(&response).as_deref(), Some("QUOTA_ERROR"));
     assert_eq!(
         app.mock.request_count(),
         calls,
@@ -402,7 +386,7 @@ async fn a_key_still_refused_stays_out_and_restoring_keeps_the_rests() {
     });
     let response = native(&app, NATIVE_PRO, contents("hello")).await;
     assert_eq!(
-        code(&response).as_deref(),
+        code_of(&response).as_deref(),
         Some("QUOTA_ERROR"),
         "{}",
         response.text()

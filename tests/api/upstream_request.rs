@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use awc::http::Method;
-use gemini_proxy::mock::RecordedRequest;
+use gemini_mock::RecordedRequest;
 use serde_json::{json, Value};
 
 /// A client's own Gemini key, sent as `api_key`.

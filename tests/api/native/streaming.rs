@@ -220,9 +220,7 @@ struct RawChunked {
 
 /// POSTs `BODY` to `path` on a fresh connection and reads until the server closes it.
 async fn raw_post(app: &TestApp, path: &str) -> RawChunked {
-    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-        .await
-        .expect("connects");
+    let mut socket = connect(app.port).await;
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nx-goog-api-key: {CLIENT_KEY}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{BODY}",

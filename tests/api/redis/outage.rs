@@ -7,7 +7,7 @@ use super::{
     KeysFile, BACKEND_UP, BURST, RPM,
 };
 use crate::helpers::{binary_env, leaked_fragments, metric_value, spawn_app_with, BinaryApp};
-use gemini_proxy::mock::{MockConfig, MockGemini};
+use gemini_mock::{MockConfig, MockGemini};
 use redis::AsyncCommands;
 use std::time::{Duration, Instant};
 

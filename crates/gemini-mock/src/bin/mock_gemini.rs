@@ -1,0 +1,95 @@
+//! `mock-gemini`: the offline Gemini mock as its own process, for benchmarks and demos
+//! where the proxy runs as a binary too. Configured by environment variables; prints one
+//! line with its address once bound (scripts wait for it), and runs until SIGINT/SIGTERM.
+//!
+//! MOCK_HOST (127.0.0.1), MOCK_PORT (8089; 0 picks a free port), MOCK_WORKERS (1),
+//! MOCK_FIRST_BYTE_DELAY_MS (0), MOCK_CHUNK_DELAY_MS (0), MOCK_CHUNKS (3),
+//! MOCK_CHUNK_TEXT_BYTES (unset: the answer split over the events),
+//! MOCK_SPLIT_USAGE (false; true cuts every usage object across two body chunks),
+//! MOCK_RECORD (true; false keeps memory flat under load).
+
+use std::io::{self, Write};
+use std::net::TcpListener;
+use std::str::FromStr;
+use std::time::Duration;
+
+use gemini_mock::{MockConfig, MockGemini};
+
+/// Parses an optional variable, failing start-up with a message that names it.
+fn var<T: FromStr>(name: &str, default: T) -> io::Result<T> {
+    match std::env::var(name) {
+        Ok(raw) if !raw.trim().is_empty() => raw.trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name}={raw:?} is not a valid value"),
+            )
+        }),
+        _ => Ok(default),
+    }
+}
+
+/// Like `var`, for a setting whose absence means "off".
+fn optional<T: FromStr>(name: &str) -> io::Result<Option<T>> {
+    match std::env::var(name) {
+        Ok(raw) if !raw.trim().is_empty() => raw.trim().parse().map(Some).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name}={raw:?} is not a valid value"),
+            )
+        }),
+        _ => Ok(None),
+    }
+}
+
+fn flag(name: &str, default: bool) -> io::Result<bool> {
+    match std::env::var(name) {
+        Ok(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+            "" => Ok(default),
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name}={raw:?}: use true or false"),
+            )),
+        },
+        Err(_) => Ok(default),
+    }
+}
+
+fn config() -> io::Result<MockConfig> {
+    Ok(MockConfig {
+        first_byte_delay: Duration::from_millis(var("MOCK_FIRST_BYTE_DELAY_MS", 0)?),
+        chunk_delay: Duration::from_millis(var("MOCK_CHUNK_DELAY_MS", 0)?),
+        chunks: var("MOCK_CHUNKS", 3)?,
+        chunk_text_bytes: optional("MOCK_CHUNK_TEXT_BYTES")?,
+        split_usage: flag("MOCK_SPLIT_USAGE", false)?,
+        record: flag("MOCK_RECORD", true)?,
+        ..MockConfig::default()
+    })
+}
+
+async fn shutdown_signal() -> io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[actix_rt::main]
+async fn main() -> io::Result<()> {
+    let host: String = var("MOCK_HOST", "127.0.0.1".to_owned())?;
+    let port: u16 = var("MOCK_PORT", 8089)?;
+    let workers: usize = var("MOCK_WORKERS", 1)?;
+    let config = config()?;
+    let listener = TcpListener::bind((host.as_str(), port))?;
+    let mock = MockGemini::start_on(listener, config, workers).await?;
+    {
+        let mut out = io::stdout().lock();
+        writeln!(out, "mock-gemini listening on {}", mock.base_url())?;
+        out.flush()?;
+    }
+    shutdown_signal().await?;
+    mock.stop().await;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! An offline stand-in for generativelanguage.googleapis.com.
+//!
+//! The proxy's tests, its demo mode and its benchmarks need an upstream that answers like
+//! Google's — the same bodies, error shapes, SSE framing and auth rules — and that can be
+//! told to fail in every way the real one does (gemini-api.md §10). Scenarios are picked
+//! per request (`x-mock-scenario`, a `mock-<name>` model, or a `[mock:<name>]` prompt), so
+//! one mock serves a whole suite; `/__mock/*` routes expose the record and counters to a
+//! mock running as a separate process.
+//!
+//! What the caller's key and project are allowed is configuration, changeable while the
+//! mock runs: keys refused outright (`key_refusals`, judged on every route) and quotas
+//! that ran out per key and model (`exhausted`), because a proxy sharing keys must tell
+//! a dead key from a spent model quota and from a refused request. `start_not_http`
+//! gives a port that does not speak HTTP at all.
+//!
+//! Known limits:
+//! - No file upload routes, and no files or cached contents are held: every
+//!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403.
+//! - Quotas are switched on and off, never counted: no request or token is metered,
+//!   and nothing resets at midnight Pacific time.
+//! - Key-level bodies always name project 123456789012; only CONSUMER_SUSPENDED and
+//!   SERVICE_DISABLED of the 403 reasons are reproduced (no API_KEY_*_BLOCKED,
+//!   BILLING_DISABLED), and no rate limit follows the source IP.
+//! - With `chunk_text_bytes`, events of a non-ASCII prompt can be a few bytes off the
+//!   size (cuts never split a character).
+//! - `split_usage` applies to normal deliveries only: the transport scenarios (trickle,
+//!   cuts, truncation) slice the body their own way.
+//! - No gzip; recorded headers come sorted by name (actix does not keep arrival order
+//!   across names).
+
+mod answer;
+mod auth;
+mod bodies;
+mod catalogue;
+mod control;
+mod deliver;
+mod errors;
+mod events;
+mod handler;
+mod not_http;
+mod openai;
+mod refusal;
+mod reply;
+mod request;
+mod resources;
+mod route;
+mod scenario;
+mod split;
+mod state;
+mod stream;
+pub mod testing;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+
+pub use not_http::{start_not_http, NotHttpUpstream};
+pub use refusal::KeyRefusal;
+pub use state::RecordedRequest;
+use state::Shared;
+
+/// Request bodies the mock accepts; well above any prompt a test sends.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// How the mock behaves when a request names no scenario.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// None = any non-empty key is accepted; Some(set) = only these keys, others get the
+    /// API_KEY_INVALID 400 body.
+    pub accepted_keys: Option<HashSet<String>>,
+    /// Keys Gemini refuses outright, on every route (models.get included), before any
+    /// other check but a missing key. Removing a key makes it accepted again.
+    pub key_refusals: HashMap<String, KeyRefusal>,
+    /// Keys whose quota is exhausted: every model call with them answers the 429
+    /// RESOURCE_EXHAUSTED body of a per-minute violation for the request's model.
+    pub exhausted_keys: HashSet<String>,
+    /// Quotas that ran out, per key and model: a model call matching an entry answers
+    /// 429 with that entry's violation. The first matching entry wins.
+    pub exhausted: Vec<Exhaustion>,
+    /// RetryInfo `retryDelay` of 429 answers, as Gemini writes it ("26s", "1.5s");
+    /// None = omit RetryInfo. Default "26s", from a real capture.
+    pub retry_delay: Option<String>,
+    /// Before response headers.
+    pub first_byte_delay: Duration,
+    /// Between stream events.
+    pub chunk_delay: Duration,
+    /// Stream events per streamed answer.
+    pub chunks: usize,
+    /// Text bytes in each stream event (SSE, JSON array and OpenAI streams): the answer
+    /// padded with filler words. `None` splits the answer over the events. With
+    /// `chunks` 5000 and 16384 here a stream is about 80 MB, for tests of clients that
+    /// stop reading. Per request: `x-mock-chunk-text-bytes`.
+    pub chunk_text_bytes: Option<usize>,
+    /// Cut every usage object (`usageMetadata`, OpenAI's `usage`) across two body chunks
+    /// with a short pause between them, so a proxy that counts tokens from the bytes it
+    /// relays sees the usage arrive in two reads. The bytes are unchanged; a unary answer
+    /// that carries usage then goes out chunked. Per request: `x-mock-split-usage: 1`
+    /// (or `0` to turn it off).
+    pub split_usage: bool,
+    /// Record requests; off for benchmarks, so memory does not grow.
+    pub record: bool,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            accepted_keys: None,
+            key_refusals: HashMap::new(),
+            exhausted_keys: HashSet::new(),
+            exhausted: Vec::new(),
+            retry_delay: Some("26s".to_owned()),
+            first_byte_delay: Duration::ZERO,
+            chunk_delay: Duration::ZERO,
+            chunks: 3,
+            chunk_text_bytes: None,
+            split_usage: false,
+            record: true,
+        }
+    }
+}
+
+/// One exhausted quota. Gemini counts quotas per project and per model, so a 429 for
+/// one model says nothing about the key's other models.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exhaustion {
+    /// The key whose quota ran out; `None` = every key.
+    pub key: Option<String>,
+    /// The model id, with or without `models/`; `None` = every model.
+    pub model: Option<String>,
+    /// A per-day violation (it resets at midnight Pacific time) rather than per-minute.
+    pub per_day: bool,
+}
+
+/// A running mock. Dropping it leaves the server running; `stop` stops it.
+pub struct MockGemini {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    handle: ServerHandle,
+}
+
+impl MockGemini {
+    /// Binds 127.0.0.1 on a free port and starts serving on the current runtime.
+    pub async fn start(config: MockConfig) -> std::io::Result<MockGemini> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        Self::start_on(listener, config, 1).await
+    }
+
+    /// Serves on an already-bound listener with `workers` worker threads (at least 1).
+    pub async fn start_on(
+        listener: TcpListener,
+        config: MockConfig,
+        workers: usize,
+    ) -> std::io::Result<MockGemini> {
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(config, format!("http://{addr}")));
+        let data = web::Data::from(Arc::clone(&shared));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(MAX_BODY))
+                .configure(routes)
+        })
+        .workers(workers.max(1))
+        // The owner of the mock (a test, or the binary) decides when it stops.
+        .disable_signals()
+        // A client that closes its side has given up: drop the handler, so `hang` and
+        // slow answers end and `in_flight` falls, as an upstream would cancel the call.
+        .h1_allow_half_closed(false)
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        log::info!("mock-gemini listening on http://{addr}");
+        Ok(MockGemini {
+            shared,
+            addr,
+            handle,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Recorded upstream-route requests, oldest first (never `/__mock/*` control calls).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests()
+    }
+
+    /// Upstream-route requests received, counted even when recording is off.
+    pub fn request_count(&self) -> usize {
+        self.shared.stats().request_count
+    }
+
+    /// Clears the record, the counters and the `flaky-N` and `fail-half` call counts.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    pub fn update_config(&self, f: impl FnOnce(&mut MockConfig)) {
+        self.shared.update_config(f);
+    }
+
+    /// Requests whose handler or response body is still running.
+    pub fn in_flight(&self) -> usize {
+        self.shared.stats().in_flight
+    }
+
+    /// Streamed bodies dropped before their planned end (the client went away).
+    pub fn streams_cancelled(&self) -> usize {
+        self.shared.stats().streams_cancelled
+    }
+
+    /// Streamed bodies that reached their planned end (a planned failure counts as an end).
+    pub fn streams_completed(&self) -> usize {
+        self.shared.stats().streams_completed
+    }
+
+    /// Stops accepting and drops open connections without waiting for them.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/__mock/requests", web::get().to(control::requests))
+        .route("/__mock/reset", web::post().to(control::reset))
+        .route("/__mock/config", web::post().to(control::config))
+        .route("/__mock/stats", web::get().to(control::stats))
+        .route(
+            "/__mock/redirect-target",
+            web::route().to(handler::redirect_target),
+        )
+        .default_service(web::to(handler::upstream));
+}

@@ -1,0 +1,186 @@
+//! Unit tests of `settings`, kept apart so the module itself stays short.
+
+use super::*;
+
+fn parse(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    let map = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::from_map(&map)
+}
+
+#[test]
+fn defaults_match_the_spec() {
+    let s = parse(&[]).unwrap();
+    assert_eq!(s.host, "0.0.0.0");
+    assert_eq!(s.port, 5001);
+    assert_eq!(s.default_model.name(), "gemini-2.5-flash");
+    assert_eq!(
+        s.gemini_base_url.as_str(),
+        "https://generativelanguage.googleapis.com"
+    );
+    assert_eq!(s.max_prompt_chars.get(), 10_000);
+    assert_eq!(s.max_body_bytes.get(), 262_144);
+    assert_eq!(s.upstream_timeout, Duration::from_secs(120));
+    assert_eq!(s.upstream_connect_timeout, Duration::from_secs(5));
+    assert_eq!(s.cors_allowed_origins, CorsOrigins::None);
+    assert_eq!(s.log_format, LogFormat::Text);
+    assert!(!s.keys_file.required);
+}
+
+#[test]
+fn a_bad_value_names_its_variable() {
+    for (pairs, variable) in [
+        (vec![("PORT", "eighty")], "PORT"),
+        (vec![("PORT", "70000")], "PORT"),
+        (vec![("MAX_PROMPT_CHARS", "0")], "MAX_PROMPT_CHARS"),
+        (
+            vec![("UPSTREAM_TIMEOUT_SECS", "-1")],
+            "UPSTREAM_TIMEOUT_SECS",
+        ),
+        (vec![("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+        (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+        (vec![("GEMINI_BASE_URL", "ftp://x")], "GEMINI_BASE_URL"),
+        (vec![("GEMINI_BASE_URL", "not a url")], "GEMINI_BASE_URL"),
+        (vec![("DEFAULT_MODEL", "../x")], "DEFAULT_MODEL"),
+        (
+            vec![("CORS_ALLOWED_ORIGINS", "*,https://a.b")],
+            "CORS_ALLOWED_ORIGINS",
+        ),
+        (
+            vec![("CORS_ALLOWED_ORIGINS", "example.com")],
+            "CORS_ALLOWED_ORIGINS",
+        ),
+        (vec![("API_KEYS", "a,,b")], "API_KEYS"),
+    ] {
+        let err = parse(&pairs).expect_err("should be refused");
+        assert_eq!(err.variable, variable, "{pairs:?}: {err}");
+    }
+}
+
+#[test]
+fn errors_and_summaries_never_show_a_secret() {
+    let err = parse(&[("GEMINI_API_KEY", "AIzaSECRETSECRET,AIzaSECRETSECRET")])
+        .err()
+        .unwrap();
+    assert!(!err.to_string().contains("SECRET"), "{err}");
+    let s = parse(&[
+        ("GEMINI_API_KEY", "AIzaSECRET1,AIzaSECRET2"),
+        ("API_KEYS", "client-SECRET"),
+    ])
+    .unwrap();
+    assert_eq!(s.gemini_api_keys.len(), 2);
+    assert!(!s.summary().contains("SECRET"), "{}", s.summary());
+    assert!(!format!("{s:?}").contains("SECRET"));
+}
+
+#[test]
+fn the_rate_limit_backend_is_memory_unless_redis_is_asked_for() {
+    let s = parse(&[]).unwrap();
+    assert!(matches!(s.rate_limit_backend, RateLimitBackend::Memory));
+    // REDIS_URL alone does not switch backends.
+    let s = parse(&[("REDIS_URL", "redis://127.0.0.1:6379")]).unwrap();
+    assert!(matches!(s.rate_limit_backend, RateLimitBackend::Memory));
+    let s = parse(&[
+        ("RATE_LIMIT_BACKEND", "redis"),
+        ("REDIS_URL", "redis://cache.internal:6380/2"),
+    ])
+    .unwrap();
+    let RateLimitBackend::Redis(redis) = &s.rate_limit_backend else {
+        panic!("expected redis: {s:?}");
+    };
+    assert_eq!(redis.timeout, Duration::from_millis(5), "the default");
+    assert_eq!(redis.display(), "redis://cache.internal:6380/2");
+}
+
+#[test]
+fn redis_settings_are_refused_with_the_variable_named() {
+    for (pairs, variable) in [
+        (
+            vec![("RATE_LIMIT_BACKEND", "memcached")],
+            "RATE_LIMIT_BACKEND",
+        ),
+        (vec![("RATE_LIMIT_BACKEND", "redis")], "REDIS_URL"),
+        (
+            vec![("RATE_LIMIT_BACKEND", "redis"), ("REDIS_URL", "http://x")],
+            "REDIS_URL",
+        ),
+        (
+            vec![
+                ("RATE_LIMIT_BACKEND", "redis"),
+                ("REDIS_URL", "redis://h/not-a-db"),
+            ],
+            "REDIS_URL",
+        ),
+        (
+            vec![
+                ("RATE_LIMIT_BACKEND", "redis"),
+                ("REDIS_URL", "rediss://h:6380"),
+            ],
+            "REDIS_URL",
+        ),
+        (vec![("REDIS_TIMEOUT_MS", "0")], "REDIS_TIMEOUT_MS"),
+        (vec![("REDIS_TIMEOUT_MS", "5000")], "REDIS_TIMEOUT_MS"),
+        (vec![("REDIS_TIMEOUT_MS", "fast")], "REDIS_TIMEOUT_MS"),
+    ] {
+        let err = parse(&pairs).expect_err("should be refused");
+        assert_eq!(err.variable, variable, "{pairs:?}: {err}");
+    }
+}
+
+#[test]
+fn a_redis_password_is_never_shown() {
+    let secret = "PASSWORD-SECRET";
+    for url in [
+        format!("redis://:{secret}@cache.internal:6379/0"),
+        format!("redis://user:{secret}@cache.internal"),
+        format!("unix:///run/redis.sock?pass={secret}"),
+    ] {
+        let s = parse(&[
+            ("RATE_LIMIT_BACKEND", "redis"),
+            ("REDIS_URL", &url),
+            ("REDIS_TIMEOUT_MS", "20"),
+        ])
+        .unwrap();
+        let summary = s.summary();
+        assert!(!summary.contains(secret), "{summary}");
+        assert!(summary.contains("(password masked)"), "{summary}");
+        assert!(summary.contains("redis_timeout=20ms"), "{summary}");
+        assert!(!format!("{s:?}").contains(secret));
+    }
+    for url in [
+        format!("redis://:{secret}@h/x"),
+        format!("rediss://:{secret}@h"),
+        secret.to_owned(),
+        format!("redis://:{secret}@0.0.0.0"),
+    ] {
+        let err = parse(&[("RATE_LIMIT_BACKEND", "redis"), ("REDIS_URL", &url)])
+            .expect_err("should be refused");
+        assert!(!err.to_string().contains(secret), "{err}");
+    }
+}
+
+#[test]
+fn rust_log_wins_over_log_level() {
+    let s = parse(&[("RUST_LOG", "gemini_proxy=trace"), ("LOG_LEVEL", "loud")]).unwrap();
+    assert_eq!(s.log_level, LogLevel::Filter("gemini_proxy=trace".into()));
+}
+
+#[test]
+fn cors_accepts_a_list_or_a_star() {
+    let s = parse(&[(
+        "CORS_ALLOWED_ORIGINS",
+        "https://a.example, http://localhost:3000/",
+    )])
+    .unwrap();
+    assert_eq!(
+        s.cors_allowed_origins,
+        CorsOrigins::List(vec![
+            "https://a.example".into(),
+            "http://localhost:3000".into()
+        ])
+    );
+    let s = parse(&[("CORS_ALLOWED_ORIGINS", "*")]).unwrap();
+    assert_eq!(s.cors_allowed_origins, CorsOrigins::Any);
+}
