@@ -80,6 +80,10 @@ pub struct Query {
 /// Reads the query: only `alt`, `pageSize` and `pageToken` are kept; `alt` is
 /// `sse` or `json`, given at most once.
 pub fn query(raw: &str) -> Result<Query, ApiError> {
+    // What the SDKs send on every unary call.
+    if raw.is_empty() {
+        return Ok(Query::default());
+    }
     let invalid = |why: &str| ApiError::new(ErrorCode::InvalidRequest, why.to_owned());
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(raw).map_err(|_| invalid("the query string is malformed"))?;

@@ -384,10 +384,11 @@ async fn attempt(
                 Err(failure) => return failed(failure),
             },
         };
-        let tokens = if call.counts_tokens {
-            unary_tokens(&body)
-        } else {
-            None
+        let tokens = match (&answer, call.counts_tokens) {
+            // Already read with the answer: no second pass over the body.
+            (Some(answer), true) => Some(Tokens::from(answer.usage)),
+            (None, true) => unary_tokens(&body),
+            (_, false) => None,
         };
         return Attempt::Success(Reply {
             status,

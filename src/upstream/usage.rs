@@ -75,3 +75,14 @@ impl Tokens {
         })
     }
 }
+
+impl From<super::gemini::UsageMetadata> for Tokens {
+    fn from(usage: super::gemini::UsageMetadata) -> Tokens {
+        Tokens {
+            prompt: usage.prompt_token_count,
+            response: usage.candidates_token_count,
+            thoughts: usage.thoughts_token_count,
+            total: usage.total_token_count,
+        }
+    }
+}
