@@ -51,7 +51,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 UP_FAST=$(free_port); UP_SLOW=$(free_port); UP_SECOND=$(free_port); FLOOR=$(free_port); PROXY=$(free_port)
 
-# A real-sized generateContent answer (gemini-api.md §2.2), and a 3-event SSE stream.
+# A real-sized generateContent answer (docs/gemini-wire.md#generatecontent), and a 3-event SSE stream.
 ANSWER='{"candidates": [{"content": {"parts": [{"text": "The capital of France is Paris."}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 7,"totalTokenCount": 15},"modelVersion": "gemini-2.5-flash","responseId": "IZI2acSKMoWl0-kPmYj2yQc"}'
 EVENT1='data: {"candidates": [{"content": {"parts": [{"text": "The capital"}],"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 2,"totalTokenCount": 10},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
 EVENT2='data: {"candidates": [{"content": {"parts": [{"text": " of France is"}],"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 5,"totalTokenCount": 13},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'

@@ -31,7 +31,7 @@ pub enum Surface {
     OpenAi,
 }
 
-/// The keys a pass-through request carries (SPEC §3).
+/// The keys a pass-through request carries (docs/api.md#authentication-on-the-native-and-openai-paths).
 pub struct SdkKeys {
     /// The key that identifies the client to this service.
     pub client_key: Option<String>,

@@ -22,7 +22,7 @@ commands:
   version        print the version
   help           print this text
 
-Settings come from the environment and a .env file (see README.md).";
+Settings come from the environment and a .env file (see docs/configuration.md).";
 
 /// `gemini-proxy demo`: the service in front of the bundled mock Gemini.
 #[cfg(feature = "demo")]

@@ -112,7 +112,7 @@ impl Metrics {
         let mut metrics = Metrics {
             client_requests: counter(
                 "gemini_proxy_client_requests_total",
-                "Requests by client name and outcome code (OK or a SPEC code)",
+                "Requests by client name and outcome code (OK or an error code)",
                 &["client", "code"],
             )?,
             rate_limited: counter(

@@ -1,6 +1,6 @@
 //! Model ids, validated once, so that nothing a client sends can change the upstream path.
 //!
-//! The grammar is gemini-api.md §6: `[models/]<id>` where the id is lower-case
+//! The grammar is docs/gemini-wire.md#model-ids: `[models/]<id>` where the id is lower-case
 //! alphanumeric runs joined by single `.` or `-`, or `tunedModels/<name>` with the
 //! tuned-model name grammar. Anything else (`/`, `..`, `:`, `?`, `#`, `%`,
 //! whitespace, upper case) is refused.

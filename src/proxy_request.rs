@@ -1,4 +1,4 @@
-//! The body of `POST /gemini-proxy`: parsed once, checked in SPEC §2's order,
+//! The body of `POST /gemini-proxy`: parsed once, checked in the documented order (docs/api.md#check-order),
 //! with an error that says exactly what to fix.
 
 use crate::errors::{ApiError, ErrorCode};
@@ -44,7 +44,7 @@ pub enum Target<'a> {
     },
 }
 
-/// What is wrong with a body; each variant maps to one SPEC code.
+/// What is wrong with a body; each variant maps to one error code.
 #[derive(Debug, thiserror::Error)]
 pub enum ValidationError {
     #[error("the request body must be a JSON object")]

@@ -171,7 +171,7 @@ impl Application {
         }
     }
 
-    /// Serves until stopped (SIGTERM/SIGINT drain in-flight requests first).
+    /// Serves until stopped (SIGTERM drains in-flight requests first).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.upstream.pool.stop();

@@ -1,4 +1,4 @@
-//! The keys file (`KEYS_FILE`, SPEC §1): clients, their keys (or key hashes),
+//! The keys file (`KEYS_FILE`, docs/keys-file.md): clients, their keys (or key hashes),
 //! limits and permissions, merged with the `API_KEYS` clients.
 //!
 //! Every refusal names the file, the line or the entry's name (never its key),

@@ -37,7 +37,7 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// SPEC §1: 60 requests a minute with a burst of 10 when nothing says otherwise.
+    /// docs/keys-file.md#fields: 60 requests a minute with a burst of 10 when nothing says otherwise.
     fn default() -> Self {
         Limits {
             requests_per_minute: NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN),
@@ -89,7 +89,7 @@ impl From<PolicyError> for crate::errors::ApiError {
 }
 
 impl ClientPolicy {
-    /// Checks a call against this client's policy, in the contract's order
+    /// Checks a call against this client's policy, in the documented order (docs/api.md#check-order)
     /// (own key, then model), for every route alike: `own_key` is the Gemini
     /// key the client sent, if any; `model` the id (without `models/`) the
     /// call uses, if any. Answers the client's own key as the header value to

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 const DEBOUNCE: Duration = Duration::from_millis(300);
 /// Longest wait from the first change event to the reload: a directory that is
 /// never quiet (another file written constantly) must not hold back the reload
-/// SPEC §1 promises within 5 s.
+/// docs/keys-file.md#reload promises within 5 s.
 const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 /// Where the clients come from, and who must learn of a new set.

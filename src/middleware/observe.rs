@@ -107,7 +107,7 @@ pub async fn observe(
     shared.0.borrow_mut().request_id = request_id.clone();
     req.extensions_mut().insert(shared.clone());
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let _in_flight = state.as_ref().map(|s| InFlight::enter(s));
+    let in_flight = state.as_ref().map(|s| InFlight::enter(s));
     let mut unfinished = Unfinished {
         log: shared.clone(),
         state: state.clone(),
@@ -195,6 +195,8 @@ pub async fn observe(
         // A stream's outcome is known only at its end.
         drop(log);
         let pending = PendingRecord {
+            // A stream is in flight until it ends, not when its head is sent.
+            _in_flight: in_flight,
             state,
             log: shared,
             started,
@@ -235,6 +237,7 @@ fn head_size(req: &ServiceRequest) -> usize {
 
 /// What the access line of a stream needs once the stream ends.
 struct PendingRecord {
+    _in_flight: Option<InFlight>,
     state: Option<web::Data<AppState>>,
     log: SharedLog,
     started: Instant,

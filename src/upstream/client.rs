@@ -1,11 +1,11 @@
 //! The HTTP client each upstream actor owns, with every awc default that is wrong
-//! for an LLM proxy set deliberately (STACK.md trap 3).
+//! for an LLM proxy set deliberately (docs/architecture.md#awcs-defaults-are-wrong-for-an-llm-proxy).
 
 use awc::{Client, Connector};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-/// Unary bodies above this are refused as `UPSTREAM_ERROR` (SPEC §5).
+/// Unary bodies above this are refused as `UPSTREAM_ERROR` (docs/upstream.md#retries-and-deadlines).
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 /// Idle keep-alive connections are closed after this; Google's front end keeps
 /// idle connections for longer, so ours is the one that decides.
@@ -14,7 +14,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(60);
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Installs ring as rustls' crypto provider once per process; awc's rustls
-/// features enable none, and building a client without one panics (STACK.md trap 1).
+/// features enable none, and building a client without one panics (docs/architecture.md#the-tls-crypto-provider).
 pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -30,7 +30,7 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    // Set here, not with max_http_version(), which would replace this config (trap 2).
+    // Set here, not with max_http_version(), which would replace this config (docs/architecture.md#alpn-in-our-own-rustls-config).
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }

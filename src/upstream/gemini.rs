@@ -1,5 +1,5 @@
 //! Gemini's generateContent wire format: the request the service builds and the
-//! parts of the answer it reads (gemini-api.md §2).
+//! parts of the answer it reads (docs/gemini-wire.md#generatecontent).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -9,16 +9,16 @@
 //! failure is never relayed: the client gets the service's own error.
 
 use super::classify::{self, Answer, Failure, KeyOwner, KeyVerdict};
-use super::client::MAX_RESPONSE_BYTES;
+use super::exchange::{attempt, Attempt, ErrorAnswer, Plan};
 use super::key_pool::{KeyPool, NoKey};
 use super::leak_guard::LeakGuard;
 use super::pool::Permit;
-use super::relay::{self, Relay, StreamTimeouts, TokenSink};
+use super::relay::{Relay, StreamTimeouts};
 use super::retry_budget::RetryBudget;
-use super::stream_reader::{unary_tokens, Framing, StreamReader, Tokens};
+use super::stream_reader::{Framing, Tokens};
 use crate::errors::{whole_seconds_up, ApiError, ErrorCode};
 use crate::metrics::Metrics;
-use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
+use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::{Method, StatusCode};
 use awc::Client;
 use bytes::Bytes;
@@ -31,11 +31,6 @@ pub const MAX_RETRIES: u32 = 2;
 /// which spreads a burst of failed clients instead of retrying them in step.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
-/// Error bodies are read whole to classify them; Gemini's are small.
-const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
-/// Response headers passed back to the client; everything else is hop-by-hop
-/// or Google-internal.
-const PASSED_RESPONSE_HEADERS: &[&str] = &["content-type", "retry-after", "server-timing"];
 /// `Retry-After` of an `UPSTREAM_UNAVAILABLE` the service gives up on.
 const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
 
@@ -147,23 +142,6 @@ impl CallOutcome {
     }
 }
 
-/// The result of one attempt.
-enum Attempt {
-    Success(Reply),
-    /// A failed attempt; `answer` is Gemini's error answer, if it sent one.
-    Failure {
-        failure: Failure,
-        answer: Option<ErrorAnswer>,
-    },
-}
-
-/// A Gemini error answer, kept whole in case it is relayed.
-struct ErrorAnswer {
-    status: StatusCode,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    body: Bytes,
-}
-
 /// Makes the call: attempts until one succeeds or the policy gives up. A
 /// server key that hit a quota rests for that model and the next key is tried
 /// at once; a refused server key leaves the rotation and the next is tried;
@@ -178,6 +156,13 @@ pub async fn run(
     permit: Permit,
 ) -> CallOutcome {
     let mut permit = Some(permit);
+    let call_started = Instant::now();
+    // Built once: every attempt goes to the same place, only the key changes.
+    let url = if call.query.is_empty() {
+        format!("{}{}", context.base_url, call.path)
+    } else {
+        format!("{}{}?{}", context.base_url, call.path, call.query)
+    };
     let mut attempts = 0;
     let mut retries = 0;
     let mut tried: Vec<usize> = Vec::new();
@@ -213,7 +198,14 @@ pub async fn run(
         };
         attempts += 1;
         let started = Instant::now();
-        let outcome = attempt(client, context, &call, key, owner, &mut permit).await;
+        let plan = Plan {
+            client,
+            context,
+            call: &call,
+            url: &url,
+            started: call_started,
+        };
+        let outcome = attempt(plan, key, owner, &mut permit).await;
         let elapsed = started.elapsed();
         let (failure, answer) = match outcome {
             Attempt::Success(reply) => {
@@ -312,130 +304,6 @@ fn gave_up(
     }
 }
 
-async fn attempt(
-    client: &Client,
-    context: &UpstreamContext,
-    call: &UpstreamCall,
-    key: HeaderValue,
-    owner: KeyOwner,
-    permit: &mut Option<Permit>,
-) -> Attempt {
-    let deadline = tokio::time::Instant::from_std(call.deadline);
-    let url = if call.query.is_empty() {
-        format!("{}{}", context.base_url, call.path)
-    } else {
-        format!("{}{}?{}", context.base_url, call.path, call.query)
-    };
-    let mut request = client.request(call.method.clone(), url);
-    for (name, value) in &call.headers {
-        request = request.insert_header((name.clone(), value.clone()));
-    }
-    request = match call.key_style {
-        KeyStyle::GoogHeader => request.insert_header(("x-goog-api-key", key)),
-        KeyStyle::Bearer => request.insert_header((AUTHORIZATION, bearer(&key))),
-    };
-    let sent = tokio::time::timeout_at(deadline, request.send_body(call.body.clone())).await;
-    let mut response = match sent {
-        Err(_) => return failed(classify::deadline_passed()),
-        Ok(Err(e)) => {
-            log::debug!("upstream call failed before an answer: {e}");
-            return failed(classify::classify_send_error(&e));
-        }
-        Ok(Ok(response)) => response,
-    };
-    let status = response.status();
-    let headers = passed_headers(response.headers());
-
-    if !status.is_success() {
-        let body =
-            tokio::time::timeout_at(deadline, response.body().limit(MAX_ERROR_BODY_BYTES)).await;
-        let body = match body {
-            Err(_) => return failed(classify::deadline_passed()),
-            Ok(Err(e)) => return failed(classify::classify_payload_error(&e)),
-            Ok(Ok(body)) => body,
-        };
-        return Attempt::Failure {
-            failure: classify::classify_failure(status.as_u16(), &body, owner),
-            answer: Some(ErrorAnswer {
-                status,
-                headers,
-                body,
-            }),
-        };
-    }
-
-    if call.framing == Framing::Unary {
-        let body = tokio::time::timeout_at(deadline, response.body().limit(MAX_RESPONSE_BYTES));
-        let body = match body.await {
-            Err(_) => return failed(classify::deadline_passed()),
-            Ok(Err(e)) => return failed(classify::classify_payload_error(&e)),
-            Ok(Ok(body)) => body,
-        };
-        let answer = match call.expect {
-            Expect::Relay => None,
-            Expect::Answer if status != StatusCode::OK => {
-                return failed(Failure::new(
-                    ErrorCode::UpstreamError,
-                    format!("Gemini answered with status {status} instead of 200"),
-                ))
-            }
-            Expect::Answer => match classify::read_answer(&body) {
-                Ok(answer) => Some(answer),
-                Err(failure) => return failed(failure),
-            },
-        };
-        let tokens = match (&answer, call.counts_tokens) {
-            // Already read with the answer: no second pass over the body.
-            (Some(answer), true) => Some(Tokens::from(answer.usage)),
-            (None, true) => unary_tokens(&body),
-            (_, false) => None,
-        };
-        return Attempt::Success(Reply {
-            status,
-            headers,
-            body: ReplyBody::Full(body),
-            failure: None,
-            answer,
-            tokens,
-        });
-    }
-
-    let declared_length = response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let sink = TokenSink {
-        metrics: context.metrics.clone(),
-        client: call.client.clone(),
-        model_label: context.metrics.model_succeeded(&call.model),
-        counts_tokens: call.counts_tokens,
-        started: Instant::now(),
-    };
-    let relay = relay::start(
-        response,
-        StreamReader::new(call.framing, declared_length),
-        call.stream_timeouts,
-        sink,
-        permit.take(),
-    );
-    Attempt::Success(Reply {
-        status,
-        headers,
-        body: ReplyBody::Stream(relay),
-        failure: None,
-        answer: None,
-        tokens: None,
-    })
-}
-
-fn failed(failure: Failure) -> Attempt {
-    Attempt::Failure {
-        failure,
-        answer: None,
-    }
-}
-
 fn backoff(retry: u32) -> Duration {
     let ceiling = BACKOFF_CAP.min(BACKOFF_BASE * 2u32.saturating_pow(retry));
     ceiling.mul_f64(fastrand::f64())
@@ -475,23 +343,6 @@ fn no_key_error(reason: NoKey) -> ApiError {
             "Gemini refused every usable server key; the operator must replace them",
         ),
     }
-}
-
-fn bearer(key: &HeaderValue) -> HeaderValue {
-    let mut value = b"Bearer ".to_vec();
-    value.extend_from_slice(key.as_bytes());
-    let mut header =
-        HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static(""));
-    header.set_sensitive(true);
-    header
-}
-
-fn passed_headers(headers: &awc::http::header::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
-    headers
-        .iter()
-        .filter(|(name, _)| PASSED_RESPONSE_HEADERS.contains(&name.as_str()))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect()
 }
 
 #[cfg(test)]

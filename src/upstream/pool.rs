@@ -46,7 +46,7 @@ impl UpstreamPool {
     /// Starts `actors` dedicated upstream actors, each on an arbiter (thread)
     /// of its own, used in turn. With none, each HTTP worker starts its own
     /// actor on its own thread ([`UpstreamPool::for_this_worker`]), the
-    /// default: it saves two thread hops per call (docs/operations.md, Benchmarks).
+    /// default: it saves two thread hops per call (docs/operations.md#benchmarks).
     pub fn start(
         context: Arc<UpstreamContext>,
         actors: usize,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const OWN_GEMINI_KEY: &str = "AIzaOwnClientKeyQwErTyUiOpAsDfGhJkLzXcV";
 /// A client key the service does not know.
 const WRONG_CLIENT_KEY: &str = "wrong-client-key-ZyXwVuTsRqPoNm";
-/// A prompt, which the logs must not hold either (SPEC §4).
+/// A prompt, which the logs must not hold either (docs/operations.md#logs).
 const PROMPT: &str = "Tell me about PromptMarker-Kq7Wz3 please";
 
 async fn mock() -> MockGemini {

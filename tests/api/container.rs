@@ -90,13 +90,13 @@ fn all_variables_is_exactly_what_the_service_reads() {
 }
 
 #[test]
-fn the_readme_settings_table_lists_exactly_the_variables_the_service_reads() {
-    let readme = read("README.md");
-    let section = readme
+fn the_settings_table_lists_exactly_the_variables_the_service_reads() {
+    let page = read("docs/configuration.md");
+    let section = page
         .split("\n## Settings")
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
-        .expect("a `## Settings` section in README.md");
+        .expect("a `## Settings` section in docs/configuration.md");
     let documented: BTreeSet<String> = section
         .lines()
         .filter_map(|line| line.strip_prefix("| `")?.split('`').next())
@@ -105,7 +105,10 @@ fn the_readme_settings_table_lists_exactly_the_variables_the_service_reads() {
     let mut read_set = variables_the_service_reads();
     // RUST_LOG is explained in the LOG_LEVEL row rather than a row of its own.
     read_set.remove("RUST_LOG");
-    assert_eq!(documented, read_set, "README.md `## Settings` table");
+    assert_eq!(
+        documented, read_set,
+        "docs/configuration.md `## Settings` table"
+    );
 }
 
 // ---------------------------------------------------------------- Dockerfile

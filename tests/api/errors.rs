@@ -1,5 +1,5 @@
-//! SPEC §2's error table, one code at a time: the HTTP status, the code, the exact
-//! envelope, `Retry-After` where the SPEC promises it, and — for every refusal the
+//! The error table (docs/errors.md#error-codes), one code at a time: the HTTP status, the code, the exact
+//! envelope, `Retry-After` where docs/errors.md#retry-after promises it, and — for every refusal the
 //! service makes on its own — proof that nothing reached Gemini.
 
 use crate::helpers::*;

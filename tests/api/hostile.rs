@@ -82,7 +82,7 @@ impl Answer {
         serde_json::from_slice(&self.body).ok()
     }
 
-    /// The SPEC code of an error body in any of the three shapes.
+    /// The error code of an error body in any of the three shapes.
     fn error_code(&self) -> Option<String> {
         let body = self.json()?;
         let code = if body["result"] == "Failed" {

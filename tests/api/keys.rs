@@ -1,4 +1,4 @@
-//! Client keys (SPEC §1–§2): the keys file, per-client limits and allow-lists,
+//! Client keys (docs/keys-file.md): the keys file, per-client limits and allow-lists,
 //! live reload (file edits, rename-replace, SIGHUP), and the `hash-key` and
 //! `check-config` commands.
 //!
@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// SPEC §1: a change on disk is in force within this.
+/// docs/keys-file.md#reload: a change on disk is in force within this.
 const RELOAD_LIMIT: Duration = Duration::from_secs(5);
 /// How long the mock holds the "in flight" requests of the reload tests: well
 /// past the watcher's 300 ms debounce, so the reload lands while they wait.

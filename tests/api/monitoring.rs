@@ -1,4 +1,4 @@
-//! Monitoring (SPEC §4): the exposition as Prometheus reads it, a real Prometheus
+//! Monitoring (docs/metrics.md): the exposition as Prometheus reads it, a real Prometheus
 //! scraping the service, counters that match the traffic exactly, series that
 //! random traffic cannot multiply, no secret in `/metrics`, and the artefacts
 //! under `config/` (the scrape config and the Grafana dashboard).

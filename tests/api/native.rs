@@ -1,4 +1,4 @@
-//! Gemini's native REST paths through the service (SPEC §3): the request goes upstream
+//! Gemini's native REST paths through the service (docs/api.md#the-native-gemini-surface): the request goes upstream
 //! as the client wrote it, with a server key in `x-goog-api-key` instead of the client's,
 //! and Gemini's answer comes back as Gemini wrote it.
 //!
@@ -80,7 +80,7 @@ fn only_request(app: &TestApp) -> RecordedRequest {
     sent.remove(0)
 }
 
-/// SPEC §3: `key` never goes upstream in a URL, whatever the client sent.
+/// docs/api.md#what-is-forwarded: `key` never goes upstream in a URL, whatever the client sent.
 fn assert_no_key_in_any_url(app: &TestApp) {
     for sent in app.upstream_requests() {
         assert!(

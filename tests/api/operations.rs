@@ -1,4 +1,4 @@
-//! Operations (SPEC §2 headers, §4): `/health`, `/metrics` and its label bounds,
+//! Operations (docs/api.md#request-ids-and-ratelimit-headers, docs/metrics.md): `/health`, `/metrics` and its label bounds,
 //! secrets kept out of metrics and error bodies, `X-Request-Id`, the `RateLimit-*`
 //! headers and CORS.
 
@@ -408,7 +408,7 @@ async fn rate_limit_headers_are_on_authenticated_answers_and_not_on_a_401() {
     let success = app.proxy(&json!({"prompt": "hello"})).await;
     assert_eq!(success.status, 200, "{}", success.text());
     let (limit, remaining, reset) = rate_headers(&success);
-    // The default burst (SPEC §1), one token taken.
+    // The default burst (docs/keys-file.md#fields), one token taken.
     assert_eq!((limit, remaining), (10, 9));
     assert!((1..=60).contains(&reset), "RateLimit-Reset {reset}");
 

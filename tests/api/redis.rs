@@ -1,6 +1,6 @@
 //! `RATE_LIMIT_BACKEND=redis`: one client's limit shared by every replica
 //! through a real Redis, and what happens when Redis is down, slow, killed and
-//! back (SPEC §1, §5). Each test starts its own `redis-server` (see
+//! back (docs/operations.md#several-replicas-shared-limits-in-redis). Each test starts its own `redis-server` (see
 //! [`server`]); without one installed they print a NOTICE and pass, unless
 //! `REQUIRE_REDIS_TESTS=1`.
 

@@ -1,7 +1,7 @@
-//! Upstream resilience (SPEC §5): the server key pool, retries inside one
+//! Upstream resilience (docs/upstream.md): the server key pool, retries inside one
 //! deadline, the retry budget, answers that break the API's promises, and
 //! cancellation. Each test counts the calls Gemini received (from the mock's
-//! record), checks the status and the SPEC code, and times the request against
+//! record), checks the status and the error code, and times the request against
 //! its deadline. Single-key codes are pinned in `errors.rs`; this file adds what
 //! only a fault, a pool or a clock can show.
 
@@ -54,7 +54,7 @@ async fn timed<T>(work: impl Future<Output = T>) -> (T, Duration) {
     (out, started.elapsed())
 }
 
-/// Checks the status and the SPEC code of an error envelope.
+/// Checks the status and the error code of an error envelope.
 fn assert_error(response: &TestResponse, status: u16, code: &str) {
     assert_eq!(response.status, status, "{}", response.text());
     assert_eq!(response.error_code(), code, "{}", response.text());

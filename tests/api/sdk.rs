@@ -1,4 +1,4 @@
-//! The official SDKs through the service (SPEC §3, gemini-api.md §11): the real
+//! The official SDKs through the service (docs/api.md#the-native-gemini-surface, docs/gemini-wire.md#what-the-sdks-send): the real
 //! google-genai and openai Python packages and @google/genai for Node, each run as a
 //! child process against the service started here, with the client key as the SDK's
 //! API key. The scripts in `tests/sdk/` print one line per check.
@@ -105,7 +105,7 @@ async fn run_script(app: &TestApp, program: &Path, script: &str) -> (ExitStatus,
     (status, output)
 }
 
-/// What the mock received shows the SDKs' calls went where SPEC §3 says, with the
+/// What the mock received shows the SDKs' calls went where docs/api.md#what-is-forwarded says, with the
 /// server key and never a key in a URL.
 fn assert_upstream_calls(app: &TestApp, expected_prefixes: &[&str]) {
     let sent = app.upstream_requests();

@@ -1,5 +1,5 @@
 //! Secret hygiene: the real binary at `LOG_LEVEL=trace`, driven through every
-//! error code of SPEC §2 the mock can provoke and every way a key can arrive
+//! error code (docs/errors.md#error-codes) the mock can provoke and every way a key can arrive
 //! (`X-API-KEY`, `?key=`, `x-goog-api-key`, `Authorization: Bearer`, a client's
 //! own Gemini key, keys-file clients by key and by hash, a keys-file reload that
 //! fails), then swept: no client key, server key or client Gemini key — nor any
@@ -314,7 +314,7 @@ async fn wait_for_metric(address: &str, series: &str, value: f64) {
     }
 }
 
-/// The calls that need nothing but a running service, each with the SPEC code
+/// The calls that need nothing but a running service, each with the error code
 /// it should end in (`None`: a success, or an answer passed through from Gemini).
 fn sweep_calls(keys: &Keys) -> Vec<(Call, Option<&'static str>)> {
     let native = "/v1beta/models/gemini-2.5-flash";
@@ -714,7 +714,7 @@ async fn no_key_or_piece_of_one_leaks_into_logs_responses_metrics_or_health_at_t
     responses.extend([rejected, rested]);
     let sent = first + tail.len();
 
-    // Every code of SPEC §2 the service can give with a server key was given.
+    // Every code of docs/errors.md#error-codes the service can give with a server key was given.
     let codes: BTreeSet<String> = responses.iter().filter_map(code_of).collect();
     let all_but: BTreeSet<String> = gemini_proxy::errors::ErrorCode::ALL
         .iter()

@@ -1,4 +1,4 @@
-//! What Gemini receives for a `POST /gemini-proxy` (SPEC §2 "The call upstream"): the
+//! What Gemini receives for a `POST /gemini-proxy` (docs/api.md#post-gemini-proxy): the
 //! path built from a validated model id, the key only in `x-goog-api-key`, nothing of
 //! the client's own headers, and exactly the documented body.
 

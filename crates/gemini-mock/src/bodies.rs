@@ -1,7 +1,7 @@
 //! Success bodies of the native routes: GenerateContentResponse (whole or as stream chunks),
 //! countTokens and embeddings.
 //!
-//! Field order and omissions follow real captures (gemini-api.md §2.2, §3.1): proto3 JSON
+//! Field order and omissions follow real captures (docs/gemini-wire.md#generatecontent, #sse-streams): proto3 JSON
 //! leaves out zero counts, `finishReason` only on a stream's last chunk, usage cumulative.
 
 use serde::Serialize;

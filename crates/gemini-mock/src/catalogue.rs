@@ -3,7 +3,7 @@
 //!
 //! Any `gemini-*`, `gemma-*` or `text-embedding-*` id is accepted so tests need not track
 //! Google's line-up; the listed catalogue is the small fixed set the docs name. The
-//! `-latest` aliases exist only on v1beta, as upstream (gemini-api.md §4.4).
+//! `-latest` aliases exist only on v1beta, as upstream (docs/gemini-wire.md#urls-and-api-versions).
 
 use serde::Serialize;
 

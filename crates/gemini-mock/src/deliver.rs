@@ -103,7 +103,7 @@ impl Delivery {
     }
 }
 
-/// Headers Google's front end puts on every answer (gemini-api.md §5.1).
+/// Headers Google's front end puts on every answer (docs/gemini-wire.md#error-bodies).
 fn builder(status: StatusCode, content_type: &'static str) -> HttpResponseBuilder {
     let mut b = HttpResponse::build(status);
     b.insert_header(("content-type", content_type))

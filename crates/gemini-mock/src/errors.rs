@@ -1,5 +1,5 @@
 //! Upstream's error bodies (`google.rpc.Status` in JSON), reproduced byte for byte where a
-//! real capture exists (gemini-api.md §5.3), so the proxy's classification is tested
+//! real capture exists (docs/gemini-wire.md#error-bodies), so the proxy's classification is tested
 //! against what Google really sends. Structs, not `json!`, keep upstream's key order.
 
 use actix_web::http::StatusCode;

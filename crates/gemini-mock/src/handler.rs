@@ -1,6 +1,6 @@
 //! The request pipeline for every upstream route, in upstream's order: route, auth,
 //! deadline, model, body, quota, then the scenario the request asked for
-//! (gemini-api.md §10.2).
+//! (docs/gemini-wire.md#what-upstream-checks-and-in-which-order).
 //!
 //! Scenarios apply only after the auth checks pass, so a test of the proxy's key handling
 //! cannot be masked by a scenario; a `mock-*` model is always "known".

@@ -2,7 +2,7 @@
 //!
 //! The proxy's tests, its demo mode and its benchmarks need an upstream that answers like
 //! Google's — the same bodies, error shapes, SSE framing and auth rules — and that can be
-//! told to fail in every way the real one does (gemini-api.md §10). Scenarios are picked
+//! told to fail in every way the real one does (docs/gemini-wire.md). Scenarios are picked
 //! per request (`x-mock-scenario`, a `mock-<name>` model, or a `[mock:<name>]` prompt), so
 //! one mock serves a whole suite; `/__mock/*` routes expose the record and counters to a
 //! mock running as a separate process.

@@ -1,5 +1,5 @@
 //! The OpenAI-compatible surface (`/v1beta/openai/...`): request parsing and the minimal
-//! OpenAI shapes upstream returns (gemini-api.md §7.4). Its errors are Google error
+//! OpenAI shapes upstream returns (docs/gemini-wire.md#the-openai-compatible-surface). Its errors are Google error
 //! bodies wrapped in a one-element array; that wrapping is decided by the handler.
 
 use serde::{Deserialize, Serialize};

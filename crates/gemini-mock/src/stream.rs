@@ -101,7 +101,7 @@ pub(crate) fn paced(
     })
 }
 
-/// Compact JSON, but with `": "` after keys as upstream's SSE lines have (§3.1).
+/// Compact JSON, but with `": "` after keys as upstream's SSE lines have (docs/gemini-wire.md#sse-streams).
 struct SseFormatter;
 
 impl serde_json::ser::Formatter for SseFormatter {

@@ -1,11 +1,11 @@
 //! Errors on the native and OpenAI-compatible paths: Gemini's own passed back as it
 //! wrote them (after the retry policy), and the service's own in the shape each
-//! surface's SDKs parse (SPEC §3).
+//! surface's SDKs parse (docs/errors.md#the-three-error-shapes).
 
 use super::*;
 use serde_json::{json, Value};
 
-/// Checks a body is Google's error shape for this status and SPEC code.
+/// Checks a body is Google's error shape for this status and error code.
 fn assert_google_error(
     what: &str,
     response: &TestResponse,
@@ -38,7 +38,7 @@ fn assert_google_error(
     );
 }
 
-/// Checks a body is OpenAI's error shape with this SPEC code.
+/// Checks a body is OpenAI's error shape with this error code.
 fn assert_openai_error(response: &TestResponse, status: u16, kind: &str, code: &str) {
     assert_eq!(response.status, status, "{}", response.text());
     let body = response.json();
@@ -300,7 +300,7 @@ async fn errors_the_service_raises_on_native_paths_use_googles_shape() {
 async fn a_client_over_its_rate_limit_gets_googles_resource_exhausted() {
     let app = spawn_app().await;
     let list = format!("/v1beta/models?key={CLIENT_KEY}");
-    // API_KEYS clients may send 10 at once (SPEC §1 defaults).
+    // API_KEYS clients may send 10 at once (docs/keys-file.md#fields defaults).
     for n in 0..10 {
         let response = app.request(Method::GET, &list, &[], "").await;
         assert_eq!(response.status, 200, "request {n}: {}", response.text());

@@ -192,7 +192,7 @@ async fn an_error_event_mid_stream_passes_through() {
 async fn a_blocked_prompt_streamed_as_one_event_ends_cleanly() {
     let app = spawn_app().await;
     // Gemini answers a blocked prompt with a single event: promptFeedback, no
-    // candidates, so no finishReason (gemini-api.md §3.1).
+    // candidates, so no finishReason (docs/gemini-wire.md#sse-streams).
     let path = "/v1beta/models/mock-blocked:streamGenerateContent?alt=sse";
     let response = raw_post(&app, path).await;
 

@@ -1,0 +1,195 @@
+//! One exchange with Gemini: the request built from the call and a key, the
+//! answer read (bounded, within the deadline) and classified, and a stream
+//! handed to its relay. The attempt policy around it is `pipeline`'s.
+
+use super::classify::{self, Failure, KeyOwner};
+use super::client::MAX_RESPONSE_BYTES;
+use super::pipeline::{Expect, KeyStyle, Reply, ReplyBody, UpstreamCall, UpstreamContext};
+use super::pool::Permit;
+use super::relay::{self, TokenSink};
+use super::stream_reader::{unary_tokens, Framing, StreamReader, Tokens};
+use crate::errors::ErrorCode;
+use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
+use awc::http::StatusCode;
+use awc::Client;
+use bytes::Bytes;
+use std::time::Instant;
+
+/// Error bodies are read whole to classify them; Gemini's are small.
+const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+/// Response headers passed back to the client; everything else is hop-by-hop
+/// or Google-internal.
+const PASSED_RESPONSE_HEADERS: &[&str] = &["content-type", "retry-after", "server-timing"];
+
+/// The result of one attempt.
+pub(super) enum Attempt {
+    Success(Reply),
+    /// A failed attempt; `answer` is Gemini's error answer, if it sent one.
+    Failure {
+        failure: Failure,
+        answer: Option<ErrorAnswer>,
+    },
+}
+
+/// A Gemini error answer, kept whole in case it is relayed.
+pub(super) struct ErrorAnswer {
+    pub(super) status: StatusCode,
+    pub(super) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(super) body: Bytes,
+}
+
+/// What every attempt of one call shares.
+#[derive(Clone, Copy)]
+pub(super) struct Plan<'a> {
+    pub(super) client: &'a Client,
+    pub(super) context: &'a UpstreamContext,
+    pub(super) call: &'a UpstreamCall,
+    pub(super) url: &'a str,
+    /// When the first attempt started.
+    pub(super) started: Instant,
+}
+
+pub(super) async fn attempt(
+    plan: Plan<'_>,
+    key: HeaderValue,
+    owner: KeyOwner,
+    permit: &mut Option<Permit>,
+) -> Attempt {
+    let Plan {
+        client,
+        context,
+        call,
+        url,
+        started: call_started,
+    } = plan;
+    let deadline = tokio::time::Instant::from_std(call.deadline);
+    let mut request = client.request(call.method.clone(), url);
+    for (name, value) in &call.headers {
+        request = request.insert_header((name.clone(), value.clone()));
+    }
+    request = match call.key_style {
+        KeyStyle::GoogHeader => request.insert_header(("x-goog-api-key", key)),
+        KeyStyle::Bearer => request.insert_header((AUTHORIZATION, bearer(&key))),
+    };
+    let sent = tokio::time::timeout_at(deadline, request.send_body(call.body.clone())).await;
+    let mut response = match sent {
+        Err(_) => return failed(classify::deadline_passed()),
+        Ok(Err(e)) => {
+            log::debug!("upstream call failed before an answer: {e}");
+            return failed(classify::classify_send_error(&e));
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    // `/gemini-proxy` writes its own answer: no header of Gemini's goes back.
+    let headers = match call.expect {
+        Expect::Relay => passed_headers(response.headers()),
+        Expect::Answer => Vec::new(),
+    };
+
+    if !status.is_success() {
+        let body =
+            tokio::time::timeout_at(deadline, response.body().limit(MAX_ERROR_BODY_BYTES)).await;
+        let body = match body {
+            Err(_) => return failed(classify::deadline_passed()),
+            Ok(Err(e)) => return failed(classify::classify_payload_error(&e)),
+            Ok(Ok(body)) => body,
+        };
+        return Attempt::Failure {
+            failure: classify::classify_failure(status.as_u16(), &body, owner),
+            answer: Some(ErrorAnswer {
+                status,
+                headers,
+                body,
+            }),
+        };
+    }
+
+    if call.framing == Framing::Unary {
+        let body = tokio::time::timeout_at(deadline, response.body().limit(MAX_RESPONSE_BYTES));
+        let body = match body.await {
+            Err(_) => return failed(classify::deadline_passed()),
+            Ok(Err(e)) => return failed(classify::classify_payload_error(&e)),
+            Ok(Ok(body)) => body,
+        };
+        let answer = match call.expect {
+            Expect::Relay => None,
+            Expect::Answer if status != StatusCode::OK => {
+                return failed(Failure::new(
+                    ErrorCode::UpstreamError,
+                    format!("Gemini answered with status {status} instead of 200"),
+                ))
+            }
+            Expect::Answer => match classify::read_answer(&body) {
+                Ok(answer) => Some(answer),
+                Err(failure) => return failed(failure),
+            },
+        };
+        let tokens = match (&answer, call.counts_tokens) {
+            // Already read with the answer: no second pass over the body.
+            (Some(answer), true) => Some(Tokens::from(answer.usage)),
+            (None, true) => unary_tokens(&body),
+            (_, false) => None,
+        };
+        return Attempt::Success(Reply {
+            status,
+            headers,
+            body: ReplyBody::Full(body),
+            failure: None,
+            answer,
+            tokens,
+        });
+    }
+
+    let declared_length = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let sink = TokenSink {
+        metrics: context.metrics.clone(),
+        client: call.client.clone(),
+        model_label: context.metrics.model_succeeded(&call.model),
+        counts_tokens: call.counts_tokens,
+        started: call_started,
+    };
+    let relay = relay::start(
+        response,
+        StreamReader::new(call.framing, declared_length),
+        call.stream_timeouts,
+        sink,
+        permit.take(),
+    );
+    Attempt::Success(Reply {
+        status,
+        headers,
+        body: ReplyBody::Stream(relay),
+        failure: None,
+        answer: None,
+        tokens: None,
+    })
+}
+
+fn failed(failure: Failure) -> Attempt {
+    Attempt::Failure {
+        failure,
+        answer: None,
+    }
+}
+
+fn bearer(key: &HeaderValue) -> HeaderValue {
+    let mut value = b"Bearer ".to_vec();
+    value.extend_from_slice(key.as_bytes());
+    let mut header =
+        HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    header.set_sensitive(true);
+    header
+}
+
+fn passed_headers(headers: &awc::http::header::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(name, _)| PASSED_RESPONSE_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
