@@ -13,6 +13,14 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::{http, web, App, Error};
 
+/// What shapes the app besides its state.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    pub cors: CorsOrigins,
+    /// Serve `/metrics` here (false when `METRICS_ADDR` gives it a listener of its own).
+    pub serve_metrics: bool,
+}
+
 /// The app one HTTP worker serves. Middleware runs outermost first: unknown
 /// methods are folded (so metrics never see an unbounded method), the HTTP
 /// metrics, the observer (request id, error shapes, access line), CORS, and
@@ -20,7 +28,7 @@ use actix_web::{http, web, App, Error};
 pub fn create_app(
     state: web::Data<AppState>,
     metrics: &Metrics,
-    cors: &CorsOrigins,
+    options: &AppOptions,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -30,11 +38,12 @@ pub fn create_app(
         InitError = (),
     >,
 > {
+    let serve_metrics = options.serve_metrics;
     App::new()
         .app_data(state)
-        .configure(routes::configure)
+        .configure(|cfg| routes::configure(cfg, serve_metrics))
         .wrap(from_fn(panics::catch_panics))
-        .wrap(cors_middleware(cors))
+        .wrap(cors_middleware(&options.cors))
         .wrap(from_fn(observe::observe))
         .wrap(metrics.http_middleware())
         .wrap(from_fn(method::fold_unknown_methods))

@@ -19,6 +19,8 @@ commands:
                  the keys file
   check-config   validate the settings and the keys file, print a summary
                  (no secrets), exit non-zero on error
+  healthcheck    ask the running service's GET /health on 127.0.0.1:$PORT;
+                 exit 0 when it answers 200 (for container health checks)
   version        print the version
   help           print this text
 
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         }
         Some("hash-key") => hash_key(),
         Some("check-config") => check_config(),
+        Some("healthcheck") => healthcheck(),
         Some("version" | "--version" | "-V") => {
             println!("gemini-proxy {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -144,6 +147,47 @@ fn serve(demo: bool) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("gemini-proxy: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The container's health check, without curl in the image: one `GET
+/// /health` on the loopback port the service listens on.
+fn healthcheck() -> ExitCode {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let port = match std::env::var("PORT").ok().map(|p| p.trim().parse::<u16>()) {
+        None => 5001,
+        Some(Ok(port)) if port != 0 => port,
+        Some(_) => {
+            eprintln!("gemini-proxy healthcheck: PORT is not a port to call");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = Duration::from_secs(2);
+    let answer = (|| -> std::io::Result<String> {
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        let mut head = [0u8; 64];
+        let read = stream.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..read]).into_owned())
+    })();
+    match answer {
+        Ok(head) if head.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(head) => {
+            eprintln!(
+                "gemini-proxy healthcheck: /health answered {}",
+                head.lines().next().unwrap_or_default()
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("gemini-proxy healthcheck: no answer on 127.0.0.1:{port}: {error}");
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,7 @@
 //! rate-limiter clock), the upstream side (key pool, actors, re-check), then
 //! the server, whose factory gives each HTTP worker its own handles.
 
-use crate::app::create_app;
+use crate::app::{create_app, AppOptions};
 use crate::keys::file::{load_clients, KeysFileError};
 use crate::keys::redis_health::RedisHealth;
 use crate::keys::redis_limiter::{CheckError, RedisLimiter};
@@ -16,7 +16,7 @@ use crate::keys::{worker, Admit, ClientPolicy, KeyRegistry, ReplaceClients};
 use crate::metrics::Metrics;
 use crate::routes::stream::ClientSocket;
 use crate::settings::{RateLimitBackend, Settings};
-use crate::state::{AppState, RequestLimits};
+use crate::state::{AppState, Phase, Readiness, RequestLimits};
 use crate::upstream::key_pool::KeyPool;
 use crate::upstream::leak_guard::LeakGuard;
 use crate::upstream::recheck::{self, KeyRecheck, RecheckNow};
@@ -30,8 +30,6 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// In-flight requests get this long to finish after SIGTERM.
-const SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Pending connections the kernel may queue for us.
 const LISTEN_BACKLOG: u32 = 8192;
 /// Slow clients must finish sending their headers within this.
@@ -41,6 +39,11 @@ const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Application {
     port: u16,
     server: Server,
+    /// The separate `/metrics` listener, when `METRICS_ADDR` asks for one.
+    metrics_server: Option<(u16, Server)>,
+    readiness: Arc<Readiness>,
+    /// Told by a second stop signal: stop without waiting for the drain.
+    stop_now: Arc<tokio::sync::Notify>,
     registry: Registry,
     upstream: UpstreamSide,
     reloader: Arc<Reloader>,
@@ -68,8 +71,8 @@ pub enum StartupError {
 /// How the built service treats the process it runs in.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
-    /// Handle SIGHUP (reload) and SIGTERM/SIGINT (drain). False in in-process
-    /// tests, where many servers share one process.
+    /// Handle SIGHUP (reload) and SIGTERM/SIGINT (drain; a second signal stops
+    /// at once). False in in-process tests, where many servers share one process.
     pub handle_signals: bool,
 }
 
@@ -130,21 +133,44 @@ impl Application {
             reload::reload_on_sighup(reloader.clone(), move || context.keys.restore_all());
         }
         let port = listener.local_addr()?.port();
+        let metrics_server = match settings.metrics_addr {
+            Some(address) => Some(serve_metrics(address, &metrics, upstream.pool.context())?),
+            None => None,
+        };
+        let readiness = Arc::new(Readiness::default());
         let server = serve(
             &settings,
             listener,
-            options,
             Shared {
                 metrics,
                 registry: registry.admit.clone(),
                 table,
                 upstream: upstream.pool.clone(),
+                readiness: readiness.clone(),
             },
         )?;
         log::info!("listening on http://{}:{port}", settings.host);
+        let stop_now = Arc::new(tokio::sync::Notify::new());
+        if options.handle_signals {
+            let handles = [
+                Some(server.handle()),
+                metrics_server.as_ref().map(|(_, s)| s.handle()),
+            ];
+            actix_rt::spawn(drain_on_signals(
+                handles.into_iter().flatten().collect(),
+                readiness.clone(),
+                settings.drain_timeout,
+                stop_now.clone(),
+            ));
+        }
+        // The keys file is loaded and every listener bound: work may come.
+        readiness.set(Phase::Ready);
         Ok(Application {
             port,
             server,
+            metrics_server,
+            readiness,
+            stop_now,
             registry,
             upstream,
             reloader,
@@ -154,6 +180,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the separate `/metrics` listener, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
     }
 
     /// A handle to stop the server (tests use it).
@@ -168,12 +199,27 @@ impl Application {
             bucket_count: self.registry.bucket_count.clone(),
             recheck: self.upstream.recheck.clone(),
             upstream: self.upstream.pool.clone(),
+            readiness: self.readiness.clone(),
         }
     }
 
-    /// Serves until stopped (SIGTERM drains in-flight requests first).
+    /// Serves until stopped (SIGTERM and SIGINT drain in-flight requests first).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let metrics = self.metrics_server.map(|(_, server)| {
+            let handle = server.handle();
+            actix_rt::spawn(server);
+            handle
+        });
+        // A server that is draining takes no other command until it is done,
+        // so the second signal's "at once" is to stop waiting for it.
+        let result = tokio::select! {
+            result = self.server => result,
+            _ = self.stop_now.notified() => Ok(()),
+        };
+        self.readiness.set(Phase::Draining);
+        if let Some(metrics) = metrics {
+            metrics.stop(false).await;
+        }
         self.upstream.pool.stop();
         self.upstream.recheck_arbiter.stop();
         self.registry.arbiter.stop();
@@ -299,6 +345,7 @@ struct Shared<C: Clock + Clone> {
     /// The published clients, for the in-process backend's per-worker registries.
     table: Published<C>,
     upstream: UpstreamPool,
+    readiness: Arc<Readiness>,
 }
 
 /// The HTTP server on `listener`; its factory runs once per worker, on that
@@ -306,7 +353,6 @@ struct Shared<C: Clock + Clone> {
 fn serve<C>(
     settings: &Settings,
     listener: TcpListener,
-    options: Options,
     shared: Shared<C>,
 ) -> Result<Server, StartupError>
 where
@@ -320,8 +366,12 @@ where
         upstream_timeout: settings.upstream_timeout,
         client_stall_timeout: settings.client_stall_timeout,
     };
-    let cors = settings.cors_allowed_origins.clone();
-    let mut server = HttpServer::new(move || {
+    let options = AppOptions {
+        cors: settings.cors_allowed_origins.clone(),
+        serve_metrics: settings.metrics_addr.is_none(),
+    };
+    let drain_secs = settings.drain_timeout.as_secs();
+    let server = HttpServer::new(move || {
         let admission = match &shared.table {
             Some(table) => worker::start_for_this_worker(table.clone()),
             None => shared.registry.clone(),
@@ -331,14 +381,18 @@ where
             metrics: shared.metrics.clone(),
             admission,
             upstream: shared.upstream.for_this_worker(),
+            readiness: shared.readiness.clone(),
         });
-        create_app(state, &shared.metrics, &cors)
+        create_app(state, &shared.metrics, &options)
     })
     .workers(settings.workers.get())
     // Bursts of new connections wait in the kernel instead of being dropped
     // (the kernel caps this at net.core.somaxconn).
     .backlog(LISTEN_BACKLOG)
-    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+    .shutdown_timeout(drain_secs)
+    // The service handles the stop signals itself (drain_on_signals): actix
+    // would treat SIGINT as a forced stop.
+    .disable_signals()
     .client_request_timeout(CLIENT_HEADER_TIMEOUT)
     // A client that closes its side has gone away: drop its handler, which
     // cancels its upstream call, instead of finishing work nobody will read.
@@ -346,10 +400,80 @@ where
     // So a stream whose client stopped reading can be cut (routes::stream).
     .on_connect(ClientSocket::record)
     .listen(listener)?;
-    if !options.handle_signals {
-        server = server.disable_signals();
-    }
     Ok(server.run())
+}
+
+/// The `/metrics` listener of `METRICS_ADDR`: the exposition and nothing
+/// else, so the public port shows no client names, traffic or key states.
+fn serve_metrics(
+    address: std::net::SocketAddr,
+    metrics: &Arc<Metrics>,
+    upstream: &Arc<UpstreamContext>,
+) -> Result<(u16, Server), StartupError> {
+    let listener = TcpListener::bind(address).map_err(|source| StartupError::Bind {
+        address: address.to_string(),
+        source,
+    })?;
+    let port = listener.local_addr()?.port();
+    let source = web::Data::new((metrics.clone(), upstream.clone()));
+    let server = HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(source.clone())
+            .route(
+                "/metrics",
+                web::get().to(
+                    |source: web::Data<(Arc<Metrics>, Arc<UpstreamContext>)>| async move {
+                        crate::routes::health::exposition(&source.0, &source.1.keys)
+                    },
+                ),
+            )
+            .default_service(web::to(|| async {
+                actix_web::HttpResponse::NotFound().finish()
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
+    log::info!("metrics on http://{address} (port {port}), not on the public port");
+    Ok((port, server))
+}
+
+/// The first `SIGTERM` or `SIGINT` turns `/ready` to 503 and drains: no new
+/// connections, in-flight requests and streams get up to `drain` to finish.
+/// A second signal stops at once.
+async fn drain_on_signals(
+    servers: Vec<ServerHandle>,
+    readiness: Arc<Readiness>,
+    drain: Duration,
+    stop_now: Arc<tokio::sync::Notify>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::error!("cannot listen for SIGTERM/SIGINT; stop signals will end the process at once");
+        return;
+    };
+    let first = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    log::info!(
+        "{first}: draining for up to {} s (in-flight requests and streams finish; a second signal stops at once)",
+        drain.as_secs()
+    );
+    readiness.set(Phase::Draining);
+    let graceful = futures_util::future::join_all(servers.iter().map(|s| s.stop(true)));
+    let second = tokio::select! {
+        _ = graceful => return,
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    log::warn!("{second} again: stopping at once, in-flight requests are cut");
+    stop_now.notify_one();
 }
 
 /// A handle on a running service, cheap to clone.
@@ -359,9 +483,16 @@ pub struct AppControl {
     bucket_count: Recipient<BucketCount>,
     recheck: Addr<KeyRecheck>,
     upstream: UpstreamPool,
+    readiness: Arc<Readiness>,
 }
 
 impl AppControl {
+    /// What the first stop signal does to `/ready`, without stopping: for an
+    /// embedder that drains by other means, and for tests.
+    pub fn set_draining(&self) {
+        self.readiness.set(Phase::Draining);
+    }
+
     /// Reloads the keys file now, as SIGHUP does.
     pub async fn reload(&self) -> Result<usize, KeysFileError> {
         self.reloader.reload("requested").await

@@ -32,4 +32,41 @@ pub struct AppState {
     pub admission: Recipient<Admit>,
     /// This worker's way to Gemini.
     pub upstream: Upstream,
+    /// Shared by every worker: starting, ready or draining.
+    pub readiness: Arc<Readiness>,
+}
+
+/// Whether the service takes work, for `GET /ready`: starting until the keys
+/// file and the listeners are in place, ready, then draining from the first
+/// stop signal on, so a load balancer sends no new work to a replica that is
+/// going away.
+#[derive(Debug, Default)]
+pub struct Readiness(std::sync::atomic::AtomicU8);
+
+/// The phases of [`Readiness`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Starting,
+    Ready,
+    Draining,
+}
+
+impl Readiness {
+    pub fn phase(&self) -> Phase {
+        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            _ => Phase::Draining,
+        }
+    }
+
+    /// Moves on to `phase`; a draining service never becomes ready again.
+    pub fn set(&self, phase: Phase) {
+        let value = match phase {
+            Phase::Starting => 0,
+            Phase::Ready => 1,
+            Phase::Draining => 2,
+        };
+        self.0.fetch_max(value, std::sync::atomic::Ordering::AcqRel);
+    }
 }

@@ -1,8 +1,12 @@
-//! `GET /health` (the process is up and serving; never calls Gemini) and
-//! `GET /metrics` (the Prometheus exposition, unauthenticated like actix-web-prom's).
+//! `GET /health` (liveness: the process is up and serving; never calls
+//! Gemini), `GET /ready` (readiness: 503 while starting and once draining) and
+//! `GET /metrics` (the Prometheus exposition, on the public port unless
+//! `METRICS_ADDR` gives it a listener of its own).
 
-use crate::errors::{ApiError, ErrorCode};
-use crate::state::AppState;
+use crate::errors::{ApiError, ErrorCode, ResponseCode};
+use crate::metrics::Metrics;
+use crate::state::{AppState, Phase};
+use crate::upstream::key_pool::KeyPool;
 use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
 use actix_web::{web, HttpResponse, ResponseError};
 
@@ -16,11 +20,31 @@ pub async fn health() -> HttpResponse {
     }))
 }
 
+/// The access-log code of a `/ready` that says no: not an error of the
+/// request, so not one of the error codes.
+const NOT_READY: &str = "NOT_READY";
+
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let (mut response, status) = match state.readiness.phase() {
+        Phase::Ready => return HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+        Phase::Starting => (HttpResponse::ServiceUnavailable(), "starting"),
+        Phase::Draining => (HttpResponse::ServiceUnavailable(), "draining"),
+    };
+    let mut response = response.json(serde_json::json!({"status": status}));
+    response.extensions_mut().insert(ResponseCode(NOT_READY));
+    response
+}
+
 /// Every metric family, including those with no series yet.
 pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
+    exposition(&state.metrics, &state.upstream.context().keys)
+}
+
+/// The exposition as a response, for either listener.
+pub fn exposition(metrics: &Metrics, keys: &KeyPool) -> HttpResponse {
     // Rests that ended since the last change leave the key gauges now.
-    state.upstream.context().keys.publish();
-    match state.metrics.exposition() {
+    keys.publish();
+    match metrics.exposition() {
         Ok(text) => HttpResponse::Ok()
             .insert_header((CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT)))
             .body(text),

@@ -10,8 +10,9 @@ pub mod stream;
 
 use actix_web::web;
 
-/// Registers every route; shared by the binary and the tests through `startup`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers every route (`/metrics` only when `serve_metrics`, that is when
+/// it has no listener of its own).
+pub fn configure(cfg: &mut web::ServiceConfig, serve_metrics: bool) {
     cfg.service(
         web::resource("/gemini-proxy")
             .route(web::post().to(proxy::gemini_proxy))
@@ -23,8 +24,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(fallback::method_not_allowed("GET"))),
     )
     .service(
-        web::resource("/metrics")
-            .route(web::get().to(health::metrics_route))
+        web::resource("/ready")
+            .route(web::get().to(health::ready))
             .default_service(web::to(fallback::method_not_allowed("GET"))),
     )
     .service(
@@ -59,4 +60,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(fallback::method_not_allowed("GET"))),
     )
     .default_service(web::to(fallback::not_found));
+    if serve_metrics {
+        cfg.service(
+            web::resource("/metrics")
+                .route(web::get().to(health::metrics_route))
+                .default_service(web::to(fallback::method_not_allowed("GET"))),
+        );
+    }
 }

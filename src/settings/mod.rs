@@ -43,6 +43,8 @@ pub const ALL_VARIABLES: &[&str] = &[
     "REDIS_TIMEOUT_MS",
     "CLIENT_STALL_TIMEOUT_SECS",
     "KEY_RECHECK_SECS",
+    "METRICS_ADDR",
+    "DRAIN_TIMEOUT_SECS",
 ];
 
 #[derive(Clone)]
@@ -75,6 +77,10 @@ pub struct Settings {
     pub client_stall_timeout: Duration,
     /// How often server keys Gemini refused are asked again.
     pub key_recheck_interval: Duration,
+    /// When set, `/metrics` is served on this listener only, not on the public port.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// How long `SIGTERM` waits for in-flight requests and streams.
+    pub drain_timeout: Duration,
 }
 
 /// Where client rate limits are kept (`RATE_LIMIT_BACKEND`).
@@ -262,6 +268,17 @@ impl Settings {
             workers: non_zero(&get, "WORKERS", cpus)?,
             client_stall_timeout: seconds(&get, "CLIENT_STALL_TIMEOUT_SECS", 30)?,
             key_recheck_interval: seconds(&get, "KEY_RECHECK_SECS", 600)?,
+            metrics_addr: match get("METRICS_ADDR").map(|v| v.trim().to_owned()) {
+                None => None,
+                Some(raw) if raw.is_empty() => None,
+                Some(raw) => Some(raw.parse().map_err(|_| {
+                    invalid(
+                        "METRICS_ADDR",
+                        "must be an IP address and port, such as 127.0.0.1:9464",
+                    )
+                })?),
+            },
+            drain_timeout: seconds(&get, "DRAIN_TIMEOUT_SECS", 30)?,
             rate_limit_backend: rate_limit_backend(&get)?,
         })
     }
@@ -272,7 +289,8 @@ impl Settings {
             "host={} port={} gemini_api_keys={} api_keys={} keys_file={}{} default_model={} \
              gemini_base_url={} max_prompt_chars={} max_body_bytes={} upstream_timeout={}s \
              upstream_connect_timeout={}s cors_allowed_origins={} log_format={:?} \
-             max_in_flight={} upstream_actors={} workers={} rate_limit_backend={}",
+             max_in_flight={} upstream_actors={} workers={} rate_limit_backend={} \
+             metrics_addr={} drain_timeout={}s",
             self.host,
             self.port,
             masked_count(&self.gemini_api_keys),
@@ -307,6 +325,9 @@ impl Settings {
                     redis.timeout.as_millis()
                 ),
             },
+            self.metrics_addr
+                .map_or_else(|| "the public port".to_owned(), |a| a.to_string()),
+            self.drain_timeout.as_secs(),
         )
     }
 }

@@ -28,6 +28,8 @@ pub const SERVER_KEY: &str = "AIzaServerKey0123456789abcdefghijklmnop";
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// The separate `/metrics` listener's port, with `METRICS_ADDR`.
+    pub metrics_port: Option<u16>,
     pub mock: MockGemini,
     /// Reload the keys file, count rate-limit buckets.
     pub control: AppControl,
@@ -115,12 +117,14 @@ pub async fn spawn_app_with_clock(
     }
     .expect("app builds");
     let port = app.port();
+    let metrics_port = app.metrics_port();
     let handle = app.handle();
     let control = app.control();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_port,
         mock,
         control,
         handle,

@@ -9,6 +9,7 @@ mod errors;
 mod helpers;
 mod hostile;
 mod keys;
+mod lifecycle;
 mod monitoring;
 mod native;
 mod operations;
