@@ -614,6 +614,39 @@ async fn a_file_renamed_over_the_keys_file_is_reloaded_without_dropping_requests
 }
 
 #[actix_rt::test]
+async fn a_kubernetes_config_map_update_is_reloaded() {
+    // What the kubelet does: the file is a symlink through `..data`, and an
+    // update renames a new `..data` over the old one; `keys.toml` itself
+    // never changes.
+    const BEFORE: &str = "before-key-0123456789";
+    const AFTER: &str = "after-key-0123456789";
+    let keys = KeysDir::new("configmap");
+    let publish = |version: u32, text: &str| {
+        let data = format!("..2026_12_02_{version}");
+        std::fs::create_dir_all(keys.dir.join(&data)).expect("data dir");
+        std::fs::write(keys.dir.join(&data).join("keys.toml"), text).expect("keys file");
+        let staged = keys.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&data, &staged).expect("symlink");
+        std::fs::rename(&staged, keys.dir.join("..data")).expect("swap ..data");
+    };
+    publish(1, &client_entry("before", BEFORE, ""));
+    std::os::unix::fs::symlink("..data/keys.toml", keys.path()).expect("keys.toml link");
+    let app = spawn_app_with(keys_file(&keys)).await;
+    assert_eq!(ask(&app, BEFORE, &prompt()).await.status, 200);
+
+    publish(2, &client_entry("after", AFTER, ""));
+    let hello = prompt();
+    poll_until(
+        "the config map's new client is accepted",
+        RELOAD_LIMIT,
+        || ask(&app, AFTER, &hello),
+        |r| r.status == 200,
+    )
+    .await;
+    assert_refused(&ask(&app, BEFORE, &prompt()).await, 401, "UNAUTHORIZED");
+}
+
+#[actix_rt::test]
 async fn a_reload_keeps_the_bucket_of_a_client_whose_limits_did_not_change() {
     const STEADY_KEY: &str = "steady-key-0123456789";
     const TUNED_KEY: &str = "tuned-key-0123456789";
