@@ -19,7 +19,8 @@ commands:
                  the keys file
   check-config   validate the settings and the keys file, print a summary
                  (no secrets), exit non-zero on error
-  healthcheck    ask the running service's GET /health on 127.0.0.1:$PORT;
+  healthcheck    ask the running service's GET /health on $HOST:$PORT
+                 (loopback when HOST is 0.0.0.0 or ::);
                  exit 0 when it answers 200 (for container health checks)
   version        print the version
   help           print this text
@@ -167,7 +168,13 @@ fn healthcheck() -> ExitCode {
     };
     let timeout = Duration::from_secs(2);
     let answer = (|| -> std::io::Result<String> {
-        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        // The service's own address when it listens on one, else loopback.
+        let host = std::env::var("HOST")
+            .ok()
+            .and_then(|h| h.trim().parse::<std::net::IpAddr>().ok())
+            .filter(|ip| !ip.is_unspecified())
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let address = std::net::SocketAddr::new(host, port);
         let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
@@ -187,7 +194,7 @@ fn healthcheck() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(error) => {
-            eprintln!("gemini-proxy healthcheck: no answer on 127.0.0.1:{port}: {error}");
+            eprintln!("gemini-proxy healthcheck: no answer on port {port}: {error}");
             ExitCode::FAILURE
         }
     }

@@ -398,7 +398,7 @@ where
     // cancels its upstream call, instead of finishing work nobody will read.
     .h1_allow_half_closed(false)
     // So a stream whose client stopped reading can be cut (routes::stream).
-    .on_connect(ClientSocket::record)
+    .on_connect(ClientSocket::record(settings.client_stall_timeout))
     .listen(listener)?;
     Ok(server.run())
 }

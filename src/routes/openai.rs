@@ -48,7 +48,9 @@ async fn post(
 ) -> Result<HttpResponse, ApiError> {
     let version = version(&raw_version)?;
     let (admission, own_key) = passthrough::admit(&req, &state, Surface::OpenAi).await?;
-    let query = passthrough::query(req.query_string())?;
+    // `alt` and paging are Gemini's, not OpenAI's: nothing in the query goes
+    // upstream here, so no `alt=sse` turns a counted answer into an uncounted one.
+    let query = passthrough::Query::default();
     let body = passthrough::body(&req, payload, &state).await?;
     let fields: BodyFields = serde_json::from_slice(&body).map_err(|_| {
         ApiError::new(

@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::upstream::relay::StreamTimeouts;
 use crate::upstream::stream_reader::Framing;
 use crate::upstream::{Credential, Expect, KeyStyle, Reply, ReplyBody, UpstreamCall};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -21,16 +21,12 @@ use std::time::Instant;
 
 /// Client request headers that may go upstream; everything else (the client's
 /// `Authorization`, cookies, hop-by-hop headers, `X-Server-Timeout`,
-/// `Accept-Encoding`) stays here. Without `Accept-Encoding`, Gemini answers
-/// uncompressed, so bodies pass back exactly as they came and streams are
-/// never held in a decompressor.
-const FORWARDED_HEADERS: &[&str] = &[
-    "content-type",
-    "accept",
-    "user-agent",
-    "x-goog-api-client",
-    "accept-language",
-];
+/// `Accept-Encoding`, `Content-Type` and `Accept`) stays here. Without
+/// `Accept-Encoding`, Gemini answers uncompressed, so bodies pass back exactly
+/// as they came and streams are never held in a decompressor; bodies always
+/// go and come as JSON (below), so an answer the service cannot read — a
+/// protobuf one, say — cannot slip its tokens or errors past it.
+const FORWARDED_HEADERS: &[&str] = &["user-agent", "x-goog-api-client", "accept-language"];
 /// Query parameters that may go upstream; `key` never does.
 const FORWARDED_QUERY: &[&str] = &["alt", "pageSize", "pageToken"];
 
@@ -161,6 +157,7 @@ pub async fn forward(
         None => Credential::Server,
     };
     let started = Instant::now();
+    let headers = forwarded_headers(req, &target.method);
     let call = UpstreamCall {
         method: target.method,
         path: target.path,
@@ -170,7 +167,7 @@ pub async fn forward(
             Surface::Gemini => KeyStyle::GoogHeader,
             Surface::OpenAi => KeyStyle::Bearer,
         },
-        headers: forwarded_headers(req),
+        headers,
         body,
         framing: target.framing,
         expect: Expect::Relay,
@@ -188,12 +185,17 @@ pub async fn forward(
     Ok(respond(req, outcome.result?))
 }
 
-fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
-    req.headers()
+fn forwarded_headers(req: &HttpRequest, method: &Method) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers: Vec<(HeaderName, HeaderValue)> = req
+        .headers()
         .iter()
         .filter(|(name, _)| FORWARDED_HEADERS.contains(&name.as_str()))
         .map(|(name, value)| (name.clone(), value.clone()))
-        .collect()
+        .collect();
+    if method == Method::POST {
+        headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    }
+    headers
 }
 
 fn respond(req: &HttpRequest, reply: Reply) -> HttpResponse {

@@ -28,15 +28,28 @@ pub struct StreamOutcome(pub Arc<StreamEnd>);
 pub struct ClientSocket(#[cfg(unix)] std::os::fd::RawFd);
 
 impl ClientSocket {
-    /// For `HttpServer::on_connect`: remembers a plain TCP connection's socket.
-    pub fn record(connection: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
-        #[cfg(unix)]
-        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            use std::os::fd::AsRawFd;
-            data.insert(ClientSocket(stream.as_raw_fd()));
+    /// For `HttpServer::on_connect`: remembers a plain TCP connection's
+    /// socket, and bounds how long the kernel keeps sending to a client that
+    /// acknowledges nothing (`TCP_USER_TIMEOUT`; zero-window probes count), so
+    /// a client that stops reading a large unary answer is let go too.
+    pub fn record(
+        stall: std::time::Duration,
+    ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + 'static {
+        move |connection, data| {
+            let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+                return;
+            };
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(stall)) {
+                log::debug!("TCP_USER_TIMEOUT not set: {error}");
+            }
+            #[cfg(unix)]
+            {
+                use std::os::fd::AsRawFd;
+                data.insert(ClientSocket(stream.as_raw_fd()));
+            }
+            let _ = (&stall, &data);
         }
-        #[cfg(not(unix))]
-        let _ = (connection, data);
     }
 
     /// Ends both directions of the connection; actix then sees the socket

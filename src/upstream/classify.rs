@@ -64,8 +64,15 @@ pub struct QuotaHit {
 pub enum KeyVerdict {
     /// Nothing: the answer is about this request.
     Fine,
-    /// Quotas used up; rest the key for those models.
+    /// Request quotas used up; rest the key for those models.
     Rest(Vec<QuotaHit>),
+    /// A token-rate quota refused this request. One large request can cause
+    /// that on every key, so it rests none; another key may still take it.
+    Busy,
+    /// A 403 without a key-level reason: most likely about the request (a
+    /// file of another project), but Gemini also refuses some keys that way
+    /// (a key reported as leaked). A probe of the key alone decides.
+    Suspect,
     /// Refused at key level: invalid, suspended, its project disabled.
     Refused,
 }
@@ -227,7 +234,8 @@ fn parse_error_body(body: &[u8]) -> ErrorStatus {
 
 fn classify_error(status: u16, body: &[u8], owner: KeyOwner) -> Failure {
     let error = parse_error_body(body);
-    let message = passed_message(&error.message);
+    // Whole here: the pipeline checks it for server keys before shortening it.
+    let message = error.message.trim().to_owned();
     let has_reason = |reasons: &[&str]| {
         error
             .details
@@ -266,10 +274,16 @@ fn classify_error(status: u16, body: &[u8], owner: KeyOwner) -> Failure {
                 "Gemini refuses requests from the proxy's location; deploy it in a supported region",
             )
         }
-        403 => with_message(
-            ErrorCode::UpstreamForbidden,
-            "Gemini refused this request (permission denied)".to_owned(),
-        ),
+        403 => {
+            let mut failure = with_message(
+                ErrorCode::UpstreamForbidden,
+                "Gemini refused this request (permission denied)".to_owned(),
+            );
+            if owner == KeyOwner::Server {
+                failure.key = KeyVerdict::Suspect;
+            }
+            failure
+        }
         404 => with_message(
             ErrorCode::ModelNotFound,
             "Gemini does not know this model".to_owned(),
@@ -303,7 +317,14 @@ fn quota(error: &ErrorStatus) -> Failure {
         .iter()
         .find_map(|d| d.retry_delay.as_deref().and_then(parse_retry_delay));
     let mut hits: Vec<QuotaHit> = Vec::new();
+    let mut token_quotas = 0u32;
     for violation in error.details.iter().flat_map(|d| &d.violations) {
+        // A token quota (`…InputTokens…`) can be hit by one large request on
+        // a key that is otherwise fine: it rests nothing.
+        if violation.quota_id.contains("Token") {
+            token_quotas += 1;
+            continue;
+        }
         let scope = if violation.quota_id.contains("PerDay") {
             RestScope::Day
         } else {
@@ -321,18 +342,21 @@ fn quota(error: &ErrorStatus) -> Failure {
             None => hits.push(QuotaHit { model, scope }),
         }
     }
-    if hits.is_empty() {
-        hits.push(QuotaHit {
+    let verdict = match (hits.is_empty(), token_quotas) {
+        (true, 1..) => KeyVerdict::Busy,
+        // No QuotaFailure at all: the request's model, for the default rest.
+        (true, 0) => KeyVerdict::Rest(vec![QuotaHit {
             model: None,
             scope: RestScope::Minute,
-        });
-    }
+        }]),
+        (false, _) => KeyVerdict::Rest(hits),
+    };
     let mut failure = Failure::new(
         ErrorCode::QuotaError,
         "Gemini's quota is exhausted; retry later",
     );
     failure.retry_delay = delay;
-    failure.key = KeyVerdict::Rest(hits);
+    failure.key = verdict;
     failure
 }
 
@@ -351,7 +375,8 @@ fn refused_key(owner: KeyOwner) -> Failure {
     failure
 }
 
-fn passed_message(message: &str) -> String {
+/// A Gemini message cut to what a client is shown.
+pub fn shorten(message: &str) -> String {
     let trimmed = message.trim();
     match trimmed.char_indices().nth(MAX_PASSED_MESSAGE_CHARS) {
         Some((cut, _)) => format!("{}…", &trimmed[..cut]),

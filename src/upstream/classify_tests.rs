@@ -48,7 +48,13 @@ fn a_403_about_the_request_is_not_about_the_key() {
         &with_reason(403, "ACCESS_TOKEN_SCOPE_INSUFFICIENT"),
     ] {
         let failure = error(403, body, KeyOwner::Server);
-        assert_eq!(failure.key, KeyVerdict::Fine, "{body}");
+        // Not a refusal: at most a reason to ask the key by itself.
+        assert_eq!(failure.key, KeyVerdict::Suspect, "{body}");
+        assert_eq!(
+            error(403, body, KeyOwner::Client).key,
+            KeyVerdict::Fine,
+            "{body}"
+        );
         assert_eq!(failure.code, ErrorCode::UpstreamForbidden, "{body}");
         assert!(!failure.retryable);
     }
@@ -82,6 +88,12 @@ fn a_quota_answer_names_its_model_and_window() {
             scope: RestScope::Day
         }])
     );
+    // A token-rate quota: one large request gets it on every key.
+    let tokens = QUOTA.replace(
+        "GenerateRequestsPerMinutePerProjectPerModel",
+        "GenerateContentInputTokensPerModelPerMinute",
+    );
+    assert_eq!(error(429, &tokens, KeyOwner::Server).key, KeyVerdict::Busy);
     assert_eq!(
         error(429, "{}", KeyOwner::Server).key,
         KeyVerdict::Rest(vec![QuotaHit {

@@ -23,6 +23,10 @@ pub const DEFAULT_QUOTA_REST: Duration = Duration::from_secs(60);
 /// No rest is longer: a per-day quota resets within a day, and a wrong
 /// `RetryInfo` must not bench a key for longer.
 pub const MAX_REST: Duration = Duration::from_secs(24 * 3600);
+/// A key whose answer looked like a refusal without saying so is asked by
+/// itself at most this often, so a client that provokes such answers on
+/// purpose costs one extra call a minute, not one a request.
+const PROBE_INTERVAL: Duration = Duration::from_secs(60);
 /// Models a key may rest for at once; past this the oldest-ending rest is
 /// dropped. Gemini names only real models, so this bounds memory, not behaviour.
 const MAX_RESTING_MODELS: usize = 256;
@@ -57,6 +61,8 @@ pub fn rest_length(retry_delay: Option<Duration>, scope: RestScope, now: SystemT
 #[derive(Clone, Debug, Default)]
 struct KeyState {
     refused: bool,
+    /// When the key was last asked by itself after a suspect answer.
+    last_probe: Option<Instant>,
     /// Model id (without `models/`; empty for calls that name none) → end of rest.
     rests: HashMap<String, Instant>,
 }
@@ -91,6 +97,8 @@ pub struct KeyPool {
     states: Mutex<Vec<KeyState>>,
     next: AtomicUsize,
     metrics: Arc<Metrics>,
+    /// Where probes of suspect keys are asked for (the re-check actor).
+    prober: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<usize>>,
 }
 
 impl KeyPool {
@@ -108,6 +116,7 @@ impl KeyPool {
             headers,
             next: AtomicUsize::new(0),
             metrics,
+            prober: std::sync::OnceLock::new(),
         };
         for index in 0..pool.headers.len() {
             for scope in [RestScope::Minute, RestScope::Day] {
@@ -252,6 +261,37 @@ impl KeyPool {
         }
     }
 
+    /// Connects the re-check actor, which probes the keys [`KeyPool::probe`] names.
+    pub fn connect_prober(&self, probes: tokio::sync::mpsc::UnboundedSender<usize>) {
+        // Connected once at start-up; a second connection would be a wiring bug.
+        let _ = self.prober.set(probes);
+    }
+
+    /// Asks for key `index` to be checked by itself (at most once a
+    /// [`PROBE_INTERVAL`]): Gemini answered it in a way that may mean the key
+    /// is refused, or may be about the request alone.
+    pub fn probe(&self, index: usize) {
+        let now = Instant::now();
+        let due = {
+            let mut states = self.states();
+            match states.get_mut(index) {
+                Some(state)
+                    if !state.refused
+                        && state
+                            .last_probe
+                            .is_none_or(|last| now.duration_since(last) >= PROBE_INTERVAL) =>
+                {
+                    state.last_probe = Some(now);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if let (true, Some(prober)) = (due, self.prober.get()) {
+            let _ = prober.send(index);
+        }
+    }
+
     /// Puts a refused key back in rotation (a re-check found it accepted).
     pub fn restore(&self, index: usize) {
         let was_refused = {
@@ -265,6 +305,11 @@ impl KeyPool {
             log::info!("server key #{index} is accepted by Gemini again; back in rotation");
             self.publish();
         }
+    }
+
+    /// Key `index`'s header value, to ask it by itself.
+    pub fn header(&self, index: usize) -> Option<HeaderValue> {
+        self.headers.get(index).cloned()
     }
 
     /// The keys out of rotation, with their header values, for the re-check.
@@ -424,6 +469,21 @@ mod tests {
             until_next_midnight_pacific(now).max(Duration::from_secs(26))
         );
         assert!(day <= MAX_REST);
+    }
+
+    #[test]
+    fn a_suspect_key_is_probed_at_most_once_a_minute() {
+        let pool = pool(2);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        pool.connect_prober(tx);
+        for _ in 0..5 {
+            pool.probe(1);
+        }
+        assert_eq!(rx.try_recv().ok(), Some(1));
+        assert!(rx.try_recv().is_err(), "one probe a minute");
+        pool.refuse(0);
+        pool.probe(0);
+        assert!(rx.try_recv().is_err(), "a refused key is the re-check's");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use super::classify::{self, Answer, Failure, KeyOwner, KeyVerdict};
 use super::exchange::{attempt, Attempt, ErrorAnswer, Plan};
-use super::key_pool::{KeyPool, NoKey};
+use super::key_pool::{KeyPool, NoKey, RestScope};
 use super::leak_guard::LeakGuard;
 use super::pool::Permit;
 use super::relay::{Relay, StreamTimeouts};
@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 
 /// 500/503 and broken connections are tried again at most this many times.
 pub const MAX_RETRIES: u32 = 2;
+/// Other keys tried after a token-rate quota refused the request: one large
+/// request is refused by every key alike, so it may not cost the whole pool.
+const MAX_BUSY_FAILOVERS: u32 = 2;
 /// Backoff before retry n is uniform in [0, min(CAP, BASE · 2ⁿ)] ("full jitter"),
 /// which spreads a burst of failed clients instead of retrying them in step.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -165,6 +168,7 @@ pub async fn run(
     };
     let mut attempts = 0;
     let mut retries = 0;
+    let mut busy_failovers = 0;
     let mut tried: Vec<usize> = Vec::new();
     // The last failure Gemini answered, in case the policy gives up on it.
     let mut last: Option<(Failure, Option<ErrorAnswer>)> = None;
@@ -188,11 +192,17 @@ pub async fn run(
             Credential::Server => match context.keys.pick(&call.model, &tried) {
                 Ok(picked) => (picked.header, Some(picked.index), KeyOwner::Server),
                 Err(reason) => {
+                    let error = match (reason, last) {
+                        // Keys this request tried and moved on from: the
+                        // last of their failures says why none is left.
+                        (NoKey::NoneLeft, Some((failure, _))) => failure_error(failure),
+                        (reason, _) => no_key_error(reason),
+                    };
                     return CallOutcome {
-                        result: Err(no_key_error(reason)),
+                        result: Err(error),
                         attempts,
                         model_label: context.metrics.model_label(&call.model),
-                    }
+                    };
                 }
             },
         };
@@ -230,20 +240,34 @@ pub async fn run(
         if let Some(index) = index {
             match &failure.key {
                 KeyVerdict::Rest(hits) => {
-                    for hit in hits {
-                        let model = hit.model.as_deref().unwrap_or(&call.model);
-                        context
-                            .keys
-                            .rest(index, model, failure.retry_delay, hit.scope);
-                    }
+                    rest_for(context, index, &call.model, hits, failure.retry_delay);
                     tried.push(index);
+                    last = Some((failure, None));
                     continue;
                 }
                 KeyVerdict::Refused => {
                     context.keys.refuse(index);
                     tried.push(index);
+                    last = Some((failure, None));
                     continue;
                 }
+                KeyVerdict::Busy if busy_failovers < MAX_BUSY_FAILOVERS => {
+                    busy_failovers += 1;
+                    tried.push(index);
+                    last = Some((failure, None));
+                    continue;
+                }
+                // A server key's quota is never relayed.
+                KeyVerdict::Busy => {
+                    return CallOutcome {
+                        result: Err(failure_error(failure)),
+                        attempts,
+                        model_label: label,
+                    }
+                }
+                // This request's failure all the same; the key is asked by
+                // itself whether it is refused.
+                KeyVerdict::Suspect => context.keys.probe(index),
                 KeyVerdict::Fine => {}
             }
         }
@@ -270,6 +294,38 @@ pub async fn run(
     }
 }
 
+/// Rests key `index` for the models a quota answer names, and always for the
+/// model the call asked for: Gemini may name the model an alias resolved to,
+/// and the call's model must not find the key free again at once.
+fn rest_for(
+    context: &UpstreamContext,
+    index: usize,
+    model: &str,
+    hits: &[classify::QuotaHit],
+    retry_delay: Option<Duration>,
+) {
+    let mut call_model_scope = None;
+    for hit in hits {
+        let named = hit.model.as_deref().unwrap_or(model);
+        context.keys.rest(index, named, retry_delay, hit.scope);
+        if named == model {
+            call_model_scope = Some(hit.scope);
+        }
+    }
+    if call_model_scope.is_none() {
+        let scope = hits
+            .iter()
+            .map(|h| h.scope)
+            .max_by_key(|s| *s == RestScope::Day);
+        context.keys.rest(
+            index,
+            model,
+            retry_delay,
+            scope.unwrap_or(RestScope::Minute),
+        );
+    }
+}
+
 /// The answer to give when the policy stops at `failure`: Gemini's own
 /// answer when it is about this request (or the client's own key) and holds
 /// no server key; otherwise the service's own error.
@@ -279,12 +335,15 @@ fn gave_up(
     mut failure: Failure,
     answer: Option<ErrorAnswer>,
 ) -> Result<Reply, ApiError> {
-    if context.leak_guard.leaks(failure.message.as_bytes()) {
+    // Checked whole, before it is shortened: a cut could split a key.
+    failure.message = if context.leak_guard.leaks(failure.message.as_bytes()) {
         log::warn!("Gemini's error message quoted a server key; it was withheld");
-        failure.message = "Gemini's message was withheld because it quoted a server key".into();
-    }
+        "Gemini's message was withheld because it quoted a server key".into()
+    } else {
+        classify::shorten(&failure.message)
+    };
     let own_key = matches!(call.credential, Credential::Client(_));
-    let relayable = own_key || failure.key == KeyVerdict::Fine;
+    let relayable = own_key || matches!(failure.key, KeyVerdict::Fine | KeyVerdict::Suspect);
     match answer {
         Some(answer) if relayable => {
             if context.leak_guard.leaks(&answer.body) {

@@ -21,3 +21,29 @@ fn quota_errors_say_when_to_come_back() {
         Some(1)
     );
 }
+
+#[test]
+fn a_quota_naming_another_model_rests_the_model_asked_for_too() {
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let keys = [secrecy::SecretString::from("key-0")];
+    let context = UpstreamContext {
+        base_url: "http://127.0.0.1:9".into(),
+        keys: KeyPool::new(&keys, metrics.clone()),
+        leak_guard: LeakGuard::new(&keys),
+        metrics,
+        retry_budget: RetryBudget::default(),
+    };
+    // The call named an alias; Gemini's quota answer names what it resolved to.
+    let hits = [classify::QuotaHit {
+        model: Some("gemini-2.5-flash".into()),
+        scope: RestScope::Day,
+    }];
+    rest_for(&context, 0, "gemini-flash-latest", &hits, None);
+    for model in ["gemini-flash-latest", "gemini-2.5-flash"] {
+        assert!(
+            matches!(context.keys.pick(model, &[]), Err(NoKey::AllResting(_))),
+            "{model}"
+        );
+    }
+    assert!(context.keys.pick("gemini-2.5-pro", &[]).is_ok());
+}

@@ -1,8 +1,14 @@
-//! Bringing refused server keys back: a key Gemini refused at key level
-//! (suspended, its project's API disabled, billing off) often recovers when
-//! the operator fixes the project. Every interval each refused key is asked a
-//! `models.get` by itself — no client request is spent on it — and goes back
-//! into rotation when Gemini accepts it.
+//! Asking a server key by itself what Gemini thinks of it: a `models.get` with
+//! that key alone, no client request spent on it.
+//!
+//! - A key Gemini refused at key level (suspended, its project's API
+//!   disabled, billing off) often recovers when the operator fixes the
+//!   project: every interval each refused key is asked, and goes back into
+//!   rotation when Gemini accepts it.
+//! - A key that got a 403 without a key-level reason (usually about the
+//!   request: another project's file; but Gemini also refuses a key reported
+//!   as leaked that way) is asked at once: refused only if it is refused by
+//!   itself too, so no client can take a key out by naming someone's file.
 
 use super::classify::{self, KeyOwner, KeyVerdict};
 use super::pipeline::UpstreamContext;
@@ -67,35 +73,16 @@ impl Handler<RecheckNow> for KeyRecheck {
         Box::pin(async move {
             let mut restored = 0;
             for key in context.keys.refused() {
-                let check = client
-                    .get(&url)
-                    .insert_header(("x-goog-api-key", key.header.clone()))
-                    .send();
-                let accepted = match tokio::time::timeout(CHECK_TIMEOUT, async {
-                    let mut response = check.await.ok()?;
-                    let body = response.body().limit(MAX_BODY_BYTES).await.ok()?;
-                    Some((response.status().as_u16(), body))
-                })
-                .await
-                {
-                    Ok(Some((200, _))) => true,
-                    Ok(Some((status, body))) => {
-                        let failure = classify::classify_failure(status, &body, KeyOwner::Server);
-                        if failure.key != KeyVerdict::Refused {
-                            // Neither accepted nor refused (Gemini down, a
-                            // quota): no news about the key; ask again next time.
-                            log::info!(
-                                "re-check of server key #{}: Gemini answered {status}; still out of rotation",
-                                key.index
-                            );
-                        }
-                        false
+                match check(&client, &url, &key.header).await {
+                    Check::Accepted => {
+                        context.keys.restore(key.index);
+                        restored += 1;
                     }
-                    _ => false,
-                };
-                if accepted {
-                    context.keys.restore(key.index);
-                    restored += 1;
+                    Check::Refused => {}
+                    Check::NoNews(status) => log::info!(
+                        "re-check of server key #{}: no verdict ({status}); still out of rotation",
+                        key.index
+                    ),
                 }
             }
             restored
@@ -103,16 +90,96 @@ impl Handler<RecheckNow> for KeyRecheck {
     }
 }
 
-/// Starts the re-check on an arbiter of its own; returns its address (to ask
-/// for a re-check now) and the arbiter (to stop it).
+/// Asks key `0` (its index) by itself after a suspect answer; sent by the
+/// key pool's prober.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProbeKey(pub usize);
+
+impl Handler<ProbeKey> for KeyRecheck {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, ProbeKey(index): ProbeKey, _: &mut Context<Self>) -> Self::Result {
+        let context = self.context.clone();
+        let client = self.client.clone();
+        let url = format!("{}{}", context.base_url, self.model_path);
+        Box::pin(async move {
+            let Some(header) = context.keys.header(index) else {
+                return;
+            };
+            match check(&client, &url, &header).await {
+                Check::Refused => {
+                    log::warn!("server key #{index} is refused by itself too (a probe after a 403 without a reason)");
+                    context.keys.refuse(index);
+                }
+                Check::Accepted => {
+                    log::debug!("server key #{index} is fine: the 403 was about the request")
+                }
+                Check::NoNews(status) => {
+                    log::info!("probe of server key #{index}: no verdict ({status})")
+                }
+            }
+        })
+    }
+}
+
+/// What Gemini says about a key asked by itself.
+enum Check {
+    Accepted,
+    Refused,
+    /// Neither (Gemini down, a quota, no answer): ask again later.
+    NoNews(String),
+}
+
+async fn check(client: &awc::Client, url: &str, key: &awc::http::header::HeaderValue) -> Check {
+    let request = client
+        .get(url)
+        .insert_header(("x-goog-api-key", key.clone()))
+        .send();
+    let answer = tokio::time::timeout(CHECK_TIMEOUT, async {
+        let mut response = request.await.map_err(|e| e.to_string())?;
+        let body = response
+            .body()
+            .limit(MAX_BODY_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((response.status().as_u16(), body))
+    })
+    .await;
+    match answer {
+        Ok(Ok((200, _))) => Check::Accepted,
+        Ok(Ok((status, body))) => {
+            match classify::classify_failure(status, &body, KeyOwner::Server).key {
+                // The key alone was asked: a 403 of any kind is about the key.
+                KeyVerdict::Refused | KeyVerdict::Suspect => Check::Refused,
+                _ => Check::NoNews(format!("status {status}")),
+            }
+        }
+        Ok(Err(error)) => Check::NoNews(error),
+        Err(_) => Check::NoNews("no answer in time".into()),
+    }
+}
+
+/// Starts the re-check on an arbiter of its own, connected to the key pool's
+/// probes; returns its address (to ask for a re-check now) and the arbiter
+/// (to stop it).
 pub fn start(
     context: Arc<UpstreamContext>,
     interval: Duration,
     connect_timeout: Duration,
     model_resource: String,
 ) -> (Addr<KeyRecheck>, ArbiterHandle) {
+    let (probes, mut asked) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    context.keys.connect_prober(probes);
     let arbiter = Arbiter::new().handle();
-    let addr = KeyRecheck::start_in_arbiter(&arbiter, move |_| {
+    let addr = KeyRecheck::start_in_arbiter(&arbiter, move |ctx| {
+        let own = ctx.address();
+        // On this arbiter, with the actor: ends when the arbiter stops.
+        actix_rt::spawn(async move {
+            while let Some(index) = asked.recv().await {
+                own.do_send(ProbeKey(index));
+            }
+        });
         KeyRecheck::new(context, interval, connect_timeout, &model_resource)
     });
     (addr, arbiter)

@@ -104,7 +104,7 @@ where
         sink,
         end: end.clone(),
         stall_tx: Some(stall_tx),
-        _permit: permit,
+        permit,
     };
     // The pump outlives the call that started it: it runs on this (the
     // upstream actor's) thread until the stream ends or the client goes away.
@@ -123,8 +123,8 @@ struct Pump {
     sink: TokenSink,
     end: Arc<StreamEnd>,
     stall_tx: Option<oneshot::Sender<()>>,
-    /// Freed when the pump ends, however it ends.
-    _permit: Option<Permit>,
+    /// Freed when the upstream side is done, however it ends.
+    permit: Option<Permit>,
 }
 
 /// Why the pump stopped.
@@ -184,10 +184,10 @@ impl Pump {
             }
         };
         drop(payload);
-        self.end(stop);
+        self.end(stop).await;
     }
 
-    fn end(mut self, stop: Stop) {
+    async fn end(mut self, stop: Stop) {
         let tokens = self.reader.tokens();
         let code = match &stop {
             Stop::Finished => "OK",
@@ -202,6 +202,7 @@ impl Pump {
         // Before the client's side can learn the stream ended, so the access
         // log that its end writes finds the code.
         self.end.set(code, tokens);
+        let client_gone = matches!(stop, Stop::ClientGone);
         match stop {
             Stop::Broken(_, broken) => {
                 // The client's connection must end without a clean end of
@@ -210,15 +211,37 @@ impl Pump {
                 let _ = self.tx.try_send(Err(broken));
             }
             Stop::ClientStalled => {
-                log::info!(
-                    "a client accepted no data for {} s; its stream is cut",
-                    self.timeouts.stall.as_secs()
-                );
-                if let Some(stalled) = self.stall_tx.take() {
-                    let _ = stalled.send(());
-                }
+                self.cut_stalled_client();
+                return;
             }
             Stop::Finished | Stop::ClientGone => {}
+        }
+        // Gemini is done: its call and the in-flight place are free now. What
+        // is still queued must reach the client within the stall timeout too,
+        // or a client that stopped reading near the end would hold its
+        // connection for ever.
+        drop(self.permit.take());
+        if client_gone {
+            return;
+        }
+        // Ok: drained, or the client went away meanwhile; only a wait that
+        // ran out is a stall.
+        let stalled =
+            tokio::time::timeout(self.timeouts.stall, self.tx.reserve_many(STREAM_BUFFER))
+                .await
+                .is_err();
+        if stalled {
+            self.cut_stalled_client();
+        }
+    }
+
+    fn cut_stalled_client(&mut self) {
+        log::info!(
+            "a client accepted no data for {} s; its stream is cut",
+            self.timeouts.stall.as_secs()
+        );
+        if let Some(stalled) = self.stall_tx.take() {
+            let _ = stalled.send(());
         }
     }
 }

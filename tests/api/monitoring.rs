@@ -392,7 +392,7 @@ async fn send_varied_traffic(app: &TestApp) {
         .await;
     app.request(Method::GET, "/health", &[], "").await;
     // Last: the server key rests after this 429, so the pool gauge shows a 0.
-    app.proxy(&json!({"prompt": "[mock:429] last"})).await;
+    app.proxy(&json!({"prompt": "[mock:429-day] last"})).await;
 }
 
 #[actix_rt::test]
@@ -790,7 +790,7 @@ async fn no_client_key_server_key_or_own_key_appears_in_metrics() {
         .await;
     }
     // Last: both server keys rest for the model after this, and show in the pool gauge.
-    app.proxy(&json!({"prompt": "[mock:429] rest the keys"}))
+    app.proxy(&json!({"prompt": "[mock:429-day] rest the keys"}))
         .await;
 
     let exposition = app.metrics().await;

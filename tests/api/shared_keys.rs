@@ -73,6 +73,22 @@ fn keys_used(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
+/// The generate calls the mock received (probes of keys are GETs).
+fn generate_calls(app: &TestApp) -> usize {
+    app.upstream_requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count()
+}
+
+/// The keys asked by themselves (`models.get`) so far.
+fn probes(app: &TestApp) -> usize {
+    app.upstream_requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count()
+}
+
 async fn gauge(app: &TestApp, family: &str, key: usize) -> Option<f64> {
     metric_value(&app.metrics().await, &format!("{family}{{key=\"{key}\"}}"))
 }
@@ -109,7 +125,7 @@ async fn bare_403s_sent_through_every_path_leave_every_server_key_in_rotation() 
             ("another project's cache", cached.clone()),
             ("a bare 403", contents("[mock:403] hi")),
         ] {
-            let calls = app.mock.request_count();
+            let calls = generate_calls(&app);
             let response = native(&app, NATIVE_FLASH, body).await;
             assert_eq!(response.status, 403, "{what}: {}", response.text());
             assert_eq!(
@@ -118,7 +134,7 @@ async fn bare_403s_sent_through_every_path_leave_every_server_key_in_rotation() 
                 "{what}: Gemini's answer comes back as it came"
             );
             assert_eq!(
-                app.mock.request_count(),
+                generate_calls(&app),
                 calls + 1,
                 "{what}: no other key tried"
             );
@@ -127,6 +143,21 @@ async fn bare_403s_sent_through_every_path_leave_every_server_key_in_rotation() 
         assert_eq!(response.status, 403, "{}", response.text());
         assert_eq!(response.error_code(), "UPSTREAM_FORBIDDEN");
     }
+    // Each key was asked by itself, once, and found fine.
+    let started = Instant::now();
+    while probes(&app) < KEYS.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "probes: {}",
+            probes(&app)
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        probes(&app),
+        KEYS.len(),
+        "one probe per key, not one per 403"
+    );
     for key in 0..KEYS.len() {
         assert_eq!(
             gauge(&app, "gemini_proxy_upstream_key_available", key).await,
@@ -144,6 +175,65 @@ async fn bare_403s_sent_through_every_path_leave_every_server_key_in_rotation() 
     let mut all = KEYS.map(str::to_owned);
     all.sort();
     assert_eq!(used, all, "every key still serves");
+}
+
+#[actix_rt::test]
+async fn a_key_refused_by_a_bare_403_leaves_the_rotation_once_a_probe_confirms_it() {
+    let app = spawn_with_keys(&KEYS[..2], &[]).await;
+    app.mock.update_config(|c| {
+        c.key_refusals = HashMap::from([(KEYS[0].to_owned(), KeyRefusal::Leaked)]);
+    });
+    // The first answer from key 0 is a bare 403: about the request, as far
+    // as the answer says. The client gets it; the key is then asked alone.
+    let first = native(&app, NATIVE_FLASH, contents("hello")).await;
+    assert_eq!(first.status, 403, "{}", first.text());
+    let started = Instant::now();
+    while gauge(&app, "gemini_proxy_upstream_key_available", 0).await != Some(0.0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the probe never refused key 0"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(probes(&app), 1);
+    for _ in 0..4 {
+        let response = native(&app, NATIVE_FLASH, contents("hello")).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    assert_eq!(
+        keys_used(&app).iter().filter(|k| *k == KEYS[0]).count(),
+        2,
+        "key 0: the request and the probe, then nothing"
+    );
+}
+
+#[actix_rt::test]
+async fn a_token_quota_one_large_request_gets_everywhere_rests_no_key() {
+    let app = spawn_with_keys(&KEYS, &[]).await;
+    // The input-token quota answer of a real capture, from every key.
+    let response = native(
+        &app,
+        NATIVE_FLASH,
+        contents("[mock:429] a very long document"),
+    )
+    .await;
+    assert_eq!(response.status, 429, "{}", response.text());
+    assert_eq!(code_of(&response).as_deref(), Some("QUOTA_ERROR"));
+    assert_eq!(response.header("retry-after"), Some("26"));
+    assert_eq!(
+        generate_calls(&app),
+        3,
+        "the first key and two more, no more"
+    );
+    for key in 0..KEYS.len() {
+        assert_eq!(
+            gauge(&app, "gemini_proxy_upstream_key_resting_models", key).await,
+            Some(0.0),
+            "key {key} rests"
+        );
+    }
+    let response = app.proxy(&json!({"prompt": "a short one"})).await;
+    assert_eq!(response.status, 200, "{}", response.text());
 }
 
 #[actix_rt::test]

@@ -68,7 +68,8 @@ pub fn keys_file(data: &[u8]) {
 }
 
 /// The classifier of Gemini's answers: any status and body yields an error
-/// code; only a 401, 400 or 403 can refuse a key, and only a 429 rest one.
+/// code; only a 401, 400 or 403 can refuse a key (or make a server key
+/// suspect), and only a 429 rest one.
 pub fn upstream_answer(data: &[u8]) {
     let Some((&[high, low], body)) = data.split_first_chunk::<2>() else {
         return;
@@ -82,7 +83,10 @@ pub fn upstream_answer(data: &[u8]) {
         assert!(ErrorCode::ALL.contains(&failure.code));
         match failure.key {
             KeyVerdict::Refused => assert!(matches!(status, 400 | 401 | 403)),
-            KeyVerdict::Rest(_) => assert_eq!(status, 429),
+            KeyVerdict::Rest(_) | KeyVerdict::Busy => assert_eq!(status, 429),
+            KeyVerdict::Suspect => {
+                assert_eq!((status, owner), (403, KeyOwner::Server));
+            }
             KeyVerdict::Fine => {}
         }
     }

@@ -264,6 +264,15 @@ impl ApiError {
         )
     }
 
+    /// The 403 of a key Google reported as leaked: no detail says it is about the key.
+    pub fn leaked_key() -> Self {
+        ApiError::new(
+            403,
+            "PERMISSION_DENIED",
+            "Your API key was reported as leaked. Please use another API key.",
+        )
+    }
+
     pub fn forbidden() -> Self {
         ApiError::new(
             403,

@@ -23,6 +23,9 @@ pub enum KeyRefusal {
     Suspended,
     /// 403 PERMISSION_DENIED, ErrorInfo `SERVICE_DISABLED`, naming the project.
     ServiceDisabled,
+    /// 403 PERMISSION_DENIED without any detail: a key Google reported as
+    /// leaked (docs/gemini-wire.md#what-an-error-says-about-the-key).
+    Leaked,
 }
 
 impl KeyRefusal {
@@ -32,6 +35,7 @@ impl KeyRefusal {
             KeyRefusal::Invalid => "invalid",
             KeyRefusal::Suspended => "suspended",
             KeyRefusal::ServiceDisabled => "service-disabled",
+            KeyRefusal::Leaked => "leaked",
         }
     }
 
@@ -40,6 +44,7 @@ impl KeyRefusal {
             KeyRefusal::Invalid,
             KeyRefusal::Suspended,
             KeyRefusal::ServiceDisabled,
+            KeyRefusal::Leaked,
         ]
         .into_iter()
         .find(|r| r.name() == name)
@@ -51,6 +56,7 @@ impl KeyRefusal {
             KeyRefusal::Invalid => ApiError::api_key_invalid(),
             KeyRefusal::Suspended => ApiError::consumer_suspended(key),
             KeyRefusal::ServiceDisabled => ApiError::service_disabled(),
+            KeyRefusal::Leaked => ApiError::leaked_key(),
         }
     }
 }
@@ -117,6 +123,7 @@ mod tests {
             KeyRefusal::Invalid,
             KeyRefusal::Suspended,
             KeyRefusal::ServiceDisabled,
+            KeyRefusal::Leaked,
         ] {
             assert_eq!(KeyRefusal::from_name(r.name()), Some(r));
         }
