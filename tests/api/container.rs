@@ -167,10 +167,14 @@ fn find<'a>(stage: &'a [Instruction], keyword: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Cargo.toml as a table.
+fn manifest() -> toml::Table {
+    toml::from_str(&read("Cargo.toml")).expect("Cargo.toml parses")
+}
+
 /// The `[[bin]]` names of Cargo.toml.
 fn binary_targets() -> Vec<String> {
-    let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).expect("Cargo.toml parses");
-    manifest["bin"]
+    manifest()["bin"]
         .as_array()
         .expect("[[bin]] targets")
         .iter()
@@ -178,8 +182,56 @@ fn binary_targets() -> Vec<String> {
         .collect()
 }
 
+/// A `[package]` string of Cargo.toml.
+fn package_field(field: &str) -> String {
+    manifest()["package"][field]
+        .as_str()
+        .unwrap_or_else(|| panic!("Cargo.toml has package.{field}"))
+        .to_owned()
+}
+
+/// The manifest of every workspace member: `Cargo.toml`, `crates/…/Cargo.toml`.
+fn workspace_manifests() -> Vec<String> {
+    manifest()["workspace"]["members"]
+        .as_array()
+        .expect("[workspace] members")
+        .iter()
+        .filter_map(|member| member.as_str())
+        .map(|member| match member.trim_end_matches('/') {
+            "." => "Cargo.toml".to_owned(),
+            dir => format!("{dir}/Cargo.toml"),
+        })
+        .collect()
+}
+
+/// The sources of a COPY (flags and the destination left out).
+fn copy_sources(args: &str) -> Vec<&str> {
+    let words: Vec<&str> = args
+        .split_whitespace()
+        .filter(|w| !w.starts_with("--"))
+        .collect();
+    words[..words.len().saturating_sub(1)].to_vec()
+}
+
+/// Whether a COPY brings sources rather than manifests only.
+fn copies_sources(args: &str) -> bool {
+    !args.starts_with("--from")
+        && copy_sources(args)
+            .iter()
+            .any(|s| !(s.ends_with("Cargo.toml") || s.ends_with("Cargo.lock")))
+}
+
+/// The `cargo build` commands of a RUN (one RUN may chain several with `&&`).
+fn cargo_builds(run: &str) -> Vec<String> {
+    run.split("&&")
+        .map(str::trim)
+        .filter(|command| command.starts_with("cargo build"))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
-fn the_dockerfile_builds_the_release_binary_in_a_separate_stage() {
+fn the_dockerfile_builds_the_dependencies_in_a_layer_of_their_own_then_the_binary() {
     assert!(
         binary_targets().contains(&"gemini-proxy".to_owned()),
         "Cargo.toml has a [[bin]] named gemini-proxy"
@@ -193,26 +245,96 @@ fn the_dockerfile_builds_the_release_binary_in_a_separate_stage() {
         .skip_while(|w| !w.eq_ignore_ascii_case("as"))
         .nth(1)
         .expect("the build stage is named (FROM … AS build)");
-    assert!(
-        find(build, "COPY").iter().any(|c| c.contains("Cargo.lock")),
-        "the build uses the lock file"
+
+    // Two builds, the same command: dependencies from the manifests alone,
+    // then the binary from the sources.
+    let builds: Vec<(usize, String)> = build
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.keyword == "RUN")
+        .flat_map(|(at, i)| cargo_builds(&i.args).into_iter().map(move |c| (at, c)))
+        .collect();
+    assert_eq!(
+        builds.len(),
+        2,
+        "a dependency build and the real one: {builds:?}"
     );
-    let cargo = find(build, "RUN")
-        .into_iter()
-        .find(|r| r.contains("cargo build"))
-        .expect("a RUN cargo build");
-    let words: Vec<&str> = cargo.split_whitespace().collect();
-    assert!(words.contains(&"--release"), "{cargo}");
+    let (deps_at, deps_build) = &builds[0];
+    let (real_at, real_build) = &builds[1];
+    assert_eq!(
+        deps_build, real_build,
+        "the dependency layer builds exactly what the real build does, or its cache is not used"
+    );
+    let words: Vec<&str> = real_build.split_whitespace().collect();
+    for flag in ["--release", "--locked", "--no-default-features"] {
+        assert!(words.contains(&flag), "{flag} in `{real_build}`");
+    }
     assert!(
         words.windows(2).any(|w| w == ["--bin", "gemini-proxy"]),
-        "builds the bin gemini-proxy: {cargo}"
+        "builds the bin gemini-proxy: {real_build}"
     );
 
-    // The runtime stage copies what `cargo build --release` produced.
+    let sources_at = build
+        .iter()
+        .position(|i| i.keyword == "COPY" && copies_sources(&i.args))
+        .expect("a COPY of the sources");
+    assert!(
+        deps_at < &sources_at && &sources_at < real_at,
+        "dependencies are built before any source is copied, the binary after"
+    );
+    let copied_first: Vec<&str> = build[..*deps_at]
+        .iter()
+        .filter(|i| i.keyword == "COPY")
+        .flat_map(|i| copy_sources(&i.args))
+        .collect();
+    for needed in workspace_manifests()
+        .iter()
+        .map(String::as_str)
+        .chain(["Cargo.lock"])
+    {
+        assert!(
+            copied_first.contains(&needed),
+            "{needed} is copied before the dependency build (found {copied_first:?})"
+        );
+    }
+    let copied_later: Vec<&str> = build[sources_at..*real_at]
+        .iter()
+        .filter(|i| i.keyword == "COPY")
+        .flat_map(|i| copy_sources(&i.args))
+        .collect();
+    for needed in ["src", "crates"] {
+        assert!(
+            copied_later.contains(&needed),
+            "{needed} is copied before the real build (found {copied_later:?})"
+        );
+    }
+
+    // The stubs' outputs cannot stand in for the binary: the real sources are
+    // touched before the build, and the binary runs after it.
+    let after_sources: Vec<&str> = build[sources_at..]
+        .iter()
+        .filter(|i| i.keyword == "RUN")
+        .map(|i| i.args.as_str())
+        .collect();
+    let after_sources = after_sources.join(" && ");
+    let touch = after_sources
+        .find("touch")
+        .expect("the sources are touched");
+    let cargo = after_sources.find("cargo build").expect("cargo build");
+    assert!(touch < cargo, "touched before the build: {after_sources}");
     let workdir = find(build, "WORKDIR")
         .last()
         .map_or("/", |w| w.trim_end_matches('/'));
     let built = format!("{workdir}/target/release/gemini-proxy");
+    let runs_it = after_sources[cargo..]
+        .split("&&")
+        .any(|c| c.split_whitespace().collect::<Vec<_>>() == [built.as_str(), "version"]);
+    assert!(
+        runs_it,
+        "`{built} version` runs after the build, so a stub binary fails it: {after_sources}"
+    );
+
+    // The runtime stage copies what `cargo build --release` produced.
     let runtime = stages.last().expect("a runtime stage");
     let copy = find(runtime, "COPY")
         .into_iter()
@@ -229,31 +351,35 @@ fn the_dockerfile_builds_the_release_binary_in_a_separate_stage() {
     );
 }
 
+/// The uid (and gid) the image runs as; the Kubernetes manifests assume it.
+const IMAGE_USER: &str = "10001:10001";
+
 #[test]
-fn the_image_runs_as_a_non_root_user_with_config_a_healthcheck_and_the_default_port() {
+fn the_image_runs_as_uid_10001_with_config_a_healthcheck_command_and_the_default_port() {
     let stages = dockerfile_stages();
     let runtime = stages.last().expect("a runtime stage");
 
     let user = find(runtime, "USER");
-    let user = user.last().expect("a USER in the runtime stage");
-    let name = user.split(':').next().unwrap_or_default();
-    assert!(
-        !matches!(name, "root" | "0" | ""),
-        "runs as a non-root user, not `{user}`"
+    assert_eq!(
+        user.last().copied(),
+        Some(IMAGE_USER),
+        "the runtime stage ends as USER {IMAGE_USER}"
     );
-    let created = name.bytes().all(|b| b.is_ascii_digit())
-        || find(runtime, "RUN")
-            .iter()
-            .any(|r| (r.contains("useradd") || r.contains("adduser")) && r.contains(name));
-    assert!(created, "the user `{name}` is created in the runtime stage");
-    let user_at = runtime
-        .iter()
-        .position(|i| i.keyword == "USER")
-        .unwrap_or(0);
+    // The binary needs glibc and libgcc only, which the base image has: the
+    // runtime stage installs nothing (no curl, no shell needed).
     assert!(
-        !runtime[user_at..].iter().any(|i| i.keyword == "RUN"),
-        "nothing runs as root after USER"
+        find(runtime, "RUN").is_empty(),
+        "nothing is installed in the runtime stage: {:?}",
+        find(runtime, "RUN")
     );
+    for instruction in runtime {
+        assert!(
+            !instruction.args.contains("curl") && !instruction.args.contains("wget"),
+            "no HTTP client in the image: {} {}",
+            instruction.keyword,
+            instruction.args
+        );
+    }
 
     assert!(
         find(runtime, "COPY").iter().any(|c| {
@@ -263,12 +389,21 @@ fn the_image_runs_as_a_non_root_user_with_config_a_healthcheck_and_the_default_p
         "the runtime stage copies config/"
     );
 
+    // HEALTHCHECK runs the binary's own `healthcheck` command, in exec form.
+    let installed = find(runtime, "COPY")
+        .into_iter()
+        .find(|c| c.starts_with("--from="))
+        .and_then(|c| c.split_whitespace().last())
+        .expect("the installed binary");
     let healthcheck = find(runtime, "HEALTHCHECK");
     let healthcheck = healthcheck.first().expect("a HEALTHCHECK");
-    assert!(
-        healthcheck.contains("CMD") && healthcheck.contains("/health"),
-        "{healthcheck}"
-    );
+    let command = healthcheck
+        .split_once("CMD")
+        .map(|(_, command)| command.trim())
+        .expect("HEALTHCHECK … CMD");
+    let command: Vec<String> = serde_json::from_str(command)
+        .unwrap_or_else(|e| panic!("HEALTHCHECK CMD in exec form (a JSON array): {e}"));
+    assert_eq!(command, [installed, "healthcheck"], "{healthcheck}");
 
     let default_port = Settings::from_lookup(|_| None).expect("defaults").port;
     let exposed: Vec<&str> = find(runtime, "EXPOSE")
@@ -290,6 +425,62 @@ fn the_image_runs_as_a_non_root_user_with_config_a_healthcheck_and_the_default_p
     }
 }
 
+/// `key=value` and `key="value with spaces"` pairs of a LABEL or ARG.
+fn key_values(args: &str) -> HashMap<String, String> {
+    let mut pairs = HashMap::new();
+    let mut rest = args.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"').expect("a closing quote");
+                (&quoted[..end], &quoted[end + 1..])
+            }
+            None => after.split_once(char::is_whitespace).unwrap_or((after, "")),
+        };
+        pairs.insert(key.trim().to_owned(), value.to_owned());
+        rest = next.trim_start();
+    }
+    pairs
+}
+
+#[test]
+fn the_image_carries_oci_labels_that_match_the_manifest() {
+    let stages = dockerfile_stages();
+    let runtime = stages.last().expect("a runtime stage");
+    let labels: HashMap<String, String> = find(runtime, "LABEL")
+        .iter()
+        .flat_map(|l| key_values(l))
+        .collect();
+    let args: HashMap<String, String> = find(runtime, "ARG")
+        .iter()
+        .flat_map(|a| key_values(a))
+        .collect();
+    let label = |name: &str| {
+        labels
+            .get(&format!("org.opencontainers.image.{name}"))
+            .unwrap_or_else(|| panic!("LABEL org.opencontainers.image.{name}: {labels:?}"))
+            .as_str()
+    };
+    assert_eq!(label("title"), package_field("name"));
+    assert_eq!(label("description"), package_field("description"));
+    assert_eq!(label("licenses"), package_field("license"));
+    assert_eq!(
+        label("version"),
+        "${VERSION}",
+        "the version comes from ARG VERSION"
+    );
+    assert_eq!(
+        args.get("VERSION").map(String::as_str),
+        Some(package_field("version").as_str()),
+        "ARG VERSION defaults to Cargo.toml's version"
+    );
+    assert!(
+        label("source").starts_with("${") || label("source").starts_with("https://"),
+        "org.opencontainers.image.source: {}",
+        label("source")
+    );
+}
+
 #[test]
 fn the_docker_build_context_leaves_out_secrets_and_build_output() {
     let ignored: Vec<String> = read(".dockerignore")
@@ -300,12 +491,44 @@ fn the_docker_build_context_leaves_out_secrets_and_build_output() {
                 .trim_end_matches('/')
                 .to_owned()
         })
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    for entry in ["target", ".env", ".git"] {
+    for entry in [
+        "target",
+        "**/target",
+        ".env",
+        ".git",
+        "config/keys.toml",
+        "**/node_modules",
+        "**/.venv",
+    ] {
         assert!(
             ignored.iter().any(|i| i == entry),
             ".dockerignore leaves out {entry}"
         );
+    }
+
+    // …but not what the Dockerfile copies from the context.
+    let excluded = |path: &str| {
+        let parts: Vec<&str> = path.split('/').collect();
+        (1..=parts.len()).any(|n| ignored.contains(&parts[..n].join("/")))
+            || ignored.iter().any(|i| {
+                i.strip_prefix("**/")
+                    .is_some_and(|name| parts.contains(&name))
+            })
+    };
+    for stage in dockerfile_stages() {
+        for copy in find(&stage, "COPY") {
+            if copy.starts_with("--from") {
+                continue;
+            }
+            for source in copy_sources(copy) {
+                assert!(
+                    !excluded(source.trim_end_matches('/')),
+                    "the Dockerfile copies {source}, which .dockerignore leaves out"
+                );
+            }
+        }
     }
 }
 
