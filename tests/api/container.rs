@@ -584,7 +584,7 @@ fn compose_environment(service: &Value) -> HashMap<String, String> {
 fn the_compose_file_runs_the_service_with_prometheus_and_grafana() {
     let text = read("docker-compose.yml");
     for needle in [
-        "./config/prometheus.yml:",
+        "./config/prometheus:",
         "./config/grafana/provisioning/datasources:",
         "./config/grafana/provisioning/dashboards:",
         "./config/grafana/dashboards:",
@@ -641,11 +641,37 @@ fn the_compose_file_runs_the_service_with_prometheus_and_grafana() {
             );
         }
     }
+    // Prometheus reads config/prometheus/prometheus.yml, and the rule files it
+    // names, from the mounted directory.
     let prometheus = services["prometheus"]["volumes"].to_string();
     assert!(
-        prometheus.contains("./config/prometheus.yml:/etc/prometheus/prometheus.yml"),
+        prometheus.contains("./config/prometheus:/etc/prometheus:ro"),
         "{prometheus}"
     );
+    assert!(
+        services["prometheus"]["command"]
+            .to_string()
+            .contains("--config.file=/etc/prometheus/prometheus.yml"),
+        "{}",
+        services["prometheus"]["command"]
+    );
+    let config = read("config/prometheus/prometheus.yml");
+    let rule_files: Vec<&str> = config
+        .lines()
+        .skip_while(|l| !l.starts_with("rule_files:"))
+        .skip(1)
+        .map_while(|l| l.trim().strip_prefix("- "))
+        .collect();
+    assert!(
+        rule_files.contains(&"alerts.yml"),
+        "prometheus.yml loads alerts.yml: {rule_files:?}"
+    );
+    for file in rule_files {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/prometheus")
+            .join(file);
+        assert!(path.is_file(), "rule file {} is missing", path.display());
+    }
     let grafana = compose_environment(&services["grafana"]);
     assert_eq!(
         grafana.get("GF_AUTH_ANONYMOUS_ENABLED").map(String::as_str),
@@ -657,6 +683,137 @@ fn the_compose_file_runs_the_service_with_prometheus_and_grafana() {
             .map(String::as_str),
         Some("Viewer")
     );
+}
+
+/// A compose duration (`35s`, `1m30s`, `500ms`) in seconds.
+fn compose_duration_secs(text: &str) -> f64 {
+    let mut total = 0.0;
+    let mut number = String::new();
+    let mut chars = text.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let value: f64 = number
+            .parse()
+            .unwrap_or_else(|_| panic!("duration `{text}`"));
+        number.clear();
+        total += match (c, chars.peek()) {
+            ('m', Some('s')) => {
+                chars.next();
+                value / 1000.0
+            }
+            ('h', _) => value * 3600.0,
+            ('m', _) => value * 60.0,
+            ('s', _) => value,
+            _ => panic!("duration `{text}`"),
+        };
+    }
+    assert!(number.is_empty(), "duration `{text}` without a unit");
+    total
+}
+
+#[test]
+fn the_compose_stack_starts_on_health_drains_on_stop_and_scrapes_the_metrics_listener() {
+    let Some(compose) = compose_as_json(&read("docker-compose.yml")) else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTICE: python3 with PyYAML is absent; docker-compose.yml start-up order not checked"
+        );
+        return;
+    };
+    let services = compose["services"].as_object().expect("services");
+    let proxy = &services["gemini-proxy"];
+    let environment = compose_environment(proxy);
+
+    // Every dependency waits for its target's health check.
+    for (name, service) in services {
+        let Some(depends_on) = service["depends_on"].as_object() else {
+            assert!(
+                service["depends_on"].is_null(),
+                "{name}: depends_on in the long form, with a condition"
+            );
+            continue;
+        };
+        for (target, dependency) in depends_on {
+            assert_eq!(
+                dependency["condition"], "service_healthy",
+                "{name} waits for {target} to be healthy"
+            );
+            let test = &services
+                .get(target)
+                .unwrap_or_else(|| panic!("{name} depends on {target}, which is not a service"))
+                ["healthcheck"]["test"];
+            assert!(test.is_array(), "{target} has a healthcheck test: {test}");
+        }
+    }
+    assert_eq!(
+        proxy["healthcheck"]["test"],
+        serde_json::json!(["CMD", "/usr/local/bin/gemini-proxy", "healthcheck"]),
+        "the service's health is its own `healthcheck` command"
+    );
+
+    // Redis under its profile; the service depends on it only when it is there.
+    let redis = &services["redis"];
+    assert_eq!(redis["profiles"], serde_json::json!(["redis"]));
+    assert_eq!(proxy["depends_on"]["redis"]["required"], false);
+    let redis_url = environment.get("REDIS_URL").expect("REDIS_URL");
+    assert!(
+        redis_url.contains("redis://redis:6379"),
+        "REDIS_URL defaults to the compose Redis: {redis_url}"
+    );
+
+    // `docker compose stop` leaves the drain its whole time.
+    let drain: f64 = environment
+        .get("DRAIN_TIMEOUT_SECS")
+        .expect("DRAIN_TIMEOUT_SECS")
+        .parse()
+        .expect("DRAIN_TIMEOUT_SECS is a number, so stop_grace_period can be checked");
+    let grace = compose_duration_secs(
+        proxy["stop_grace_period"]
+            .as_str()
+            .expect("stop_grace_period"),
+    );
+    assert!(
+        grace > drain,
+        "stop_grace_period {grace} s must be above DRAIN_TIMEOUT_SECS {drain} s"
+    );
+
+    // Prometheus scrapes the metrics listener, not the public port.
+    let metrics_addr = environment.get("METRICS_ADDR").expect("METRICS_ADDR");
+    let (_, metrics_port) = metrics_addr
+        .rsplit_once(':')
+        .expect("METRICS_ADDR is host:port");
+    let config = read("config/prometheus/prometheus.yml");
+    assert!(
+        config.contains(&format!("\"gemini-proxy:{metrics_port}\"")),
+        "config/prometheus/prometheus.yml scrapes gemini-proxy:{metrics_port}:\n{config}"
+    );
+    assert!(
+        !proxy["ports"].to_string().contains(metrics_port),
+        "the metrics port is not published: {}",
+        proxy["ports"]
+    );
+
+    // Images are pinned to a version.
+    for (name, service) in services {
+        let Some(image) = service["image"].as_str() else {
+            continue;
+        };
+        if !service["build"].is_null() {
+            continue;
+        }
+        let tag = image
+            .rsplit_once(':')
+            .map(|(_, tag)| tag)
+            .filter(|tag| !tag.contains('/'))
+            .unwrap_or_else(|| panic!("{name}: image {image} has no tag"));
+        assert!(
+            tag != "latest" && tag.chars().any(|c| c.is_ascii_digit()),
+            "{name}: image {image} is pinned to a version"
+        );
+    }
 }
 
 #[test]
