@@ -167,10 +167,14 @@ fn find<'a>(stage: &'a [Instruction], keyword: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Cargo.toml as a table.
+fn manifest() -> toml::Table {
+    toml::from_str(&read("Cargo.toml")).expect("Cargo.toml parses")
+}
+
 /// The `[[bin]]` names of Cargo.toml.
 fn binary_targets() -> Vec<String> {
-    let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).expect("Cargo.toml parses");
-    manifest["bin"]
+    manifest()["bin"]
         .as_array()
         .expect("[[bin]] targets")
         .iter()
@@ -178,8 +182,56 @@ fn binary_targets() -> Vec<String> {
         .collect()
 }
 
+/// A `[package]` string of Cargo.toml.
+fn package_field(field: &str) -> String {
+    manifest()["package"][field]
+        .as_str()
+        .unwrap_or_else(|| panic!("Cargo.toml has package.{field}"))
+        .to_owned()
+}
+
+/// The manifest of every workspace member: `Cargo.toml`, `crates/…/Cargo.toml`.
+fn workspace_manifests() -> Vec<String> {
+    manifest()["workspace"]["members"]
+        .as_array()
+        .expect("[workspace] members")
+        .iter()
+        .filter_map(|member| member.as_str())
+        .map(|member| match member.trim_end_matches('/') {
+            "." => "Cargo.toml".to_owned(),
+            dir => format!("{dir}/Cargo.toml"),
+        })
+        .collect()
+}
+
+/// The sources of a COPY (flags and the destination left out).
+fn copy_sources(args: &str) -> Vec<&str> {
+    let words: Vec<&str> = args
+        .split_whitespace()
+        .filter(|w| !w.starts_with("--"))
+        .collect();
+    words[..words.len().saturating_sub(1)].to_vec()
+}
+
+/// Whether a COPY brings sources rather than manifests only.
+fn copies_sources(args: &str) -> bool {
+    !args.starts_with("--from")
+        && copy_sources(args)
+            .iter()
+            .any(|s| !(s.ends_with("Cargo.toml") || s.ends_with("Cargo.lock")))
+}
+
+/// The `cargo build` commands of a RUN (one RUN may chain several with `&&`).
+fn cargo_builds(run: &str) -> Vec<String> {
+    run.split("&&")
+        .map(str::trim)
+        .filter(|command| command.starts_with("cargo build"))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
-fn the_dockerfile_builds_the_release_binary_in_a_separate_stage() {
+fn the_dockerfile_builds_the_dependencies_in_a_layer_of_their_own_then_the_binary() {
     assert!(
         binary_targets().contains(&"gemini-proxy".to_owned()),
         "Cargo.toml has a [[bin]] named gemini-proxy"
@@ -193,26 +245,96 @@ fn the_dockerfile_builds_the_release_binary_in_a_separate_stage() {
         .skip_while(|w| !w.eq_ignore_ascii_case("as"))
         .nth(1)
         .expect("the build stage is named (FROM … AS build)");
-    assert!(
-        find(build, "COPY").iter().any(|c| c.contains("Cargo.lock")),
-        "the build uses the lock file"
+
+    // Two builds, the same command: dependencies from the manifests alone,
+    // then the binary from the sources.
+    let builds: Vec<(usize, String)> = build
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.keyword == "RUN")
+        .flat_map(|(at, i)| cargo_builds(&i.args).into_iter().map(move |c| (at, c)))
+        .collect();
+    assert_eq!(
+        builds.len(),
+        2,
+        "a dependency build and the real one: {builds:?}"
     );
-    let cargo = find(build, "RUN")
-        .into_iter()
-        .find(|r| r.contains("cargo build"))
-        .expect("a RUN cargo build");
-    let words: Vec<&str> = cargo.split_whitespace().collect();
-    assert!(words.contains(&"--release"), "{cargo}");
+    let (deps_at, deps_build) = &builds[0];
+    let (real_at, real_build) = &builds[1];
+    assert_eq!(
+        deps_build, real_build,
+        "the dependency layer builds exactly what the real build does, or its cache is not used"
+    );
+    let words: Vec<&str> = real_build.split_whitespace().collect();
+    for flag in ["--release", "--locked", "--no-default-features"] {
+        assert!(words.contains(&flag), "{flag} in `{real_build}`");
+    }
     assert!(
         words.windows(2).any(|w| w == ["--bin", "gemini-proxy"]),
-        "builds the bin gemini-proxy: {cargo}"
+        "builds the bin gemini-proxy: {real_build}"
     );
 
-    // The runtime stage copies what `cargo build --release` produced.
+    let sources_at = build
+        .iter()
+        .position(|i| i.keyword == "COPY" && copies_sources(&i.args))
+        .expect("a COPY of the sources");
+    assert!(
+        deps_at < &sources_at && &sources_at < real_at,
+        "dependencies are built before any source is copied, the binary after"
+    );
+    let copied_first: Vec<&str> = build[..*deps_at]
+        .iter()
+        .filter(|i| i.keyword == "COPY")
+        .flat_map(|i| copy_sources(&i.args))
+        .collect();
+    for needed in workspace_manifests()
+        .iter()
+        .map(String::as_str)
+        .chain(["Cargo.lock"])
+    {
+        assert!(
+            copied_first.contains(&needed),
+            "{needed} is copied before the dependency build (found {copied_first:?})"
+        );
+    }
+    let copied_later: Vec<&str> = build[sources_at..*real_at]
+        .iter()
+        .filter(|i| i.keyword == "COPY")
+        .flat_map(|i| copy_sources(&i.args))
+        .collect();
+    for needed in ["src", "crates"] {
+        assert!(
+            copied_later.contains(&needed),
+            "{needed} is copied before the real build (found {copied_later:?})"
+        );
+    }
+
+    // The stubs' outputs cannot stand in for the binary: the real sources are
+    // touched before the build, and the binary runs after it.
+    let after_sources: Vec<&str> = build[sources_at..]
+        .iter()
+        .filter(|i| i.keyword == "RUN")
+        .map(|i| i.args.as_str())
+        .collect();
+    let after_sources = after_sources.join(" && ");
+    let touch = after_sources
+        .find("touch")
+        .expect("the sources are touched");
+    let cargo = after_sources.find("cargo build").expect("cargo build");
+    assert!(touch < cargo, "touched before the build: {after_sources}");
     let workdir = find(build, "WORKDIR")
         .last()
         .map_or("/", |w| w.trim_end_matches('/'));
     let built = format!("{workdir}/target/release/gemini-proxy");
+    let runs_it = after_sources[cargo..]
+        .split("&&")
+        .any(|c| c.split_whitespace().collect::<Vec<_>>() == [built.as_str(), "version"]);
+    assert!(
+        runs_it,
+        "`{built} version` runs after the build, so a stub binary fails it: {after_sources}"
+    );
+
+    // The runtime stage copies what `cargo build --release` produced.
     let runtime = stages.last().expect("a runtime stage");
     let copy = find(runtime, "COPY")
         .into_iter()
@@ -229,31 +351,35 @@ fn the_dockerfile_builds_the_release_binary_in_a_separate_stage() {
     );
 }
 
+/// The uid (and gid) the image runs as; the Kubernetes manifests assume it.
+const IMAGE_USER: &str = "10001:10001";
+
 #[test]
-fn the_image_runs_as_a_non_root_user_with_config_a_healthcheck_and_the_default_port() {
+fn the_image_runs_as_uid_10001_with_config_a_healthcheck_command_and_the_default_port() {
     let stages = dockerfile_stages();
     let runtime = stages.last().expect("a runtime stage");
 
     let user = find(runtime, "USER");
-    let user = user.last().expect("a USER in the runtime stage");
-    let name = user.split(':').next().unwrap_or_default();
-    assert!(
-        !matches!(name, "root" | "0" | ""),
-        "runs as a non-root user, not `{user}`"
+    assert_eq!(
+        user.last().copied(),
+        Some(IMAGE_USER),
+        "the runtime stage ends as USER {IMAGE_USER}"
     );
-    let created = name.bytes().all(|b| b.is_ascii_digit())
-        || find(runtime, "RUN")
-            .iter()
-            .any(|r| (r.contains("useradd") || r.contains("adduser")) && r.contains(name));
-    assert!(created, "the user `{name}` is created in the runtime stage");
-    let user_at = runtime
-        .iter()
-        .position(|i| i.keyword == "USER")
-        .unwrap_or(0);
+    // The binary needs glibc and libgcc only, which the base image has: the
+    // runtime stage installs nothing (no curl, no shell needed).
     assert!(
-        !runtime[user_at..].iter().any(|i| i.keyword == "RUN"),
-        "nothing runs as root after USER"
+        find(runtime, "RUN").is_empty(),
+        "nothing is installed in the runtime stage: {:?}",
+        find(runtime, "RUN")
     );
+    for instruction in runtime {
+        assert!(
+            !instruction.args.contains("curl") && !instruction.args.contains("wget"),
+            "no HTTP client in the image: {} {}",
+            instruction.keyword,
+            instruction.args
+        );
+    }
 
     assert!(
         find(runtime, "COPY").iter().any(|c| {
@@ -263,12 +389,21 @@ fn the_image_runs_as_a_non_root_user_with_config_a_healthcheck_and_the_default_p
         "the runtime stage copies config/"
     );
 
+    // HEALTHCHECK runs the binary's own `healthcheck` command, in exec form.
+    let installed = find(runtime, "COPY")
+        .into_iter()
+        .find(|c| c.starts_with("--from="))
+        .and_then(|c| c.split_whitespace().last())
+        .expect("the installed binary");
     let healthcheck = find(runtime, "HEALTHCHECK");
     let healthcheck = healthcheck.first().expect("a HEALTHCHECK");
-    assert!(
-        healthcheck.contains("CMD") && healthcheck.contains("/health"),
-        "{healthcheck}"
-    );
+    let command = healthcheck
+        .split_once("CMD")
+        .map(|(_, command)| command.trim())
+        .expect("HEALTHCHECK … CMD");
+    let command: Vec<String> = serde_json::from_str(command)
+        .unwrap_or_else(|e| panic!("HEALTHCHECK CMD in exec form (a JSON array): {e}"));
+    assert_eq!(command, [installed, "healthcheck"], "{healthcheck}");
 
     let default_port = Settings::from_lookup(|_| None).expect("defaults").port;
     let exposed: Vec<&str> = find(runtime, "EXPOSE")
@@ -290,6 +425,62 @@ fn the_image_runs_as_a_non_root_user_with_config_a_healthcheck_and_the_default_p
     }
 }
 
+/// `key=value` and `key="value with spaces"` pairs of a LABEL or ARG.
+fn key_values(args: &str) -> HashMap<String, String> {
+    let mut pairs = HashMap::new();
+    let mut rest = args.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"').expect("a closing quote");
+                (&quoted[..end], &quoted[end + 1..])
+            }
+            None => after.split_once(char::is_whitespace).unwrap_or((after, "")),
+        };
+        pairs.insert(key.trim().to_owned(), value.to_owned());
+        rest = next.trim_start();
+    }
+    pairs
+}
+
+#[test]
+fn the_image_carries_oci_labels_that_match_the_manifest() {
+    let stages = dockerfile_stages();
+    let runtime = stages.last().expect("a runtime stage");
+    let labels: HashMap<String, String> = find(runtime, "LABEL")
+        .iter()
+        .flat_map(|l| key_values(l))
+        .collect();
+    let args: HashMap<String, String> = find(runtime, "ARG")
+        .iter()
+        .flat_map(|a| key_values(a))
+        .collect();
+    let label = |name: &str| {
+        labels
+            .get(&format!("org.opencontainers.image.{name}"))
+            .unwrap_or_else(|| panic!("LABEL org.opencontainers.image.{name}: {labels:?}"))
+            .as_str()
+    };
+    assert_eq!(label("title"), package_field("name"));
+    assert_eq!(label("description"), package_field("description"));
+    assert_eq!(label("licenses"), package_field("license"));
+    assert_eq!(
+        label("version"),
+        "${VERSION}",
+        "the version comes from ARG VERSION"
+    );
+    assert_eq!(
+        args.get("VERSION").map(String::as_str),
+        Some(package_field("version").as_str()),
+        "ARG VERSION defaults to Cargo.toml's version"
+    );
+    assert!(
+        label("source").starts_with("${") || label("source").starts_with("https://"),
+        "org.opencontainers.image.source: {}",
+        label("source")
+    );
+}
+
 #[test]
 fn the_docker_build_context_leaves_out_secrets_and_build_output() {
     let ignored: Vec<String> = read(".dockerignore")
@@ -300,12 +491,44 @@ fn the_docker_build_context_leaves_out_secrets_and_build_output() {
                 .trim_end_matches('/')
                 .to_owned()
         })
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    for entry in ["target", ".env", ".git"] {
+    for entry in [
+        "target",
+        "**/target",
+        ".env",
+        ".git",
+        "config/keys.toml",
+        "**/node_modules",
+        "**/.venv",
+    ] {
         assert!(
             ignored.iter().any(|i| i == entry),
             ".dockerignore leaves out {entry}"
         );
+    }
+
+    // …but not what the Dockerfile copies from the context.
+    let excluded = |path: &str| {
+        let parts: Vec<&str> = path.split('/').collect();
+        (1..=parts.len()).any(|n| ignored.contains(&parts[..n].join("/")))
+            || ignored.iter().any(|i| {
+                i.strip_prefix("**/")
+                    .is_some_and(|name| parts.contains(&name))
+            })
+    };
+    for stage in dockerfile_stages() {
+        for copy in find(&stage, "COPY") {
+            if copy.starts_with("--from") {
+                continue;
+            }
+            for source in copy_sources(copy) {
+                assert!(
+                    !excluded(source.trim_end_matches('/')),
+                    "the Dockerfile copies {source}, which .dockerignore leaves out"
+                );
+            }
+        }
     }
 }
 
@@ -361,7 +584,7 @@ fn compose_environment(service: &Value) -> HashMap<String, String> {
 fn the_compose_file_runs_the_service_with_prometheus_and_grafana() {
     let text = read("docker-compose.yml");
     for needle in [
-        "./config/prometheus.yml:",
+        "./config/prometheus:",
         "./config/grafana/provisioning/datasources:",
         "./config/grafana/provisioning/dashboards:",
         "./config/grafana/dashboards:",
@@ -418,11 +641,37 @@ fn the_compose_file_runs_the_service_with_prometheus_and_grafana() {
             );
         }
     }
+    // Prometheus reads config/prometheus/prometheus.yml, and the rule files it
+    // names, from the mounted directory.
     let prometheus = services["prometheus"]["volumes"].to_string();
     assert!(
-        prometheus.contains("./config/prometheus.yml:/etc/prometheus/prometheus.yml"),
+        prometheus.contains("./config/prometheus:/etc/prometheus:ro"),
         "{prometheus}"
     );
+    assert!(
+        services["prometheus"]["command"]
+            .to_string()
+            .contains("--config.file=/etc/prometheus/prometheus.yml"),
+        "{}",
+        services["prometheus"]["command"]
+    );
+    let config = read("config/prometheus/prometheus.yml");
+    let rule_files: Vec<&str> = config
+        .lines()
+        .skip_while(|l| !l.starts_with("rule_files:"))
+        .skip(1)
+        .map_while(|l| l.trim().strip_prefix("- "))
+        .collect();
+    assert!(
+        rule_files.contains(&"alerts.yml"),
+        "prometheus.yml loads alerts.yml: {rule_files:?}"
+    );
+    for file in rule_files {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/prometheus")
+            .join(file);
+        assert!(path.is_file(), "rule file {} is missing", path.display());
+    }
     let grafana = compose_environment(&services["grafana"]);
     assert_eq!(
         grafana.get("GF_AUTH_ANONYMOUS_ENABLED").map(String::as_str),
@@ -434,6 +683,137 @@ fn the_compose_file_runs_the_service_with_prometheus_and_grafana() {
             .map(String::as_str),
         Some("Viewer")
     );
+}
+
+/// A compose duration (`35s`, `1m30s`, `500ms`) in seconds.
+fn compose_duration_secs(text: &str) -> f64 {
+    let mut total = 0.0;
+    let mut number = String::new();
+    let mut chars = text.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let value: f64 = number
+            .parse()
+            .unwrap_or_else(|_| panic!("duration `{text}`"));
+        number.clear();
+        total += match (c, chars.peek()) {
+            ('m', Some('s')) => {
+                chars.next();
+                value / 1000.0
+            }
+            ('h', _) => value * 3600.0,
+            ('m', _) => value * 60.0,
+            ('s', _) => value,
+            _ => panic!("duration `{text}`"),
+        };
+    }
+    assert!(number.is_empty(), "duration `{text}` without a unit");
+    total
+}
+
+#[test]
+fn the_compose_stack_starts_on_health_drains_on_stop_and_scrapes_the_metrics_listener() {
+    let Some(compose) = compose_as_json(&read("docker-compose.yml")) else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTICE: python3 with PyYAML is absent; docker-compose.yml start-up order not checked"
+        );
+        return;
+    };
+    let services = compose["services"].as_object().expect("services");
+    let proxy = &services["gemini-proxy"];
+    let environment = compose_environment(proxy);
+
+    // Every dependency waits for its target's health check.
+    for (name, service) in services {
+        let Some(depends_on) = service["depends_on"].as_object() else {
+            assert!(
+                service["depends_on"].is_null(),
+                "{name}: depends_on in the long form, with a condition"
+            );
+            continue;
+        };
+        for (target, dependency) in depends_on {
+            assert_eq!(
+                dependency["condition"], "service_healthy",
+                "{name} waits for {target} to be healthy"
+            );
+            let test = &services
+                .get(target)
+                .unwrap_or_else(|| panic!("{name} depends on {target}, which is not a service"))
+                ["healthcheck"]["test"];
+            assert!(test.is_array(), "{target} has a healthcheck test: {test}");
+        }
+    }
+    assert_eq!(
+        proxy["healthcheck"]["test"],
+        serde_json::json!(["CMD", "/usr/local/bin/gemini-proxy", "healthcheck"]),
+        "the service's health is its own `healthcheck` command"
+    );
+
+    // Redis under its profile; the service depends on it only when it is there.
+    let redis = &services["redis"];
+    assert_eq!(redis["profiles"], serde_json::json!(["redis"]));
+    assert_eq!(proxy["depends_on"]["redis"]["required"], false);
+    let redis_url = environment.get("REDIS_URL").expect("REDIS_URL");
+    assert!(
+        redis_url.contains("redis://redis:6379"),
+        "REDIS_URL defaults to the compose Redis: {redis_url}"
+    );
+
+    // `docker compose stop` leaves the drain its whole time.
+    let drain: f64 = environment
+        .get("DRAIN_TIMEOUT_SECS")
+        .expect("DRAIN_TIMEOUT_SECS")
+        .parse()
+        .expect("DRAIN_TIMEOUT_SECS is a number, so stop_grace_period can be checked");
+    let grace = compose_duration_secs(
+        proxy["stop_grace_period"]
+            .as_str()
+            .expect("stop_grace_period"),
+    );
+    assert!(
+        grace > drain,
+        "stop_grace_period {grace} s must be above DRAIN_TIMEOUT_SECS {drain} s"
+    );
+
+    // Prometheus scrapes the metrics listener, not the public port.
+    let metrics_addr = environment.get("METRICS_ADDR").expect("METRICS_ADDR");
+    let (_, metrics_port) = metrics_addr
+        .rsplit_once(':')
+        .expect("METRICS_ADDR is host:port");
+    let config = read("config/prometheus/prometheus.yml");
+    assert!(
+        config.contains(&format!("\"gemini-proxy:{metrics_port}\"")),
+        "config/prometheus/prometheus.yml scrapes gemini-proxy:{metrics_port}:\n{config}"
+    );
+    assert!(
+        !proxy["ports"].to_string().contains(metrics_port),
+        "the metrics port is not published: {}",
+        proxy["ports"]
+    );
+
+    // Images are pinned to a version.
+    for (name, service) in services {
+        let Some(image) = service["image"].as_str() else {
+            continue;
+        };
+        if !service["build"].is_null() {
+            continue;
+        }
+        let tag = image
+            .rsplit_once(':')
+            .map(|(_, tag)| tag)
+            .filter(|tag| !tag.contains('/'))
+            .unwrap_or_else(|| panic!("{name}: image {image} has no tag"));
+        assert!(
+            tag != "latest" && tag.chars().any(|c| c.is_ascii_digit()),
+            "{name}: image {image} is pinned to a version"
+        );
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Monitoring (docs/metrics.md): the exposition as Prometheus reads it, a real Prometheus
 //! scraping the service, counters that match the traffic exactly, series that
 //! random traffic cannot multiply, no secret in `/metrics`, and the artefacts
-//! under `config/` (the scrape config and the Grafana dashboard).
+//! under `config/` (the scrape config, the alert rules and the Grafana dashboard).
 //!
 //! `promtool` and `prometheus` come from the `prometheus` package. Without them
 //! these tests print a notice and pass, unless `REQUIRE_MONITORING_TESTS=1` (as
@@ -455,12 +455,31 @@ impl PrometheusServer {
     /// Starts Prometheus scraping `target` (`host:port`) every second, and
     /// waits until it is ready.
     async fn start(binary: &Path, target: &str) -> PrometheusServer {
+        PrometheusServer::start_with_rules(binary, target, &[]).await
+    }
+
+    /// The same, evaluating the rules of `rule_files` every second.
+    async fn start_with_rules(
+        binary: &Path,
+        target: &str,
+        rule_files: &[PathBuf],
+    ) -> PrometheusServer {
         let dir = TempDir::new("prometheus");
         let config = dir.path().join("prometheus.yml");
+        let rule_files: String = rule_files
+            .iter()
+            .map(|path| format!("  - {:?}\n", path.display().to_string()))
+            .collect();
+        let rule_files = if rule_files.is_empty() {
+            String::new()
+        } else {
+            format!("rule_files:\n{rule_files}")
+        };
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 {rule_files}\
                  scrape_configs:\n  - job_name: gemini-proxy\n    static_configs:\n      \
                  - targets: [\"{target}\"]\n"
             ),
@@ -1047,12 +1066,15 @@ async fn every_dashboard_query_names_only_metrics_the_service_exports() {
 
 #[test]
 fn the_prometheus_config_passes_promtool_and_scrapes_the_compose_service() {
-    let path = manifest_path("config/prometheus.yml");
-    let text = std::fs::read_to_string(&path).expect("config/prometheus.yml");
+    let path = manifest_path("config/prometheus/prometheus.yml");
+    let text = std::fs::read_to_string(&path).expect("config/prometheus/prometheus.yml");
     for needle in [
         "job_name: gemini-proxy",
-        "gemini-proxy:5001",
+        // The metrics listener, METRICS_ADDR in docker-compose.yml.
+        "gemini-proxy:9464",
         "scrape_interval: 15s",
+        "rule_files:",
+        "- alerts.yml",
     ] {
         assert!(text.contains(needle), "`{needle}` not in:\n{text}");
     }
@@ -1104,4 +1126,427 @@ fn grafana_provisioning_points_at_the_prometheus_uid_and_the_dashboard_directory
         compose.contains(&format!("./config/grafana/dashboards:{dashboards_dir}")),
         "compose mounts config/grafana/dashboards at the provider's path {dashboards_dir}"
     );
+}
+
+// ---------------------------------------------------------------- alert rules
+
+const ALERTS: &str = "config/prometheus/alerts.yml";
+const ALERTS_TEST: &str = "config/prometheus/alerts_test.yml";
+
+fn read_config(relative: &str) -> String {
+    std::fs::read_to_string(manifest_path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+/// The `- alert:` names of alerts.yml, in order.
+fn alert_names() -> Vec<String> {
+    read_config(ALERTS)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert:"))
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+fn promtool_succeeds(promtool: &Path, args: &[&str]) {
+    let output = Command::new(promtool)
+        .args(args)
+        .current_dir(manifest_path(""))
+        .output()
+        .expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "promtool {}: {}\n{}{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests_fire_and_hold_back_every_alert() {
+    let names = alert_names();
+    assert!(!names.is_empty(), "no alert in {ALERTS}");
+    let text = read_config(ALERTS);
+    let fors = text
+        .lines()
+        .filter(|l| l.trim().starts_with("for:"))
+        .count();
+    assert_eq!(fors, names.len(), "every alert has a `for:`");
+
+    // In alerts_test.yml each alert has a case that fires it (`exp_alerts:`
+    // then a list) and one where it must not fire (`exp_alerts: []`).
+    let tests = read_config(ALERTS_TEST);
+    let lines: Vec<&str> = tests
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let (mut fired, mut held) = (BTreeSet::new(), BTreeSet::new());
+    for pair in lines.windows(2) {
+        let Some(name) = pair[0].strip_prefix("alertname:") else {
+            continue;
+        };
+        let name = name.trim().to_owned();
+        match pair[1] {
+            "exp_alerts: []" => held.insert(name),
+            "exp_alerts:" => fired.insert(name),
+            other => panic!("{ALERTS_TEST}: `alertname: {name}` followed by `{other}`"),
+        };
+    }
+    for name in &names {
+        assert!(fired.contains(name), "{ALERTS_TEST} never fires {name}");
+        assert!(held.contains(name), "{ALERTS_TEST} never holds {name} back");
+    }
+    for name in fired.union(&held) {
+        assert!(
+            names.contains(name),
+            "{ALERTS_TEST} tests {name}, which is not an alert"
+        );
+    }
+
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    promtool_succeeds(&promtool, &["check", "rules", ALERTS]);
+    promtool_succeeds(&promtool, &["test", "rules", ALERTS_TEST]);
+}
+
+/// The label names of every metric family the service exports (`job` and
+/// `instance`, which Prometheus adds, left out), from the service's own
+/// metric declarations; histograms under their `_bucket`, `_sum` and
+/// `_count` names.
+fn metric_labels() -> BTreeMap<String, BTreeSet<String>> {
+    use prometheus::core::Collector;
+    let metrics = gemini_proxy::metrics::Metrics::new().expect("metrics");
+    let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut add = |name: &str, names: &[String], histogram: bool| {
+        let names: BTreeSet<String> = names.iter().cloned().collect();
+        if histogram {
+            let mut with_le = names.clone();
+            with_le.insert("le".into());
+            labels.insert(format!("{name}_bucket"), with_le);
+            labels.insert(format!("{name}_sum"), names.clone());
+            labels.insert(format!("{name}_count"), names);
+        } else {
+            labels.insert(name.to_owned(), names);
+        }
+    };
+    let collectors: [(&dyn Collector, bool); 13] = [
+        (&metrics.client_requests, false),
+        (&metrics.rate_limited, false),
+        (&metrics.tokens, false),
+        (&metrics.upstream_requests, false),
+        (&metrics.upstream_duration, true),
+        (&metrics.upstream_retries, false),
+        (&metrics.stream_first_byte, true),
+        (&metrics.in_flight, false),
+        (&metrics.key_available, false),
+        (&metrics.key_rests, false),
+        (&metrics.key_resting_models, false),
+        (&metrics.config_reloads, false),
+        (&metrics.rate_limit_backend_up, false),
+    ];
+    for (collector, histogram) in collectors {
+        for desc in collector.desc() {
+            add(&desc.fq_name, &desc.variable_labels, histogram);
+        }
+    }
+    // actix-web-prom's families and the build info, declared outside the fields.
+    let http = ["endpoint".to_owned(), "method".into(), "status".into()];
+    add("api_requests_total", &http, false);
+    add("api_request_duration_seconds", &http, true);
+    add("gemini_proxy_build_info", &["version".to_owned()], false);
+    // Prometheus's own series for each target.
+    add("up", &[], false);
+    labels
+}
+
+/// A label matcher: label, operator, value.
+type Matcher = (String, String, String);
+/// A metric and its label matchers.
+type Selector = (String, Vec<Matcher>);
+
+/// What a PromQL expression (as Prometheus prints it) selects: each
+/// selector's metric and label matchers `(label, operator, value)`, and the
+/// label lists of `by`, `without`, `on`, `ignoring`, `group_left` and
+/// `group_right`.
+struct Selections {
+    selectors: Vec<Selector>,
+    grouping: BTreeSet<String>,
+}
+
+fn selections(expr: &str) -> Selections {
+    let chars: Vec<char> = expr.chars().collect();
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    // A quoted string starting at `i`: its text, and the index past it.
+    let quoted = |i: usize| {
+        let quote = chars[i];
+        let mut text = String::new();
+        let mut j = i + 1;
+        while j < chars.len() && chars[j] != quote {
+            if chars[j] == '\\' {
+                j += 1;
+            }
+            text.push(chars[j]);
+            j += 1;
+        }
+        (text, j + 1)
+    };
+    let mut found = Selections {
+        selectors: Vec::new(),
+        grouping: BTreeSet::new(),
+    };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if matches!(c, '"' | '\'' | '`') {
+            i = quoted(i).1;
+        } else if c == '[' {
+            while i < chars.len() && chars[i] != ']' {
+                i += 1;
+            }
+        } else if is_word(c) && !c.is_ascii_digit() {
+            let start = i;
+            while i < chars.len() && is_word(chars[i]) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let mut next = i;
+            while next < chars.len() && chars[next] == ' ' {
+                next += 1;
+            }
+            let grouping = matches!(
+                word.as_str(),
+                "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
+            );
+            if grouping && chars.get(next) == Some(&'(') {
+                let end = next + chars[next..].iter().position(|&c| c == ')').expect("`)`");
+                let list: String = chars[next + 1..end].iter().collect();
+                found.grouping.extend(
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned),
+                );
+                i = end + 1;
+            } else if chars.get(i) == Some(&'{') {
+                // A selector: matchers up to the closing brace.
+                let mut matchers = Vec::new();
+                i += 1;
+                loop {
+                    while i < chars.len() && matches!(chars[i], ' ' | ',') {
+                        i += 1;
+                    }
+                    if i >= chars.len() || chars[i] == '}' {
+                        i += 1;
+                        break;
+                    }
+                    let label_start = i;
+                    while is_word(chars[i]) {
+                        i += 1;
+                    }
+                    let label: String = chars[label_start..i].iter().collect();
+                    let op_start = i;
+                    while matches!(chars[i], '=' | '!' | '~' | ' ') {
+                        i += 1;
+                    }
+                    let op: String = chars[op_start..i].iter().collect();
+                    let (value, after) = quoted(i);
+                    i = after;
+                    matchers.push((label, op.trim().to_owned(), value));
+                }
+                found.selectors.push((word, matchers));
+            } else if chars.get(next) != Some(&'(')
+                && !PROMQL_WORDS.contains(&word.to_ascii_lowercase().as_str())
+            {
+                found.selectors.push((word, Vec::new()));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+#[test]
+fn the_selection_parser_reads_matchers_and_groupings() {
+    let found = selections(
+        r#"sum by (job, instance) (rate(a_total{code=~"X|Y",le!="1"}[5m])) > 0 and on(job) min(b) == 0"#,
+    );
+    assert_eq!(
+        found.selectors,
+        [
+            (
+                "a_total".to_owned(),
+                vec![
+                    ("code".to_owned(), "=~".to_owned(), "X|Y".to_owned()),
+                    ("le".to_owned(), "!=".to_owned(), "1".to_owned())
+                ]
+            ),
+            ("b".to_owned(), vec![])
+        ]
+    );
+    assert_eq!(
+        found.grouping,
+        BTreeSet::from(["job".to_owned(), "instance".to_owned()])
+    );
+}
+
+#[actix_rt::test]
+async fn the_alert_rules_select_only_metrics_labels_and_values_the_service_has() {
+    let Some(binary) = tool("prometheus") else {
+        return;
+    };
+    let app = spawn_app().await;
+    // One request to /gemini-proxy, so its endpoint label is in the exposition.
+    app.proxy(&json!({"prompt": "hi"})).await;
+    let exposition = app.metrics().await;
+
+    // Every family the service exports has its labels known here.
+    let labels = metric_labels();
+    for family in families(&exposition).keys() {
+        assert!(
+            labels.contains_key(family) || labels.contains_key(&format!("{family}_bucket")),
+            "{family} is exported: add it to metric_labels()"
+        );
+    }
+    let codes: BTreeSet<&str> = gemini_proxy::errors::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .chain(["OK", "CANCELLED"])
+        .collect();
+    let server_error_codes: BTreeSet<&str> = gemini_proxy::errors::ErrorCode::ALL
+        .iter()
+        .filter(|c| c.status().is_server_error())
+        .map(|c| c.as_str())
+        .collect();
+    let fixed_values: HashMap<&str, &[&str]> = HashMap::from([
+        ("scope", &["minute", "day"][..]),
+        ("result", &["success", "failure"][..]),
+        ("backend", &["redis"][..]),
+        ("job", &["gemini-proxy"][..]),
+    ]);
+
+    // Prometheus itself loads the rules, evaluates them against the running
+    // service, and reports them as it parsed them.
+    let prometheus = PrometheusServer::start_with_rules(
+        &binary,
+        &format!("127.0.0.1:{}", app.port),
+        &[manifest_path(ALERTS)],
+    )
+    .await;
+    let started = Instant::now();
+    let rules = loop {
+        let mut response = client()
+            .get(format!("{}/api/v1/rules", prometheus.address))
+            .send()
+            .await
+            .expect("rules answered");
+        let body: Value = response.json().limit(4 * 1024 * 1024).await.expect("JSON");
+        let rules: Vec<Value> = body["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .inspect(|group| assert_eq!(group["name"], "gemini-proxy", "the rule group"))
+            .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let evaluated = !rules.is_empty()
+            && rules.iter().all(|r| {
+                r["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|t| !t.starts_with("0001"))
+            });
+        if evaluated {
+            break rules;
+        }
+        assert!(
+            started.elapsed() < SCRAPE_LIMIT,
+            "the rules were not all evaluated within {SCRAPE_LIMIT:?}: {body}\n{}",
+            prometheus.logs()
+        );
+        actix_rt::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    let names: Vec<&str> = rules.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, alert_names(), "Prometheus loaded every alert");
+    for rule in &rules {
+        let name = rule["name"].as_str().unwrap_or_default();
+        let query = rule["query"].as_str().expect("query");
+        assert_eq!(rule["type"], "alerting", "{name}");
+        assert_eq!(
+            rule["health"], "ok",
+            "{name} evaluates: {}",
+            rule["lastError"]
+        );
+        assert!(
+            matches!(
+                rule["labels"]["severity"].as_str(),
+                Some("critical" | "warning")
+            ),
+            "{name}: severity critical or warning, not {}",
+            rule["labels"]["severity"]
+        );
+        for annotation in ["summary", "description"] {
+            assert!(
+                rule["annotations"][annotation]
+                    .as_str()
+                    .is_some_and(|a| a.len() > 20),
+                "{name}: a {annotation} annotation"
+            );
+        }
+
+        let found = selections(query);
+        let mut in_query: BTreeSet<&str> = BTreeSet::from(["job", "instance", "le"]);
+        for (metric, matchers) in &found.selectors {
+            let known = labels.get(metric).unwrap_or_else(|| {
+                panic!("{name}: `{metric}` in `{query}` is not a metric the service exports")
+            });
+            in_query.extend(known.iter().map(String::as_str));
+            for (label, op, value) in matchers {
+                assert!(
+                    known.contains(label) || label == "job" || label == "instance",
+                    "{name}: {metric} has no label `{label}` (it has {known:?})"
+                );
+                let values: Vec<&str> = match op.as_str() {
+                    "=~" | "!~" => value.split('|').collect(),
+                    _ => vec![value.as_str()],
+                };
+                if label == "code" {
+                    for value in &values {
+                        assert!(
+                            codes.contains(value),
+                            "{name}: `{value}` is not a code (the codes: {codes:?})"
+                        );
+                    }
+                } else if label == "endpoint" {
+                    for value in &values {
+                        assert!(
+                            exposition.contains(&format!("endpoint=\"{value}\"")),
+                            "{name}: no route `{value}` in the exposition"
+                        );
+                    }
+                } else if let Some(allowed) = fixed_values.get(label.as_str()) {
+                    for value in &values {
+                        assert!(
+                            allowed.contains(value),
+                            "{name}: {label}=\"{value}\" is not one of {allowed:?}"
+                        );
+                    }
+                }
+                if name == "GeminiProxyHighErrorRatio" && label == "code" && op == "=~" {
+                    let counted: BTreeSet<&str> = values.iter().copied().collect();
+                    assert_eq!(
+                        counted, server_error_codes,
+                        "{name} counts exactly the codes answered with a 5xx status"
+                    );
+                }
+            }
+        }
+        for label in &found.grouping {
+            assert!(
+                in_query.contains(label.as_str()),
+                "{name}: grouping by `{label}`, a label none of its metrics has: `{query}`"
+            );
+        }
+    }
 }
