@@ -29,7 +29,7 @@ pub struct ClientSocket(#[cfg(unix)] std::os::fd::RawFd);
 
 impl ClientSocket {
     /// For `HttpServer::on_connect`: remembers a plain TCP connection's
-    /// socket, and bounds how long the kernel keeps sending to a client that
+    /// socket, sends small writes at once, and bounds how long the kernel keeps sending to a client that
     /// acknowledges nothing (`TCP_USER_TIMEOUT`; zero-window probes count), so
     /// a client that stops reading a large unary answer is let go too.
     pub fn record(
@@ -39,6 +39,12 @@ impl ClientSocket {
             let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
                 return;
             };
+            // A stream's last bytes (its last event, then the chunked end)
+            // may leave in two small writes: without this, Nagle holds the
+            // second until the client's delayed ACK, 40 ms later.
+            if let Err(error) = stream.set_nodelay(true) {
+                log::debug!("TCP_NODELAY not set: {error}");
+            }
             #[cfg(any(target_os = "linux", target_os = "android"))]
             if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(stall)) {
                 log::debug!("TCP_USER_TIMEOUT not set: {error}");
