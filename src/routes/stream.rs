@@ -108,6 +108,13 @@ impl RelayedStream {
     }
 }
 
+impl Drop for RelayedStream {
+    fn drop(&mut self) {
+        // Gone before the end: nothing is left for the pump to wait for.
+        self.end.drained();
+    }
+}
+
 impl Stream for RelayedStream {
     type Item = Result<Bytes, StreamBroken>;
 
@@ -120,10 +127,14 @@ impl Stream for RelayedStream {
             Poll::Ready(Some(Err(broken))) => broken,
             // The pump says how the stream ended before it lets go of the
             // channel: only a finished stream ends cleanly.
-            Poll::Ready(None) if self.end.code() == Some("OK") => return Poll::Ready(None),
+            Poll::Ready(None) if self.end.code() == Some("OK") => {
+                self.end.drained();
+                return Poll::Ready(None);
+            }
             Poll::Ready(None) => StreamBroken("the stream from Gemini did not finish"),
             Poll::Pending => return Poll::Pending,
         };
+        self.end.drained();
         // actix drops the response bytes it has not written yet when a body
         // fails, which can be the whole head and the events before the break.
         // Pausing once lets it flush them, so the client gets what Gemini sent

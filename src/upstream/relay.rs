@@ -33,6 +33,8 @@ pub const CANCELLED: &str = "CANCELLED";
 pub struct StreamEnd {
     code: OnceLock<&'static str>,
     tokens: Mutex<Option<Tokens>>,
+    /// Told by the client's side when it has taken the last chunk (or is gone).
+    drained: tokio::sync::Notify,
 }
 
 impl StreamEnd {
@@ -45,6 +47,11 @@ impl StreamEnd {
     /// The tokens Gemini reported up to the end.
     pub fn tokens(&self) -> Option<Tokens> {
         *self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The client's side took everything the pump sent, or went away.
+    pub fn drained(&self) {
+        self.drained.notify_one();
     }
 
     fn set(&self, code: &'static str, tokens: Option<Tokens>) {
@@ -187,61 +194,69 @@ impl Pump {
         self.end(stop).await;
     }
 
-    async fn end(mut self, stop: Stop) {
-        let tokens = self.reader.tokens();
+    async fn end(self, stop: Stop) {
+        let Pump {
+            tx,
+            reader,
+            timeouts,
+            sink,
+            end,
+            mut stall_tx,
+            permit,
+        } = self;
+        let tokens = reader.tokens();
         let code = match &stop {
             Stop::Finished => "OK",
             Stop::Broken(code, _) => code.as_str(),
             Stop::ClientGone | Stop::ClientStalled => CANCELLED,
         };
-        if let (true, Some(tokens)) = (self.sink.counts_tokens, tokens) {
-            self.sink
-                .metrics
-                .count_tokens(&self.sink.client, &self.sink.model_label, tokens);
+        if let (true, Some(tokens)) = (sink.counts_tokens, tokens) {
+            sink.metrics
+                .count_tokens(&sink.client, &sink.model_label, tokens);
         }
         // Before the client's side can learn the stream ended, so the access
         // log that its end writes finds the code.
-        self.end.set(code, tokens);
+        end.set(code, tokens);
         let client_gone = matches!(stop, Stop::ClientGone);
         match stop {
             Stop::Broken(_, broken) => {
                 // The client's connection must end without a clean end of
                 // stream. A full channel means the client is not reading; the
                 // stall timeout cuts it then.
-                let _ = self.tx.try_send(Err(broken));
+                let _ = tx.try_send(Err(broken));
             }
             Stop::ClientStalled => {
-                self.cut_stalled_client();
+                cut_stalled_client(&mut stall_tx, timeouts.stall);
                 return;
             }
             Stop::Finished | Stop::ClientGone => {}
         }
-        // Gemini is done: its call and the in-flight place are free now. What
-        // is still queued must reach the client within the stall timeout too,
-        // or a client that stopped reading near the end would hold its
+        // Gemini is done: its call and the in-flight place are free now, and
+        // the client's side learns the end at once (the channel closes). What
+        // is still queued must reach the client within the stall timeout
+        // too, or a client that stopped reading near the end would hold its
         // connection for ever.
-        drop(self.permit.take());
+        drop(permit);
+        drop(tx);
         if client_gone {
             return;
         }
-        // Ok: drained, or the client went away meanwhile; only a wait that
-        // ran out is a stall.
-        let stalled =
-            tokio::time::timeout(self.timeouts.stall, self.tx.reserve_many(STREAM_BUFFER))
-                .await
-                .is_err();
+        let stalled = tokio::time::timeout(timeouts.stall, end.drained.notified())
+            .await
+            .is_err();
         if stalled {
-            self.cut_stalled_client();
+            cut_stalled_client(&mut stall_tx, timeouts.stall);
         }
     }
+}
 
-    fn cut_stalled_client(&mut self) {
-        log::info!(
-            "a client accepted no data for {} s; its stream is cut",
-            self.timeouts.stall.as_secs()
-        );
-        if let Some(stalled) = self.stall_tx.take() {
-            let _ = stalled.send(());
-        }
+/// Asks the client's side to shut the connection of a client that stopped reading.
+fn cut_stalled_client(stall_tx: &mut Option<oneshot::Sender<()>>, stall: Duration) {
+    log::info!(
+        "a client accepted no data for {} s; its stream is cut",
+        stall.as_secs()
+    );
+    if let Some(stalled) = stall_tx.take() {
+        let _ = stalled.send(());
     }
 }
