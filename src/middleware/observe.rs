@@ -125,18 +125,7 @@ pub async fn observe(
             ErrorCode::HeadersTooLarge,
             format!("the request line and headers are over {MAX_HEAD_BYTES} bytes"),
         );
-        let outcome = Outcome {
-            method: unfinished.method.as_str(),
-            route: UNMATCHED,
-            status: error.code.status().as_u16(),
-            code: error.code.as_str(),
-        };
-        record(
-            state.as_ref().map(|s| s.get_ref()),
-            &shared.0.borrow(),
-            started,
-            outcome,
-        );
+        record_refusal(&unfinished, &error, started);
         let mut response = error.response(shape);
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, value);
@@ -152,18 +141,7 @@ pub async fn observe(
         // with it, so the error itself carries what the response needs.
         Err(error) => {
             let api_error = as_api_error(&error);
-            let outcome = Outcome {
-                method: unfinished.method.as_str(),
-                route: UNMATCHED,
-                status: api_error.code.status().as_u16(),
-                code: api_error.code.as_str(),
-            };
-            record(
-                state.as_ref().map(|s| s.get_ref()),
-                &shared.0.borrow(),
-                started,
-                outcome,
-            );
+            record_refusal(&unfinished, &api_error, started);
             return Err(MiddlewareError {
                 error: api_error,
                 shape,
@@ -292,6 +270,23 @@ impl Drop for RecordedAtEnd {
             outcome,
         );
     }
+}
+
+/// Records a request answered before any route saw it (an oversized head, a
+/// middleware's own error).
+fn record_refusal(unfinished: &Unfinished, error: &ApiError, started: Instant) {
+    let outcome = Outcome {
+        method: unfinished.method.as_str(),
+        route: UNMATCHED,
+        status: error.code.status().as_u16(),
+        code: error.code.as_str(),
+    };
+    record(
+        unfinished.state.as_ref().map(|s| s.get_ref()),
+        &unfinished.log.0.borrow(),
+        started,
+        outcome,
+    );
 }
 
 /// An error raised by a middleware, answered in its route's shape with its request id.
