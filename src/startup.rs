@@ -20,6 +20,7 @@ use crate::state::{AppState, Phase, Readiness, RequestLimits};
 use crate::upstream::key_pool::KeyPool;
 use crate::upstream::leak_guard::LeakGuard;
 use crate::upstream::recheck::{self, KeyRecheck, RecheckNow};
+use crate::upstream::relay::StreamTimeouts;
 use crate::upstream::{UpstreamContext, UpstreamPool};
 use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
@@ -316,6 +317,10 @@ impl UpstreamSide {
             leak_guard: LeakGuard::new(&settings.gemini_api_keys),
             metrics: metrics.clone(),
             retry_budget: Default::default(),
+            stream_timeouts: StreamTimeouts {
+                gap: settings.upstream_timeout,
+                stall: settings.client_stall_timeout,
+            },
         });
         let (recheck, recheck_arbiter) = recheck::start(
             context.clone(),
@@ -364,7 +369,6 @@ where
         max_prompt_chars: settings.max_prompt_chars.get(),
         default_model: settings.default_model.clone(),
         upstream_timeout: settings.upstream_timeout,
-        client_stall_timeout: settings.client_stall_timeout,
     };
     let options = AppOptions {
         cors: settings.cors_allowed_origins.clone(),

@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::model_id::ModelId;
 use crate::upstream::Upstream;
 use actix::Recipient;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,6 @@ pub struct RequestLimits {
     pub max_prompt_chars: usize,
     pub default_model: ModelId,
     pub upstream_timeout: Duration,
-    pub client_stall_timeout: Duration,
 }
 
 /// One HTTP worker's view of the service; each worker has its own, sharing
@@ -41,7 +41,7 @@ pub struct AppState {
 /// stop signal on, so a load balancer sends no new work to a replica that is
 /// going away.
 #[derive(Debug, Default)]
-pub struct Readiness(std::sync::atomic::AtomicU8);
+pub struct Readiness(AtomicU8);
 
 /// The phases of [`Readiness`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub enum Phase {
 
 impl Readiness {
     pub fn phase(&self) -> Phase {
-        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+        match self.0.load(Ordering::Acquire) {
             0 => Phase::Starting,
             1 => Phase::Ready,
             _ => Phase::Draining,
@@ -67,6 +67,6 @@ impl Readiness {
             Phase::Ready => 1,
             Phase::Draining => 2,
         };
-        self.0.fetch_max(value, std::sync::atomic::Ordering::AcqRel);
+        self.0.fetch_max(value, Ordering::AcqRel);
     }
 }

@@ -25,12 +25,13 @@ pub async fn health() -> HttpResponse {
 const NOT_READY: &str = "NOT_READY";
 
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let (mut response, status) = match state.readiness.phase() {
+    let status = match state.readiness.phase() {
         Phase::Ready => return HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
-        Phase::Starting => (HttpResponse::ServiceUnavailable(), "starting"),
-        Phase::Draining => (HttpResponse::ServiceUnavailable(), "draining"),
+        Phase::Starting => "starting",
+        Phase::Draining => "draining",
     };
-    let mut response = response.json(serde_json::json!({"status": status}));
+    let mut response =
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": status}));
     response.extensions_mut().insert(ResponseCode(NOT_READY));
     response
 }

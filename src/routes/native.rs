@@ -60,9 +60,8 @@ async fn call(
     let framing = match (method, query.alt) {
         ("streamGenerateContent", Some(Alt::Sse)) => Framing::GeminiSse,
         ("streamGenerateContent", _) => Framing::GeminiJsonArray,
-        // Asked for as events, a unary answer comes as events: read it so,
-        // or its tokens would go uncounted.
-        ("generateContent", Some(Alt::Sse)) => Framing::GeminiSse,
+        // A unary method is read whole; if Gemini answers it as events, the
+        // exchange reads their tokens (by the answer's content type).
         _ => Framing::Unary,
     };
     let body = passthrough::body(&req, payload, &state).await?;

@@ -10,10 +10,9 @@ use crate::request_log::RequestLog;
 use crate::routes::proxy::read_body;
 use crate::routes::stream::{RelayedStream, StreamOutcome};
 use crate::state::AppState;
-use crate::upstream::relay::StreamTimeouts;
 use crate::upstream::stream_reader::Framing;
 use crate::upstream::{Credential, Expect, KeyStyle, Reply, ReplyBody, UpstreamCall};
-use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -23,9 +22,9 @@ use std::time::Instant;
 /// `Authorization`, cookies, hop-by-hop headers, `X-Server-Timeout`,
 /// `Accept-Encoding`, `Content-Type` and `Accept`) stays here. Without
 /// `Accept-Encoding`, Gemini answers uncompressed, so bodies pass back exactly
-/// as they came and streams are never held in a decompressor; bodies always
-/// go and come as JSON (below), so an answer the service cannot read — a
-/// protobuf one, say — cannot slip its tokens or errors past it.
+/// as they came and streams are never held in a decompressor; without the
+/// client's `Content-Type` and `Accept`, bodies go and come as JSON (the
+/// upstream exchange sets that).
 const FORWARDED_HEADERS: &[&str] = &["user-agent", "x-goog-api-client", "accept-language"];
 /// Query parameters that may go upstream; `key` never does.
 const FORWARDED_QUERY: &[&str] = &["alt", "pageSize", "pageToken"];
@@ -152,12 +151,8 @@ pub async fn forward(
     if let Some(model) = &model {
         RequestLog::update(req, |log| log.model = Some(model.clone()));
     }
-    let credential = match client.authorize(own_key.as_deref(), model.as_deref())? {
-        Some(own) => Credential::Client(own),
-        None => Credential::Server,
-    };
+    let credential = Credential::from(client.authorize(own_key.as_deref(), model.as_deref())?);
     let started = Instant::now();
-    let headers = forwarded_headers(req, &target.method);
     let call = UpstreamCall {
         method: target.method,
         path: target.path,
@@ -167,7 +162,7 @@ pub async fn forward(
             Surface::Gemini => KeyStyle::GoogHeader,
             Surface::OpenAi => KeyStyle::Bearer,
         },
-        headers,
+        headers: forwarded_headers(req),
         body,
         framing: target.framing,
         expect: Expect::Relay,
@@ -175,27 +170,18 @@ pub async fn forward(
         client: client.name.clone(),
         counts_tokens: target.counts_tokens,
         deadline: started + state.limits.upstream_timeout,
-        stream_timeouts: StreamTimeouts {
-            gap: state.limits.upstream_timeout,
-            stall: state.limits.client_stall_timeout,
-        },
     };
     let outcome = state.upstream.call(call).await;
     RequestLog::update(req, |log| log.attempts = outcome.attempts);
     Ok(respond(req, outcome.result?))
 }
 
-fn forwarded_headers(req: &HttpRequest, method: &Method) -> Vec<(HeaderName, HeaderValue)> {
-    let mut headers: Vec<(HeaderName, HeaderValue)> = req
-        .headers()
+fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
+    req.headers()
         .iter()
         .filter(|(name, _)| FORWARDED_HEADERS.contains(&name.as_str()))
         .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    if method == Method::POST {
-        headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
-    }
-    headers
+        .collect()
 }
 
 fn respond(req: &HttpRequest, reply: Reply) -> HttpResponse {

@@ -9,7 +9,6 @@ use crate::request_log::RequestLog;
 use crate::state::AppState;
 use crate::upstream::gemini::generate_body;
 use crate::upstream::pipeline::failure_error;
-use crate::upstream::relay::StreamTimeouts;
 use crate::upstream::stream_reader::Framing;
 use crate::upstream::{Credential, Expect, KeyStyle, UpstreamCall};
 use actix_web::http::header;
@@ -64,10 +63,7 @@ pub async fn gemini_proxy(
     };
     let model_id = model.display_id();
     RequestLog::update(&req, |log| log.model = Some(model_id.clone()));
-    let credential = match client.authorize(own_key, Some(&model_id))? {
-        Some(own) => Credential::Client(own),
-        None => Credential::Server,
-    };
+    let credential = Credential::from(client.authorize(own_key, Some(&model_id))?);
 
     let upstream_body = generate_body(
         &request.prompt,
@@ -82,10 +78,7 @@ pub async fn gemini_proxy(
             query: String::new(),
             credential,
             key_style: KeyStyle::GoogHeader,
-            headers: vec![(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            )],
+            headers: Vec::new(),
             body: Bytes::from(upstream_body),
             framing: Framing::Unary,
             expect: Expect::Answer,
@@ -93,10 +86,6 @@ pub async fn gemini_proxy(
             client: client.name.clone(),
             counts_tokens: true,
             deadline: started + state.limits.upstream_timeout,
-            stream_timeouts: StreamTimeouts {
-                gap: state.limits.upstream_timeout,
-                stall: state.limits.client_stall_timeout,
-            },
         })
         .await;
     RequestLog::update(&req, |log| log.attempts = outcome.attempts);

@@ -8,7 +8,9 @@ mod parse;
 
 use crate::model_id::ModelId;
 use awc::http::Uri;
-use parse::{cors, log_level, non_zero, number, rate_limit_backend, seconds, secret_list};
+use parse::{
+    cors, log_level, non_zero, number, rate_limit_backend, seconds, secret_list, socket_address,
+};
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::fmt;
@@ -268,16 +270,7 @@ impl Settings {
             workers: non_zero(&get, "WORKERS", cpus)?,
             client_stall_timeout: seconds(&get, "CLIENT_STALL_TIMEOUT_SECS", 30)?,
             key_recheck_interval: seconds(&get, "KEY_RECHECK_SECS", 600)?,
-            metrics_addr: match get("METRICS_ADDR").map(|v| v.trim().to_owned()) {
-                None => None,
-                Some(raw) if raw.is_empty() => None,
-                Some(raw) => Some(raw.parse().map_err(|_| {
-                    invalid(
-                        "METRICS_ADDR",
-                        "must be an IP address and port, such as 127.0.0.1:9464",
-                    )
-                })?),
-            },
+            metrics_addr: socket_address(&get, "METRICS_ADDR")?,
             drain_timeout: seconds(&get, "DRAIN_TIMEOUT_SECS", 30)?,
             rate_limit_backend: rate_limit_backend(&get)?,
         })

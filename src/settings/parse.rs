@@ -213,3 +213,19 @@ pub(super) fn log_level(
         )),
     }
 }
+
+/// An optional `IP:port` to listen on; unset or empty means none.
+pub(super) fn socket_address(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<Option<std::net::SocketAddr>, SettingsError> {
+    match get(variable).as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => raw.parse().map(Some).map_err(|_| {
+            invalid(
+                variable,
+                "must be an IP address and port, such as 127.0.0.1:9464",
+            )
+        }),
+    }
+}

@@ -27,6 +27,13 @@ fn defaults_match_the_spec() {
     assert_eq!(s.cors_allowed_origins, CorsOrigins::None);
     assert_eq!(s.log_format, LogFormat::Text);
     assert!(!s.keys_file.required);
+    assert_eq!(s.metrics_addr, None);
+    assert_eq!(s.drain_timeout, Duration::from_secs(30));
+    assert_eq!(s.client_stall_timeout, Duration::from_secs(30));
+    assert_eq!(s.key_recheck_interval, Duration::from_secs(600));
+    let private = parse(&[("METRICS_ADDR", " [::1]:9464 ")]).unwrap();
+    assert_eq!(private.metrics_addr, "[::1]:9464".parse().ok());
+    assert_eq!(parse(&[("METRICS_ADDR", "")]).unwrap().metrics_addr, None);
 }
 
 #[test]
@@ -53,6 +60,14 @@ fn a_bad_value_names_its_variable() {
             "CORS_ALLOWED_ORIGINS",
         ),
         (vec![("API_KEYS", "a,,b")], "API_KEYS"),
+        (vec![("METRICS_ADDR", "9464")], "METRICS_ADDR"),
+        (vec![("METRICS_ADDR", "localhost:9464")], "METRICS_ADDR"),
+        (vec![("DRAIN_TIMEOUT_SECS", "0")], "DRAIN_TIMEOUT_SECS"),
+        (
+            vec![("CLIENT_STALL_TIMEOUT_SECS", "x")],
+            "CLIENT_STALL_TIMEOUT_SECS",
+        ),
+        (vec![("KEY_RECHECK_SECS", "0")], "KEY_RECHECK_SECS"),
     ] {
         let err = parse(&pairs).expect_err("should be refused");
         assert_eq!(err.variable, variable, "{pairs:?}: {err}");

@@ -9,7 +9,7 @@ use super::pool::Permit;
 use super::relay::{self, TokenSink};
 use super::stream_reader::{unary_tokens, Framing, StreamReader, Tokens};
 use crate::errors::ErrorCode;
-use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
+use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use awc::http::StatusCode;
 use awc::Client;
 use bytes::Bytes;
@@ -66,6 +66,12 @@ pub(super) async fn attempt(
     let mut request = client.request(call.method.clone(), url);
     for (name, value) in &call.headers {
         request = request.insert_header((name.clone(), value.clone()));
+    }
+    // Bodies always go as JSON, whatever the client said: an answer the
+    // service cannot read (protobuf, say) would slip its tokens and errors past it.
+    if call.method == awc::http::Method::POST {
+        request =
+            request.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
     }
     request = match call.key_style {
         KeyStyle::GoogHeader => request.insert_header(("x-goog-api-key", key)),
@@ -156,7 +162,7 @@ pub(super) async fn attempt(
     let relay = relay::start(
         response,
         StreamReader::new(call.framing, declared_length),
-        call.stream_timeouts,
+        context.stream_timeouts,
         sink,
         permit.take(),
     );

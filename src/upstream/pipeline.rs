@@ -46,6 +46,13 @@ pub enum Credential {
     Client(HeaderValue),
 }
 
+impl From<Option<HeaderValue>> for Credential {
+    /// The client's own key when the policy let it send one, else a server key.
+    fn from(own_key: Option<HeaderValue>) -> Credential {
+        own_key.map_or(Credential::Server, Credential::Client)
+    }
+}
+
 /// How the key travels upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyStyle {
@@ -72,6 +79,8 @@ pub struct UpstreamContext {
     pub leak_guard: LeakGuard,
     pub metrics: Arc<Metrics>,
     pub retry_budget: RetryBudget,
+    /// The same for every stream: they come from the settings.
+    pub stream_timeouts: StreamTimeouts,
 }
 
 /// A call to Gemini, as a route describes it.
@@ -83,7 +92,8 @@ pub struct UpstreamCall {
     pub query: String,
     pub credential: Credential,
     pub key_style: KeyStyle,
-    /// The client's headers that may go upstream.
+    /// The client's headers that may go upstream (`Content-Type` is always
+    /// JSON, set with the body).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
     pub framing: Framing,
@@ -96,7 +106,6 @@ pub struct UpstreamCall {
     pub counts_tokens: bool,
     /// Unary calls: the whole call. Streams: the wait for the head.
     pub deadline: Instant,
-    pub stream_timeouts: StreamTimeouts,
 }
 
 /// Gemini's answer, with what it means.

@@ -32,6 +32,10 @@ fn a_quota_naming_another_model_rests_the_model_asked_for_too() {
         leak_guard: LeakGuard::new(&keys),
         metrics,
         retry_budget: RetryBudget::default(),
+        stream_timeouts: StreamTimeouts {
+            gap: Duration::from_secs(1),
+            stall: Duration::from_secs(1),
+        },
     };
     // The call named an alias; Gemini's quota answer names what it resolved to.
     let hits = [classify::QuotaHit {

@@ -13,6 +13,7 @@
 use super::classify::{self, KeyOwner, KeyVerdict};
 use super::pipeline::UpstreamContext;
 use actix::prelude::*;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,8 +28,8 @@ pub struct KeyRecheck {
     context: Arc<UpstreamContext>,
     client: awc::Client,
     interval: Duration,
-    /// `models/{id}` to ask about: the default model, which any working key can read.
-    model_path: String,
+    /// The `models.get` of the default model, which any working key can read.
+    url: Rc<str>,
 }
 
 impl KeyRecheck {
@@ -40,10 +41,10 @@ impl KeyRecheck {
         model_resource: &str,
     ) -> Self {
         KeyRecheck {
-            context,
             client: super::client::build(connect_timeout),
             interval,
-            model_path: format!("/v1beta/{model_resource}"),
+            url: format!("{}/v1beta/{model_resource}", context.base_url).into(),
+            context,
         }
     }
 }
@@ -69,7 +70,7 @@ impl Handler<RecheckNow> for KeyRecheck {
     fn handle(&mut self, _: RecheckNow, _: &mut Context<Self>) -> Self::Result {
         let context = self.context.clone();
         let client = self.client.clone();
-        let url = format!("{}{}", context.base_url, self.model_path);
+        let url = self.url.clone();
         Box::pin(async move {
             let mut restored = 0;
             for key in context.keys.refused() {
@@ -102,7 +103,7 @@ impl Handler<ProbeKey> for KeyRecheck {
     fn handle(&mut self, ProbeKey(index): ProbeKey, _: &mut Context<Self>) -> Self::Result {
         let context = self.context.clone();
         let client = self.client.clone();
-        let url = format!("{}{}", context.base_url, self.model_path);
+        let url = self.url.clone();
         Box::pin(async move {
             let Some(header) = context.keys.header(index) else {
                 return;

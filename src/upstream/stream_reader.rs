@@ -448,7 +448,9 @@ impl Cursor {
     }
 }
 
-/// The tokens of a whole unary JSON answer: Gemini's `usageMetadata` or OpenAI's `usage`.
+/// The tokens of a whole unary answer: Gemini's `usageMetadata` or OpenAI's
+/// `usage` — also of a unary method answered as events (`alt=sse`), since
+/// the scan finds the last usage object whatever surrounds it.
 pub fn unary_tokens(body: &[u8]) -> Option<Tokens> {
     let mut reader = StreamReader::new(Framing::Unary, None);
     reader.observe(body);

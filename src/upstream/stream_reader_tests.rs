@@ -359,3 +359,12 @@ fn a_huge_event_is_not_buffered_and_keeps_the_framing() {
     }
     assert_eq!((reader.finish(), reader.tokens()), (Ok(()), None));
 }
+
+#[test]
+fn a_whole_body_of_events_gives_the_last_usage() {
+    let body = "data: {\"usageMetadata\": {\"promptTokenCount\": 1, \"totalTokenCount\": 2}}\r\n\r\n\
+                data: {\"candidates\": [{\"finishReason\": \"STOP\"}], \"usageMetadata\": {\"promptTokenCount\": 1, \"candidatesTokenCount\": 4, \"totalTokenCount\": 5}}\r\n\r\n";
+    // A unary method answered as events (`alt=sse`) is read whole: its
+    // tokens count all the same.
+    assert_eq!(unary_tokens(body.as_bytes()), tokens(1, 4, 0, 5));
+}

@@ -241,3 +241,66 @@ async fn the_healthcheck_command_asks_the_running_service() {
     let closed = check("9");
     assert!(!closed.status.success());
 }
+
+#[actix_rt::test]
+async fn sighup_brings_refused_keys_back_and_keeps_rests() {
+    use crate::shared_keys::{contents, suspend_key_0_and_exhaust_key_1_for_pro, KEYS};
+    let mock = slow_mock(Duration::ZERO).await;
+    let mut env = binary_env(&mock);
+    env.insert("GEMINI_API_KEY".into(), KEYS[..2].join(","));
+    let app = BinaryApp::start(&[], &env);
+    suspend_key_0_and_exhaust_key_1_for_pro(&mock);
+    let pro = "/v1beta/models/gemini-2.5-pro:generateContent";
+    let native = [
+        ("x-goog-api-key", CLIENT_KEY),
+        ("Content-Type", "application/json"),
+    ];
+    let response = send_to(&app.address, Method::POST, pro, &native, contents("hi")).await;
+    assert_eq!(
+        code_of(&response).as_deref(),
+        Some("QUOTA_ERROR"),
+        "{}",
+        response.text()
+    );
+    let gauges = || async {
+        let text = send_to(&app.address, Method::GET, "/metrics", &[], "")
+            .await
+            .text();
+        [
+            metric_value(&text, r#"gemini_proxy_upstream_key_available{key="0"}"#),
+            metric_value(
+                &text,
+                r#"gemini_proxy_upstream_key_resting_models{key="1"}"#,
+            ),
+        ]
+    };
+    assert_eq!(
+        gauges().await,
+        [Some(0.0), Some(1.0)],
+        "key 0 refused, key 1 rests"
+    );
+
+    // The operator fixes key 0's project and sends SIGHUP.
+    mock.update_config(|c| c.key_refusals.clear());
+    app.signal("HUP");
+    let started = Instant::now();
+    while gauges().await[0] != Some(1.0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "SIGHUP did not restore key 0"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gauges().await[1], Some(1.0), "SIGHUP ended key 1's rest");
+    mock.reset();
+    for _ in 0..3 {
+        let response = send_to(&app.address, Method::POST, pro, &native, contents("hi")).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let keys: Vec<String> = mock
+        .requests()
+        .iter()
+        .filter_map(|r| r.api_key().map(str::to_owned))
+        .collect();
+    assert_eq!(keys, [KEYS[0]; 3], "key 1 still rests for pro");
+}

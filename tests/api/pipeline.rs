@@ -190,6 +190,32 @@ async fn an_alt_gemini_does_not_know_is_refused_before_any_call() {
 }
 
 #[actix_rt::test]
+async fn bodies_go_upstream_as_json_whatever_the_client_asked_for() {
+    let app = spawn_app().await;
+    let response = app
+        .request(
+            Method::POST,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            &[
+                ("x-goog-api-key", CLIENT_KEY),
+                ("Content-Type", "application/x-protobuf"),
+                ("Accept", "application/x-protobuf"),
+            ],
+            contents("hi"),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let sent = app.upstream_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].header("content-type"), Some("application/json"));
+    assert_eq!(
+        sent[0].header("accept"),
+        None,
+        "the client's Accept stays here"
+    );
+}
+
+#[actix_rt::test]
 async fn the_model_route_describes_models_only() {
     let app = spawn_app().await;
     let response = app

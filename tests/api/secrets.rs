@@ -742,14 +742,7 @@ async fn no_key_or_piece_of_one_leaks_into_logs_responses_metrics_or_health_at_t
     let upstream_keys: BTreeSet<String> = mock
         .requests()
         .iter()
-        .filter_map(|r| {
-            r.header("x-goog-api-key")
-                .or_else(|| {
-                    r.header("authorization")
-                        .map(|a| a.trim_start_matches("Bearer "))
-                })
-                .map(str::to_owned)
-        })
+        .filter_map(|r| r.api_key().map(str::to_owned))
         .collect();
     for key in [&keys.server[0], &keys.server[1], &keys.own] {
         assert!(upstream_keys.contains(key), "a key never reached the mock");

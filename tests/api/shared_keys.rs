@@ -5,12 +5,12 @@
 
 use crate::helpers::*;
 use awc::http::Method;
-use gemini_mock::{Exhaustion, KeyRefusal};
+use gemini_mock::{Exhaustion, KeyRefusal, MockGemini};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-const KEYS: [&str; 3] = [
+pub const KEYS: [&str; 3] = [
     "AIzaSharedKeyNumberZero0123456789abcdef",
     "AIzaSharedKeyNumberOne01123456789abcdef",
     "AIzaSharedKeyNumberTwo02123456789abcdef",
@@ -32,7 +32,7 @@ async fn spawn_with_keys(keys: &[&str], extra: &[(&str, &str)]) -> TestApp {
     .await
 }
 
-fn contents(text: &str) -> String {
+pub fn contents(text: &str) -> String {
     json!({"contents": [{"role": "user", "parts": [{"text": text}]}]}).to_string()
 }
 
@@ -62,14 +62,7 @@ async fn openai_chat(app: &TestApp, model: &str, stream: bool) -> TestResponse {
 fn keys_used(app: &TestApp) -> Vec<String> {
     app.upstream_requests()
         .iter()
-        .filter_map(|r| {
-            r.header("x-goog-api-key")
-                .or_else(|| {
-                    r.header("authorization")
-                        .map(|a| a.trim_start_matches("Bearer "))
-                })
-                .map(str::to_owned)
-        })
+        .filter_map(|r| r.api_key().map(str::to_owned))
         .collect()
 }
 
@@ -87,6 +80,18 @@ fn probes(app: &TestApp) -> usize {
         .iter()
         .filter(|r| r.method == "GET")
         .count()
+}
+
+/// Key 0 suspended, key 1 out of its `gemini-2.5-pro` quota (per minute).
+pub fn suspend_key_0_and_exhaust_key_1_for_pro(mock: &MockGemini) {
+    mock.update_config(|c| {
+        c.key_refusals = HashMap::from([(KEYS[0].to_owned(), KeyRefusal::Suspended)]);
+        c.exhausted = vec![Exhaustion {
+            key: Some(KEYS[1].to_owned()),
+            model: Some("gemini-2.5-pro".into()),
+            per_day: false,
+        }];
+    });
 }
 
 async fn gauge(app: &TestApp, family: &str, key: usize) -> Option<f64> {
@@ -466,14 +471,7 @@ async fn a_refused_key_comes_back_when_a_recheck_finds_it_accepted() {
 #[actix_rt::test]
 async fn a_key_still_refused_stays_out_and_restoring_keeps_the_rests() {
     let app = spawn_with_keys(&KEYS[..2], &[]).await;
-    app.mock.update_config(|c| {
-        c.key_refusals = HashMap::from([(KEYS[0].to_owned(), KeyRefusal::Suspended)]);
-        c.exhausted = vec![Exhaustion {
-            key: Some(KEYS[1].to_owned()),
-            model: Some("gemini-2.5-pro".into()),
-            per_day: false,
-        }];
-    });
+    suspend_key_0_and_exhaust_key_1_for_pro(&app.mock);
     let response = native(&app, NATIVE_PRO, contents("hello")).await;
     assert_eq!(
         code_of(&response).as_deref(),
@@ -515,14 +513,7 @@ async fn a_key_still_refused_stays_out_and_restoring_keeps_the_rests() {
 async fn a_three_key_pool_with_one_key_suspended_and_one_model_exhausted() {
     // The upstream calls each request costs, for the closing figures.
     let app = spawn_with_keys(&KEYS, &[]).await;
-    app.mock.update_config(|c| {
-        c.key_refusals = HashMap::from([(KEYS[0].to_owned(), KeyRefusal::Suspended)]);
-        c.exhausted = vec![Exhaustion {
-            key: Some(KEYS[1].to_owned()),
-            model: Some("gemini-2.5-pro".into()),
-            per_day: false,
-        }];
-    });
+    suspend_key_0_and_exhaust_key_1_for_pro(&app.mock);
     let mut calls = Vec::new();
     for path in [
         NATIVE_PRO,

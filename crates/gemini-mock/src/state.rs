@@ -35,6 +35,15 @@ impl RecordedRequest {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The Gemini key the request carried: `x-goog-api-key`, else a Bearer
+    /// token (the OpenAI-compatible paths).
+    pub fn api_key(&self) -> Option<&str> {
+        self.header("x-goog-api-key").or_else(|| {
+            self.header("authorization")
+                .and_then(|a| a.strip_prefix("Bearer "))
+        })
+    }
+
     /// The body parsed as JSON, or `None` when it is not JSON.
     pub fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_slice(&self.body).ok()
