@@ -31,6 +31,7 @@ fn main() -> std::io::Result<()> {
                 },
                 models: None,
                 allow_own_key: true,
+                quotas: Default::default(),
             })
             .collect();
         let arbiter = Arbiter::new().handle();

@@ -6,6 +6,7 @@
 
 use super::policy::{ClientPolicy, KeyHash, Limits};
 use crate::model_id::ModelId;
+use crate::quota::Quotas;
 use crate::settings::KeysFile;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -65,6 +66,7 @@ struct Defaults {
     limits: Limits,
     models: Option<BTreeSet<String>>,
     allow_own_key: bool,
+    quotas: Quotas,
 }
 
 /// The clients of a keys file (none when the default file is absent) plus the
@@ -140,6 +142,7 @@ pub fn parse_clients(
             limits: defaults.limits,
             models: defaults.models.clone(),
             allow_own_key: defaults.allow_own_key,
+            quotas: defaults.quotas.clone(),
         });
     }
     Ok(clients)
@@ -204,6 +207,7 @@ fn defaults(raw: DefaultsToml) -> Result<Defaults, String> {
         })?,
         models: raw.models.map(models).transpose()?,
         allow_own_key: raw.allow_own_key.unwrap_or(true),
+        quotas: Quotas::default(),
     })
 }
 
@@ -240,6 +244,7 @@ fn client(raw: ClientToml, defaults: &Defaults) -> Result<ClientPolicy, String> 
             None => defaults.models.clone(),
         },
         allow_own_key: raw.allow_own_key.unwrap_or(defaults.allow_own_key),
+        quotas: defaults.quotas.clone(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! What the service knows about one client: its name, how its key is checked,
 //! its limits and what it may do.
 
+use crate::quota::Quotas;
 use actix_web::http::header::HeaderValue;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -57,6 +58,8 @@ pub struct ClientPolicy {
     pub models: Option<BTreeSet<String>>,
     /// May the client send its own Gemini key?
     pub allow_own_key: bool,
+    /// Tokens per minute, requests and tokens per day (none = unlimited).
+    pub quotas: Quotas,
 }
 
 impl ClientPolicy {

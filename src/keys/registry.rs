@@ -341,6 +341,7 @@ mod tests {
             },
             models: None,
             allow_own_key: true,
+            quotas: Default::default(),
         }
     }
 

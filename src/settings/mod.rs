@@ -47,6 +47,8 @@ pub const ALL_VARIABLES: &[&str] = &[
     "KEY_RECHECK_SECS",
     "METRICS_ADDR",
     "DRAIN_TIMEOUT_SECS",
+    "QUOTA_TIMEZONE",
+    "QUOTA_STATE_FILE",
 ];
 
 #[derive(Clone)]
@@ -83,6 +85,17 @@ pub struct Settings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// How long `SIGTERM` waits for in-flight requests and streams.
     pub drain_timeout: Duration,
+    /// Where a day of the daily quotas starts.
+    pub quota_timezone: QuotaTimeZone,
+    /// Where the memory backend keeps daily usage across restarts; `None` = nowhere.
+    pub quota_state_file: Option<PathBuf>,
+}
+
+/// `QUOTA_TIMEZONE`: the zone and the name it was given by.
+#[derive(Clone, Debug)]
+pub struct QuotaTimeZone {
+    pub name: String,
+    pub zone: jiff::tz::TimeZone,
 }
 
 /// Where client rate limits are kept (`RATE_LIMIT_BACKEND`).
@@ -230,6 +243,7 @@ impl Settings {
                 required: false,
             },
         };
+        let keys_file_path = keys_file.path.clone();
         let default_model = get("DEFAULT_MODEL").unwrap_or_else(|| "gemini-2.5-flash".into());
         let default_model = ModelId::parse(default_model.trim())
             .map_err(|e| invalid("DEFAULT_MODEL", e.to_string()))?;
@@ -273,6 +287,12 @@ impl Settings {
             metrics_addr: socket_address(&get, "METRICS_ADDR")?,
             drain_timeout: seconds(&get, "DRAIN_TIMEOUT_SECS", 30)?,
             rate_limit_backend: rate_limit_backend(&get)?,
+            quota_timezone: parse::time_zone(get("QUOTA_TIMEZONE"))?,
+            quota_state_file: match get("QUOTA_STATE_FILE").as_deref().map(str::trim) {
+                Some("none") => None,
+                Some(path) => Some(PathBuf::from(path)),
+                None => Some(crate::quota::state_file::beside(&keys_file_path)),
+            },
         })
     }
 
@@ -283,7 +303,7 @@ impl Settings {
              gemini_base_url={} max_prompt_chars={} max_body_bytes={} upstream_timeout={}s \
              upstream_connect_timeout={}s cors_allowed_origins={} log_format={:?} \
              max_in_flight={} upstream_actors={} workers={} rate_limit_backend={} \
-             metrics_addr={} drain_timeout={}s",
+             metrics_addr={} drain_timeout={}s quota_timezone={} quota_state_file={}",
             self.host,
             self.port,
             masked_count(&self.gemini_api_keys),
@@ -321,6 +341,10 @@ impl Settings {
             self.metrics_addr
                 .map_or_else(|| "the public port".to_owned(), |a| a.to_string()),
             self.drain_timeout.as_secs(),
+            self.quota_timezone.name,
+            self.quota_state_file
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
         )
     }
 }

@@ -229,3 +229,15 @@ pub(super) fn socket_address(
         }),
     }
 }
+
+/// `QUOTA_TIMEZONE`: an IANA zone name; Gemini's own days start at midnight Pacific.
+pub(super) fn time_zone(value: Option<String>) -> Result<super::QuotaTimeZone, SettingsError> {
+    let name = value.map_or_else(|| "America/Los_Angeles".to_owned(), |v| v.trim().to_owned());
+    let zone = jiff::tz::TimeZone::get(&name).map_err(|_| {
+        invalid(
+            "QUOTA_TIMEZONE",
+            format!("`{name}` is not a time zone name (an IANA name such as `America/Los_Angeles`, `Europe/Berlin` or `UTC`)"),
+        )
+    })?;
+    Ok(super::QuotaTimeZone { name, zone })
+}
