@@ -46,7 +46,10 @@ fn main() -> std::io::Result<()> {
         let (mut sent, mut admitted) = (0usize, 0usize);
         while sent < MESSAGES || !pending.is_empty() {
             while sent < MESSAGES && pending.len() < IN_FLIGHT {
-                pending.push(registry.send(Admit { key_hash: keys[sent % keys.len()] }));
+                pending.push(registry.send(Admit {
+                    key_hash: keys[sent % keys.len()],
+                    counts: true,
+                }));
                 sent += 1;
             }
             if let Some(Ok(Ok(_))) = pending.next().await {

@@ -65,6 +65,7 @@ fn cors_middleware(origins: &CorsOrigins) -> Cors {
             http::header::HeaderName::from_static("ratelimit-limit"),
             http::header::HeaderName::from_static("ratelimit-remaining"),
             http::header::HeaderName::from_static("ratelimit-reset"),
+            http::header::HeaderName::from_static("ratelimit-policy"),
         ])
         .max_age(3600);
     match origins {

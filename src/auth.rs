@@ -3,6 +3,7 @@
 
 use crate::errors::{ApiError, ErrorCode};
 use crate::keys::{Admission, Admit, KeyHash, Refusal};
+use crate::quota::{Charge, QuotaRefusal};
 use crate::request_log::RequestLog;
 use crate::state::AppState;
 use actix_web::HttpRequest;
@@ -77,11 +78,13 @@ fn bearer_key(req: &HttpRequest) -> Option<String> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
 }
 
-/// Identifies the client and takes one token from its bucket.
+/// Identifies the client, takes one token from its bucket and, for a call
+/// that may reach Gemini (`counts`), checks and counts its own quota windows.
 pub async fn admit(
     req: &HttpRequest,
     state: &AppState,
     key: Option<String>,
+    counts: bool,
 ) -> Result<Admission, ApiError> {
     RequestLog::update(req, |log| log.api = true);
     let unauthorized = || {
@@ -91,11 +94,12 @@ pub async fn admit(
         )
     };
     let key_hash = KeyHash::of(&key.ok_or_else(unauthorized)?);
-    let refusal = match state.admission.send(Admit { key_hash }).await {
+    let refusal = match state.admission.send(Admit { key_hash, counts }).await {
         Ok(Ok(admission)) => {
             RequestLog::update(req, |log| {
                 log.client = Some(admission.client.name.clone());
                 log.rate = Some(admission.rate);
+                log.rate_policy = Some(admission.policy_header.clone());
             });
             return Ok(admission);
         }
@@ -110,10 +114,24 @@ pub async fn admit(
     };
     match refusal {
         Refusal::UnknownKey => Err(unauthorized()),
+        Refusal::Quota {
+            client,
+            rate,
+            refusal,
+            policy_header,
+        } => {
+            RequestLog::update(req, |log| {
+                log.client = Some(client.name.clone());
+                log.rate = Some(rate);
+                log.rate_policy = Some(policy_header);
+            });
+            Err(quota_refused(state, &client.name, &refusal))
+        }
         Refusal::Limited {
             client,
             rate,
             retry_after_secs,
+            policy_header,
         } => {
             state
                 .metrics
@@ -123,6 +141,7 @@ pub async fn admit(
             RequestLog::update(req, |log| {
                 log.client = Some(client.name.clone());
                 log.rate = Some(rate);
+                log.rate_policy = Some(policy_header);
             });
             Err(ApiError::new(
                 ErrorCode::RateLimited,
@@ -134,4 +153,29 @@ pub async fn admit(
             .with_retry_after(retry_after_secs))
         }
     }
+}
+
+/// The model stage of admission: once a route knows the model its call uses
+/// (`None` for a call that names none), checks the windows of the model's
+/// quota group and answers what to charge when the answer ends.
+pub fn admit_model(
+    state: &AppState,
+    admission: &Admission,
+    model: Option<&str>,
+) -> Result<Charge, ApiError> {
+    admission
+        .quota
+        .for_model(&admission.client, model)
+        .map_err(|refusal| quota_refused(state, &admission.client.name, &refusal))
+}
+
+/// `RATE_LIMITED` for a closed quota window, counted like the bucket's refusals.
+fn quota_refused(state: &AppState, client: &str, refusal: &QuotaRefusal) -> ApiError {
+    state
+        .metrics
+        .rate_limited
+        .with_label_values(&[client])
+        .inc();
+    ApiError::new(ErrorCode::RateLimited, refusal.message())
+        .with_retry_after(refusal.retry_after_secs())
 }

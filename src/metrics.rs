@@ -47,6 +47,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// 1 while the shared rate-limit backend answers (only `redis` has series).
     pub rate_limit_backend_up: IntGaugeVec,
+    /// What each client may still use of each quota window it has.
+    pub client_quota_remaining: IntGaugeVec,
     models: RwLock<HashSet<String>>,
     /// Every family the registry holds, to write the empty ones too.
     families: Vec<Family>,
@@ -185,6 +187,17 @@ impl Metrics {
                 "Keys-file reloads by result",
                 &["result"],
             )?,
+            client_quota_remaining: {
+                let gauge = IntGaugeVec::new(
+                    Opts::new(
+                        "gemini_proxy_client_quota_remaining",
+                        "What a client may still use of a quota window (tokens or requests), by client and limit",
+                    ),
+                    &["client", "limit"],
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
             rate_limit_backend_up: {
                 let gauge = IntGaugeVec::new(
                     Opts::new(
@@ -249,6 +262,7 @@ impl Metrics {
         families.extend(Family::of(&self.key_available, "gauge"));
         families.extend(Family::of(&self.key_resting_models, "gauge"));
         families.extend(Family::of(&self.rate_limit_backend_up, "gauge"));
+        families.extend(Family::of(&self.client_quota_remaining, "gauge"));
         families.extend(Family::of(build_info, "gauge"));
         families
     }

@@ -19,6 +19,8 @@ pub struct RequestLog {
     pub tokens: u64,
     /// The client's bucket after this request, for the `RateLimit-*` headers.
     pub rate: Option<RateLimitSnapshot>,
+    /// The client's `RateLimit-Policy` header: every limit it has.
+    pub rate_policy: Option<actix_web::http::header::HeaderValue>,
     /// An API route handled this request, so it counts in the per-client metrics.
     pub api: bool,
 }

@@ -12,7 +12,9 @@ use crate::keys::redis_health::RedisHealth;
 use crate::keys::redis_limiter::{CheckError, RedisLimiter};
 use crate::keys::registry::{BucketCount, ClientTable};
 use crate::keys::reload::{self, Reloader, WatchGuard};
-use crate::keys::{worker, Admit, ClientPolicy, KeyRegistry, ReplaceClients};
+use crate::keys::quota_gate::QuotaContext;
+use crate::keys::{worker, Admit, ClientPolicy, KeyRegistry, ReadUsage, ReplaceClients};
+use crate::quota::{state_file, Days, UsageStore, WallClock};
 use crate::metrics::Metrics;
 use crate::routes::stream::ClientSocket;
 use crate::settings::{RateLimitBackend, Settings};
@@ -114,12 +116,28 @@ impl Application {
         C: Clock + Clone + Send + Sync + Unpin + 'static,
         C::Instant: Unpin,
     {
+        Application::build_with_clocks(settings, listener, options, clock, WallClock::system())
+    }
+
+    /// As [`Application::build_with_clock`], with the wall clock the quota
+    /// windows read too (days, tokens per minute).
+    pub fn build_with_clocks<C>(
+        settings: Settings,
+        listener: TcpListener,
+        options: Options,
+        clock: C,
+        wall: WallClock,
+    ) -> Result<Application, StartupError>
+    where
+        C: Clock + Clone + Send + Sync + Unpin + 'static,
+        C::Instant: Unpin,
+    {
         let clients = load_clients(&settings.keys_file, &settings.api_keys)?;
         if clients.is_empty() {
             log::warn!("no client keys are configured (API_KEYS or the keys file): every request will be refused");
         }
         let metrics = Arc::new(Metrics::new()?);
-        let (registry, table) = Registry::start(&settings, clients, clock, &metrics)?;
+        let (registry, table) = Registry::start(&settings, clients, clock, wall, &metrics)?;
         let upstream = UpstreamSide::start(&settings, &metrics);
         let reloader = Arc::new(Reloader::new(
             settings.keys_file.clone(),
@@ -145,6 +163,7 @@ impl Application {
             Shared {
                 metrics,
                 registry: registry.admit.clone(),
+                usage: registry.usage.clone(),
                 table,
                 upstream: upstream.pool.clone(),
                 readiness: readiness.clone(),
@@ -224,6 +243,9 @@ impl Application {
         self.upstream.pool.stop();
         self.upstream.recheck_arbiter.stop();
         self.registry.arbiter.stop();
+        if let Some((path, store)) = &self.registry.state_file {
+            state_file::save(path, store, true);
+        }
         result
     }
 }
@@ -235,6 +257,9 @@ type Published<C> = Option<Arc<ClientTable<C>>>;
 /// The key-registry actor on its arbiter, by the messages it takes.
 struct Registry {
     admit: Recipient<Admit>,
+    usage: Recipient<ReadUsage>,
+    /// Where the memory backend keeps daily usage across restarts.
+    state_file: Option<(std::path::PathBuf, Arc<UsageStore>)>,
     replace: Recipient<ReplaceClients>,
     bucket_count: Recipient<BucketCount>,
     arbiter: ArbiterHandle,
@@ -247,6 +272,7 @@ impl Registry {
         settings: &Settings,
         clients: Vec<ClientPolicy>,
         clock: C,
+        wall: WallClock,
         metrics: &Arc<Metrics>,
     ) -> Result<(Registry, Published<C>), StartupError>
     where
@@ -268,13 +294,38 @@ impl Registry {
         // With the in-process backend each worker admits from the published
         // clients on its own thread (keys::worker); Redis checks stay with the
         // registry, next to its connection.
+        let store = Arc::new(UsageStore::default());
+        // With Redis, every window (daily usage included) lives in Redis.
+        let state_file = match (&settings.rate_limit_backend, &settings.quota_state_file) {
+            (RateLimitBackend::Memory, Some(path)) => {
+                state_file::load(path, &store);
+                Some((path.clone(), store.clone()))
+            }
+            _ => None,
+        };
+        let quota = Arc::new(QuotaContext {
+            days: Days::new(settings.quota_timezone.zone.clone()),
+            clock: wall,
+            store,
+            metrics: metrics.clone(),
+        });
         let table = shared_limits
             .is_none()
-            .then(|| Arc::new(ClientTable::default()));
+            .then(|| Arc::new(ClientTable::new(Some(quota.clone()))));
         let published = table.clone();
         let arbiter = Arbiter::new().handle();
+        if let Some((path, store)) = state_file.clone() {
+            // Written from the registry's thread, off every request's path.
+            arbiter.spawn(async move {
+                let mut every = actix_rt::time::interval(state_file::SAVE_INTERVAL);
+                loop {
+                    every.tick().await;
+                    state_file::save(&path, &store, false);
+                }
+            });
+        }
         let addr = KeyRegistry::start_in_arbiter(&arbiter, move |_| {
-            let registry = KeyRegistry::new(clients, clock);
+            let registry = KeyRegistry::new(clients, clock).with_quotas(quota);
             let Some((client, timeout, health)) = shared_limits else {
                 return match published {
                     Some(table) => registry.publishing_to(table),
@@ -293,6 +344,8 @@ impl Registry {
         });
         let registry = Registry {
             admit: addr.clone().recipient(),
+            usage: addr.clone().recipient(),
+            state_file,
             replace: addr.clone().recipient(),
             bucket_count: addr.recipient(),
             arbiter,
@@ -347,6 +400,8 @@ struct Shared<C: Clock + Clone> {
     metrics: Arc<Metrics>,
     /// The registry actor, for the Redis backend's admissions.
     registry: Recipient<Admit>,
+    /// The registry actor, for `GET /usage`.
+    usage: Recipient<ReadUsage>,
     /// The published clients, for the in-process backend's per-worker registries.
     table: Published<C>,
     upstream: UpstreamPool,
@@ -384,6 +439,7 @@ where
             limits: limits.clone(),
             metrics: shared.metrics.clone(),
             admission,
+            usage: shared.usage.clone(),
             upstream: shared.upstream.for_this_worker(),
             readiness: shared.readiness.clone(),
         });

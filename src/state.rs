@@ -4,7 +4,7 @@
 //! (in the server's factory, before `app::create_app`), so a handler never
 //! looks anything up at call time.
 
-use crate::keys::Admit;
+use crate::keys::{Admit, ReadUsage};
 use crate::metrics::Metrics;
 use crate::model_id::ModelId;
 use crate::upstream::Upstream;
@@ -30,6 +30,8 @@ pub struct AppState {
     /// Admits a client and takes one request from its bucket: this worker's
     /// registry (in-process limits) or the registry actor (Redis).
     pub admission: Recipient<Admit>,
+    /// The registry actor, for `GET /usage`.
+    pub usage: Recipient<ReadUsage>,
     /// This worker's way to Gemini.
     pub upstream: Upstream,
     /// Shared by every worker: starting, ready or draining.

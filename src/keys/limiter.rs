@@ -100,6 +100,21 @@ impl<C: Clock + Clone> ClientLimiter<C> {
         full_at.saturating_sub(elapsed).into()
     }
 
+    /// The bucket now, without taking a token.
+    pub fn peek(&self) -> RateLimitSnapshot {
+        let burst = self.limits.burst.get();
+        let until_full = self.until_full();
+        let interval = Duration::from_secs(60) / self.limits.requests_per_minute.get();
+        // Tokens missing from a full bucket: the time it needs to refill, in intervals, rounded up.
+        let missing = until_full.as_nanos().div_ceil(interval.as_nanos().max(1));
+        let missing = u32::try_from(missing).unwrap_or(u32::MAX);
+        RateLimitSnapshot {
+            limit: burst,
+            remaining: burst.saturating_sub(missing),
+            reset_secs: whole_seconds_up(until_full),
+        }
+    }
+
     /// Takes one token if there is one.
     pub fn take(&self) -> Decision {
         let burst = self.limits.burst.get();

@@ -3,6 +3,8 @@
 pub mod file;
 pub mod limiter;
 pub mod policy;
+pub mod quota_gate;
+pub mod redis_quota;
 pub mod redis_health;
 pub mod redis_limiter;
 pub mod registry;
@@ -11,4 +13,4 @@ pub mod worker;
 
 pub use limiter::RateLimitSnapshot;
 pub use policy::{ClientPolicy, KeyHash, Limits, PolicyError};
-pub use registry::{Admission, Admit, KeyRegistry, Refusal, ReplaceClients};
+pub use registry::{Admission, Admit, KeyRegistry, ReadUsage, Refusal, ReplaceClients, UsageReport};

@@ -53,7 +53,7 @@ pub fn gcra_script() -> Script {
 
 /// GCRA's emission interval in microseconds: 60 s / requests per minute, as
 /// governor's `Quota::per_minute` (which rounds down, in nanoseconds).
-fn emission_interval_us(limits: Limits) -> u64 {
+pub(super) fn emission_interval_us(limits: Limits) -> u64 {
     (60_000_000 / u64::from(limits.requests_per_minute.get())).max(1)
 }
 
@@ -86,7 +86,7 @@ pub async fn take(
 
 /// The script's answer as the in-process limiter gives it, so the headers do
 /// not depend on the backend.
-fn decision(
+pub(super) fn decision(
     limits: Limits,
     allowed: bool,
     remaining: i64,
@@ -168,6 +168,19 @@ impl RedisLimiter {
             script: Arc::new(gcra_script()),
             timeout,
         })
+    }
+
+    /// The quota windows on the same connection.
+    pub fn quotas(
+        &self,
+        context: Arc<crate::keys::quota_gate::QuotaContext>,
+    ) -> crate::keys::redis_quota::SharedQuotas {
+        crate::keys::redis_quota::SharedQuotas {
+            conn: self.conn.clone(),
+            script: Arc::new(crate::keys::redis_quota::quota_script()),
+            timeout: self.timeout,
+            context,
+        }
     }
 
     /// Takes one token from the shared bucket at `key`, or says why it could

@@ -17,6 +17,11 @@
 
 use super::limiter::{ClientLimiter, Decision, RateLimitSnapshot};
 use super::policy::{ClientPolicy, KeyHash};
+use super::quota_gate::{forget_remaining, QuotaContext, QuotaGate};
+use super::redis_quota::SharedQuotas;
+use crate::quota::usage::ScopedUsage;
+use crate::quota::{ClientUsage, QuotaRefusal};
+use actix_web::http::header::HeaderValue;
 use super::redis_health::{RedisHealth, PROBE_INTERVAL};
 use super::redis_limiter::{bucket_key, RedisLimiter};
 use actix::prelude::*;
@@ -29,6 +34,9 @@ use std::sync::{Arc, RwLock};
 #[rtype(result = "Result<Admission, Refusal>")]
 pub struct Admit {
     pub key_hash: KeyHash,
+    /// Counts against the client's quotas (a call that may reach Gemini);
+    /// false for `/usage`, which takes a request token only.
+    pub counts: bool,
 }
 
 /// The key is known and a token was taken.
@@ -36,6 +44,10 @@ pub struct Admit {
 pub struct Admission {
     pub client: Arc<ClientPolicy>,
     pub rate: RateLimitSnapshot,
+    /// The quota windows of the model stage and the charge at the end.
+    pub quota: QuotaGate,
+    /// The `RateLimit-Policy` header of the client's limits.
+    pub policy_header: HeaderValue,
 }
 
 /// Why a request may not go on.
@@ -48,6 +60,14 @@ pub enum Refusal {
         client: Arc<ClientPolicy>,
         rate: RateLimitSnapshot,
         retry_after_secs: u64,
+        policy_header: HeaderValue,
+    },
+    /// One of the client's own quota windows is closed.
+    Quota {
+        client: Arc<ClientPolicy>,
+        rate: RateLimitSnapshot,
+        refusal: QuotaRefusal,
+        policy_header: HeaderValue,
     },
 }
 
@@ -57,6 +77,21 @@ pub enum Refusal {
 #[rtype(result = "()")]
 pub struct ReplaceClients {
     pub clients: Vec<ClientPolicy>,
+}
+
+/// Asks for a client's limits and what it used of each (`GET /usage`); takes nothing.
+#[derive(Message)]
+#[rtype(result = "Option<UsageReport>")]
+pub struct ReadUsage {
+    pub key_hash: KeyHash,
+}
+
+/// A client's limits and usage.
+pub struct UsageReport {
+    pub client: Arc<ClientPolicy>,
+    pub bucket: RateLimitSnapshot,
+    pub windows: Vec<ScopedUsage>,
+    pub now: jiff::Timestamp,
 }
 
 /// Asks how many buckets exist (one per configured client), to show that
@@ -71,6 +106,9 @@ pub(super) struct Entry<C: Clock + Clone> {
     limiter: Arc<ClientLimiter<C>>,
     /// The client's bucket in Redis (used only with that backend).
     shared_key: Arc<str>,
+    /// The client's in-process quota windows (clients with quotas only).
+    usage: Option<Arc<ClientUsage>>,
+    policy_header: HeaderValue,
 }
 
 /// The Redis backend: the client, and whether it answers.
@@ -80,6 +118,8 @@ impl<C: Clock + Clone> Clone for Entry<C> {
             policy: self.policy.clone(),
             limiter: self.limiter.clone(),
             shared_key: self.shared_key.clone(),
+            usage: self.usage.clone(),
+            policy_header: self.policy_header.clone(),
         }
     }
 }
@@ -87,25 +127,29 @@ impl<C: Clock + Clone> Clone for Entry<C> {
 /// The clients as the registry last set them, published for the per-worker
 /// registries ([`super::worker`]) so they check the same buckets without
 /// a message to this actor's thread.
-pub struct ClientTable<C: Clock + Clone>(RwLock<Arc<Vec<Entry<C>>>>);
-
-impl<C: Clock + Clone> Default for ClientTable<C> {
-    fn default() -> Self {
-        ClientTable(RwLock::new(Arc::new(Vec::new())))
-    }
+pub struct ClientTable<C: Clock + Clone> {
+    clients: RwLock<Arc<Vec<Entry<C>>>>,
+    quota: Option<Arc<QuotaContext>>,
 }
 
 impl<C: Clock + Clone> ClientTable<C> {
+    pub fn new(quota: Option<Arc<QuotaContext>>) -> Self {
+        ClientTable {
+            clients: RwLock::new(Arc::new(Vec::new())),
+            quota,
+        }
+    }
+
     fn publish(&self, clients: &[Entry<C>]) {
-        if let Ok(mut slot) = self.0.write() {
+        if let Ok(mut slot) = self.clients.write() {
             *slot = Arc::new(clients.to_vec());
         }
     }
 
     /// As [`KeyRegistry::admit`], on the published clients.
-    pub fn admit(&self, key_hash: &KeyHash) -> Result<Admission, Refusal> {
-        let clients = self.0.read().map(|c| c.clone()).unwrap_or_default();
-        admit_in(&clients, key_hash)
+    pub fn admit(&self, msg: &Admit) -> Result<Admission, Refusal> {
+        let clients = self.clients.read().map(|c| c.clone()).unwrap_or_default();
+        admit_in(&clients, msg, self.quota.as_ref())
     }
 }
 
@@ -126,14 +170,57 @@ fn find_in<'a, C: Clock + Clone>(
 
 fn admit_in<C: Clock + Clone>(
     clients: &[Entry<C>],
-    key_hash: &KeyHash,
+    msg: &Admit,
+    quota: Option<&Arc<QuotaContext>>,
 ) -> Result<Admission, Refusal> {
-    let entry = find_in(clients, key_hash).ok_or(Refusal::UnknownKey)?;
-    outcome(entry.policy.clone(), entry.limiter.take())
+    let entry = find_in(clients, &msg.key_hash).ok_or(Refusal::UnknownKey)?;
+    local_outcome(entry, entry.limiter.take(), msg.counts, quota)
+}
+
+/// The outcome of a bucket decision made in process, with the client's
+/// in-process quota windows.
+fn local_outcome<C: Clock + Clone>(
+    entry: &Entry<C>,
+    decision: Decision,
+    counts: bool,
+    quota: Option<&Arc<QuotaContext>>,
+) -> Result<Admission, Refusal> {
+    let gate = match (&entry.usage, quota) {
+        (Some(usage), Some(context)) if counts && matches!(decision, Decision::Allowed(_)) => {
+            if let Err(refusal) = context.admit_total(&entry.policy, usage) {
+                return Err(quota_refusal(entry, decision, refusal));
+            }
+            QuotaGate::Local {
+                usage: usage.clone(),
+                context: context.clone(),
+            }
+        }
+        _ => QuotaGate::Open,
+    };
+    outcome(entry, decision, gate)
+}
+
+fn quota_refusal<C: Clock + Clone>(
+    entry: &Entry<C>,
+    decision: Decision,
+    refusal: QuotaRefusal,
+) -> Refusal {
+    let rate = match decision {
+        Decision::Allowed(rate) => rate,
+        Decision::Limited { snapshot, .. } => snapshot,
+    };
+    Refusal::Quota {
+        client: entry.policy.clone(),
+        rate,
+        refusal,
+        policy_header: entry.policy_header.clone(),
+    }
 }
 
 struct SharedLimits {
     limiter: RedisLimiter,
+    /// The quota windows, on the same connection (present with a quota context).
+    quotas: Option<Arc<SharedQuotas>>,
     health: Arc<RedisHealth>,
     /// A probe is under way; the next waits for it rather than piling up.
     probing: bool,
@@ -145,6 +232,9 @@ pub struct KeyRegistry<C: Clock + Clone = DefaultClock> {
     shared: Option<SharedLimits>,
     /// Where the clients are published for per-worker registries, if any.
     table: Option<Arc<ClientTable<C>>>,
+    /// The in-process quota windows; `None` only where no client has quotas
+    /// that matter (benchmarks of the bucket alone).
+    quota: Option<Arc<QuotaContext>>,
 }
 
 impl<C: Clock + Clone> KeyRegistry<C> {
@@ -154,9 +244,23 @@ impl<C: Clock + Clone> KeyRegistry<C> {
             clock,
             shared: None,
             table: None,
+            quota: None,
         };
         registry.replace(clients);
         registry
+    }
+
+    /// Keeps quota windows, in process (and in Redis once [`Self::with_redis`]).
+    pub fn with_quotas(mut self, context: Arc<QuotaContext>) -> Self {
+        self.quota = Some(context);
+        let clients = self.clients.iter().map(|e| (*e.policy).clone()).collect();
+        self.replace(clients);
+        self
+    }
+
+    /// The in-process quota windows, for the state file.
+    pub fn quota_context(&self) -> Option<Arc<QuotaContext>> {
+        self.quota.clone()
     }
 
     /// Publishes the clients to `table` now and after every replacement.
@@ -169,7 +273,9 @@ impl<C: Clock + Clone> KeyRegistry<C> {
     /// Keeps the limits in Redis, shared with the other replicas; the
     /// in-process buckets become the fallback.
     pub fn with_redis(mut self, limiter: RedisLimiter, health: RedisHealth) -> Self {
+        let quotas = self.quota.as_ref().map(|context| Arc::new(limiter.quotas(context.clone())));
         self.shared = Some(SharedLimits {
+            quotas,
             limiter,
             health: Arc::new(health),
             probing: false,
@@ -179,6 +285,18 @@ impl<C: Clock + Clone> KeyRegistry<C> {
 
     fn replace(&mut self, clients: Vec<ClientPolicy>) {
         let mut old: Vec<Entry<C>> = std::mem::take(&mut self.clients);
+        if let Some(context) = &self.quota {
+            // Gauges of limits that may be gone; the new ones are set below.
+            for entry in &old {
+                forget_remaining(&context.metrics, &entry.policy);
+            }
+            let names: Vec<Arc<str>> = clients
+                .iter()
+                .filter(|c| !c.quotas.is_empty())
+                .map(|c| c.name.clone())
+                .collect();
+            context.store.retain(&names);
+        }
         self.clients = clients
             .into_iter()
             .map(|policy| {
@@ -189,10 +307,17 @@ impl<C: Clock + Clone> KeyRegistry<C> {
                     Some(index) => old.swap_remove(index).limiter,
                     None => Arc::new(ClientLimiter::new(policy.limits, self.clock.clone())),
                 };
+                // Kept by name whatever the limits: a change keeps today's usage.
+                let usage = self.quota.as_ref().and_then(|q| q.usage_of(&policy));
+                if let (Some(context), Some(usage)) = (&self.quota, &usage) {
+                    context.publish(&policy, usage);
+                }
                 Entry {
                     shared_key: bucket_key(&policy.name, policy.limits).into(),
+                    policy_header: policy_header(&policy),
                     policy: Arc::new(policy),
                     limiter,
+                    usage,
                 }
             })
             .collect();
@@ -205,15 +330,39 @@ impl<C: Clock + Clone> KeyRegistry<C> {
         find_in(&self.clients, key_hash)
     }
 
-    /// Admits or refuses by the in-process bucket alone.
+    /// Admits or refuses by the in-process bucket and windows alone.
     pub fn admit(&self, key_hash: &KeyHash) -> Result<Admission, Refusal> {
-        admit_in(&self.clients, key_hash)
+        let msg = Admit {
+            key_hash: *key_hash,
+            counts: true,
+        };
+        admit_in(&self.clients, &msg, self.quota.as_ref())
     }
 }
 
-fn outcome(client: Arc<ClientPolicy>, decision: Decision) -> Result<Admission, Refusal> {
+/// The `RateLimit-Policy` header: the bucket as `rpm`, then every quota.
+fn policy_header(policy: &ClientPolicy) -> HeaderValue {
+    let mut value = format!(
+        "\"rpm\";q={};w=60",
+        policy.limits.requests_per_minute
+    );
+    policy.quotas.policy_items(&mut value);
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("\"rpm\""))
+}
+
+fn outcome<C: Clock + Clone>(
+    entry: &Entry<C>,
+    decision: Decision,
+    quota: QuotaGate,
+) -> Result<Admission, Refusal> {
+    let client = entry.policy.clone();
     match decision {
-        Decision::Allowed(rate) => Ok(Admission { client, rate }),
+        Decision::Allowed(rate) => Ok(Admission {
+            client,
+            rate,
+            quota,
+            policy_header: entry.policy_header.clone(),
+        }),
         Decision::Limited {
             snapshot,
             retry_after_secs,
@@ -221,6 +370,7 @@ fn outcome(client: Arc<ClientPolicy>, decision: Decision) -> Result<Admission, R
             client,
             rate: snapshot,
             retry_after_secs,
+            policy_header: entry.policy_header.clone(),
         }),
     }
 }
@@ -277,27 +427,50 @@ where
         let shared = match &self.shared {
             Some(shared) if shared.health.worth_asking() => shared,
             // The memory backend, or Redis known to be down: no waiting.
-            _ => return Response::reply(self.admit(&msg.key_hash)),
+            _ => return Response::reply(admit_in(&self.clients, &msg, self.quota.as_ref())),
         };
         let Some(entry) = self.find(&msg.key_hash) else {
             return Response::reply(Err(Refusal::UnknownKey));
         };
-        let check = shared
-            .limiter
-            .check(entry.shared_key.clone(), entry.policy.limits);
+        let entry = entry.clone();
         let health = shared.health.clone();
-        let local = entry.limiter.clone();
-        let client = entry.policy.clone();
-        Response::fut(async move {
-            let decision = match check.await {
-                Ok(decision) => decision,
-                Err(why) => {
-                    health.down(&why);
-                    local.take()
-                }
-            };
-            outcome(client, decision)
-        })
+        let quota = self.quota.clone();
+        match (&shared.quotas, &entry.usage) {
+            (Some(quotas), Some(_)) if msg.counts => {
+                let quotas = quotas.clone();
+                Response::fut(async move {
+                    let admission = quotas
+                        .admit(entry.policy.clone(), entry.shared_key.clone(), entry.usage.clone())
+                        .await;
+                    match admission {
+                        Ok(shared) => match shared.refusal {
+                            Some(refusal) => Err(quota_refusal(&entry, shared.decision, refusal)),
+                            None => outcome(&entry, shared.decision, QuotaGate::Shared(shared.gate)),
+                        },
+                        Err(why) => {
+                            health.down(&why);
+                            local_outcome(&entry, entry.limiter.take(), true, quota.as_ref())
+                        }
+                    }
+                })
+            }
+            _ => {
+                let check = shared
+                    .limiter
+                    .check(entry.shared_key.clone(), entry.policy.limits);
+                let counts = msg.counts;
+                Response::fut(async move {
+                    let decision = match check.await {
+                        Ok(decision) => decision,
+                        Err(why) => {
+                            health.down(&why);
+                            entry.limiter.take()
+                        }
+                    };
+                    local_outcome(&entry, decision, counts, quota.as_ref())
+                })
+            }
+        }
     }
 }
 
@@ -309,6 +482,78 @@ where
 
     fn handle(&mut self, msg: ReplaceClients, _: &mut Context<Self>) {
         self.replace(msg.clients);
+    }
+}
+
+impl<C: Clock + Clone + Unpin + 'static> Handler<ReadUsage> for KeyRegistry<C>
+where
+    C::Instant: Unpin,
+{
+    type Result = Response<Option<UsageReport>>;
+
+    fn handle(&mut self, msg: ReadUsage, _: &mut Context<Self>) -> Self::Result {
+        let Some(entry) = self.find(&msg.key_hash).cloned() else {
+            return Response::reply(None);
+        };
+        let quota = self.quota.clone();
+        let local = move |entry: &Entry<C>| {
+            let now = quota.as_ref().map_or_else(jiff::Timestamp::now, |q| q.clock.now());
+            let windows = match (&entry.usage, &quota) {
+                (Some(usage), Some(q)) => usage.usage(&entry.policy.quotas, now, &q.days),
+                _ => Vec::new(),
+            };
+            UsageReport {
+                client: entry.policy.clone(),
+                bucket: entry.limiter.peek(),
+                windows,
+                now,
+            }
+        };
+        let shared = match &self.shared {
+            Some(shared) if shared.health.worth_asking() => shared,
+            _ => return Response::reply(Some(local(&entry))),
+        };
+        let Some(quotas) = shared.quotas.clone() else {
+            return Response::reply(Some(local(&entry)));
+        };
+        let health = shared.health.clone();
+        Response::fut(async move {
+            match quotas.read(&entry.policy, &entry.shared_key).await {
+                Ok((tat, windows)) => {
+                    let now = quotas.context.clock.now();
+                    Some(UsageReport {
+                        bucket: bucket_from_tat(entry.policy.limits, tat, now),
+                        client: entry.policy.clone(),
+                        windows,
+                        now,
+                    })
+                }
+                Err(why) => {
+                    health.down(&why);
+                    Some(local(&entry))
+                }
+            }
+        })
+    }
+}
+
+/// The bucket as Redis holds it: its theoretical arrival time (the moment it
+/// is full again), or none for a full bucket.
+fn bucket_from_tat(
+    limits: super::policy::Limits,
+    tat: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> RateLimitSnapshot {
+    let burst = limits.burst.get();
+    let until_full = tat.map_or(std::time::Duration::ZERO, |tat| {
+        crate::quota::clock::until(now, tat)
+    });
+    let interval = std::time::Duration::from_secs(60) / limits.requests_per_minute.get();
+    let missing = until_full.as_nanos().div_ceil(interval.as_nanos().max(1));
+    RateLimitSnapshot {
+        limit: burst,
+        remaining: burst.saturating_sub(u32::try_from(missing).unwrap_or(u32::MAX)),
+        reset_secs: crate::errors::whole_seconds_up(until_full),
     }
 }
 

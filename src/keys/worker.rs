@@ -27,7 +27,7 @@ impl<C: Clock + Clone + Unpin + 'static> Handler<Admit> for WorkerRegistry<C> {
     type Result = MessageResult<Admit>;
 
     fn handle(&mut self, msg: Admit, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.table.admit(&msg.key_hash))
+        MessageResult(self.table.admit(&msg))
     }
 }
 

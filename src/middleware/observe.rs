@@ -24,6 +24,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 /// The route label for requests that matched no route.
 pub const UNMATCHED: &str = "UNMATCHED";
@@ -160,6 +161,9 @@ pub async fn observe(
         headers.insert(RATELIMIT_LIMIT, HeaderValue::from(rate.limit));
         headers.insert(RATELIMIT_REMAINING, HeaderValue::from(rate.remaining));
         headers.insert(RATELIMIT_RESET, HeaderValue::from(rate.reset_secs));
+    }
+    if let Some(policy) = &log.rate_policy {
+        headers.insert(RATELIMIT_POLICY, policy.clone());
     }
     let route = response.request().match_pattern();
     let route = route.as_deref().unwrap_or(UNMATCHED);

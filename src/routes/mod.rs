@@ -7,6 +7,7 @@ pub mod openai;
 pub mod passthrough;
 pub mod proxy;
 pub mod stream;
+pub mod usage;
 
 use actix_web::web;
 
@@ -21,6 +22,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, serve_metrics: bool) {
     .service(
         web::resource("/health")
             .route(web::get().to(health::health))
+            .default_service(web::to(fallback::method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/usage")
+            .route(web::get().to(usage::usage))
             .default_service(web::to(fallback::method_not_allowed("GET"))),
     )
     .service(

@@ -111,7 +111,7 @@ pub async fn admit(
     surface: Surface,
 ) -> Result<(Admission, Option<String>), ApiError> {
     let keys = auth::sdk_keys(req, surface);
-    let admission = auth::admit(req, state, keys.client_key).await?;
+    let admission = auth::admit(req, state, keys.client_key, true).await?;
     Ok((admission, keys.own_key))
 }
 
@@ -152,6 +152,7 @@ pub async fn forward(
         RequestLog::update(req, |log| log.model = Some(model.clone()));
     }
     let credential = Credential::from(client.authorize(own_key.as_deref(), model.as_deref())?);
+    let charge = auth::admit_model(state, admission, model.as_deref())?;
     let started = Instant::now();
     let call = UpstreamCall {
         method: target.method,
@@ -170,6 +171,7 @@ pub async fn forward(
         client: client.name.clone(),
         counts_tokens: target.counts_tokens,
         deadline: started + state.limits.upstream_timeout,
+        charge,
     };
     let outcome = state.upstream.call(call).await;
     RequestLog::update(req, |log| log.attempts = outcome.attempts);

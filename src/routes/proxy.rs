@@ -51,7 +51,7 @@ pub async fn gemini_proxy(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let key = auth::client_key(&req, auth::CLIENT_KEY_HEADER);
-    let admission = auth::admit(&req, &state, key).await?;
+    let admission = auth::admit(&req, &state, key, true).await?;
     require_json(&req)?;
     let body = read_body(&req, payload, state.limits.max_body_bytes).await?;
     let request = ProxyRequest::parse(&body, state.limits.max_prompt_chars)?;
@@ -64,6 +64,7 @@ pub async fn gemini_proxy(
     let model_id = model.display_id();
     RequestLog::update(&req, |log| log.model = Some(model_id.clone()));
     let credential = Credential::from(client.authorize(own_key, Some(&model_id))?);
+    let charge = auth::admit_model(&state, &admission, Some(&model_id))?;
 
     let upstream_body = generate_body(
         &request.prompt,
@@ -86,6 +87,7 @@ pub async fn gemini_proxy(
             client: client.name.clone(),
             counts_tokens: true,
             deadline: started + state.limits.upstream_timeout,
+            charge,
         })
         .await;
     RequestLog::update(&req, |log| log.attempts = outcome.attempts);

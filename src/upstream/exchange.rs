@@ -7,6 +7,7 @@ use super::client::MAX_RESPONSE_BYTES;
 use super::pipeline::{Expect, KeyStyle, Reply, ReplyBody, UpstreamCall, UpstreamContext};
 use super::pool::Permit;
 use super::relay::{self, TokenSink};
+use crate::quota::Charge;
 use super::stream_reader::{unary_tokens, Framing, StreamReader, Tokens};
 use crate::errors::ErrorCode;
 use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
@@ -54,6 +55,7 @@ pub(super) async fn attempt(
     key: HeaderValue,
     owner: KeyOwner,
     permit: &mut Option<Permit>,
+    charge: &mut Option<Charge>,
 ) -> Attempt {
     let Plan {
         client,
@@ -158,6 +160,7 @@ pub(super) async fn attempt(
         model_label: context.metrics.model_succeeded(&call.model),
         counts_tokens: call.counts_tokens,
         started: call_started,
+        charge: charge.take(),
     };
     let relay = relay::start(
         response,

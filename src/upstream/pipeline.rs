@@ -18,6 +18,7 @@ use super::retry_budget::RetryBudget;
 use super::stream_reader::{Framing, Tokens};
 use crate::errors::{whole_seconds_up, ApiError, ErrorCode};
 use crate::metrics::Metrics;
+use crate::quota::Charge;
 use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::{Method, StatusCode};
 use awc::Client;
@@ -106,6 +107,8 @@ pub struct UpstreamCall {
     pub counts_tokens: bool,
     /// Unary calls: the whole call. Streams: the wait for the head.
     pub deadline: Instant,
+    /// Charges the answer's tokens to the client's quotas when it ends.
+    pub charge: Charge,
 }
 
 /// Gemini's answer, with what it means.
@@ -164,10 +167,12 @@ impl CallOutcome {
 pub async fn run(
     client: &Client,
     context: &UpstreamContext,
-    call: UpstreamCall,
+    mut call: UpstreamCall,
     permit: Permit,
 ) -> CallOutcome {
     let mut permit = Some(permit);
+    // Travels with a stream, like the permit; a unary answer charges below.
+    let mut charge = Some(std::mem::replace(&mut call.charge, Charge::none()));
     let call_started = Instant::now();
     // Built once: every attempt goes to the same place, only the key changes.
     let url = if call.query.is_empty() {
@@ -224,7 +229,7 @@ pub async fn run(
             url: &url,
             started: call_started,
         };
-        let outcome = attempt(plan, key, owner, &mut permit).await;
+        let outcome = attempt(plan, key, owner, &mut permit, &mut charge).await;
         let elapsed = started.elapsed();
         let (failure, answer) = match outcome {
             Attempt::Success(reply) => {
@@ -232,6 +237,9 @@ pub async fn run(
                 context.metrics.upstream_call(&label, "ok", elapsed);
                 if let (true, Some(tokens)) = (call.counts_tokens, reply.tokens) {
                     context.metrics.count_tokens(&call.client, &label, tokens);
+                }
+                if let (Some(charge), Some(tokens)) = (charge.take(), reply.tokens) {
+                    charge.tokens(tokens.total);
                 }
                 return CallOutcome {
                     result: Ok(reply),

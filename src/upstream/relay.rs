@@ -78,6 +78,8 @@ pub struct TokenSink {
     pub counts_tokens: bool,
     /// When the call started, for the first-byte histogram.
     pub started: Instant,
+    /// The client's quotas, charged what Gemini reported up to the end.
+    pub charge: Option<crate::quota::Charge>,
 }
 
 /// The timeouts of one relayed stream.
@@ -213,6 +215,9 @@ impl Pump {
         if let (true, Some(tokens)) = (sink.counts_tokens, tokens) {
             sink.metrics
                 .count_tokens(&sink.client, &sink.model_label, tokens);
+        }
+        if let Some(charge) = sink.charge {
+            charge.tokens(tokens.map_or(0, |t| t.total));
         }
         // Before the client's side can learn the stream ended, so the access
         // log that its end writes finds the code.

@@ -87,6 +87,8 @@ pub fn base_settings(mock: &MockGemini) -> HashMap<String, String> {
         ("GEMINI_BASE_URL".into(), mock.base_url()),
         ("KEYS_FILE".into(), String::new()),
         ("WORKERS".into(), "2".into()),
+        // Tests that keep daily usage name a file of their own.
+        ("QUOTA_STATE_FILE".into(), "none".into()),
     ])
 }
 
