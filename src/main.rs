@@ -2,6 +2,7 @@
 
 use gemini_proxy::keys::file::load_clients;
 use gemini_proxy::keys::KeyHash;
+use gemini_proxy::quota::{QuotaLimits, WindowKind};
 use gemini_proxy::settings::Settings;
 use gemini_proxy::startup::Application;
 use gemini_proxy::telemetry;
@@ -237,8 +238,12 @@ fn check_config() -> ExitCode {
             || "any".to_owned(),
             |m| m.iter().cloned().collect::<Vec<_>>().join(", "),
         );
+        let quotas: String = quota_summary(&client.quotas.total)
+            .iter()
+            .map(|q| format!(", {q}"))
+            .collect();
         println!(
-            "  {}: {}/min, burst {}, models: {}, own Gemini key: {}",
+            "  {}: {}/min, burst {}{quotas}, models: {}, own Gemini key: {}",
             client.name,
             client.limits.requests_per_minute,
             client.limits.burst,
@@ -249,7 +254,30 @@ fn check_config() -> ExitCode {
                 "refused"
             }
         );
+        for group in &client.quotas.groups {
+            println!(
+                "    quota group {} ({}): {}",
+                group.name,
+                group.models.iter().cloned().collect::<Vec<_>>().join(", "),
+                quota_summary(&group.limits).join(", ")
+            );
+        }
     }
     println!("configuration OK");
     ExitCode::SUCCESS
+}
+
+/// A scope's quotas as `check-config` prints them (`tokens/min 400000`).
+fn quota_summary(limits: &QuotaLimits) -> Vec<String> {
+    limits
+        .windows()
+        .map(|(kind, limit)| {
+            let name = match kind {
+                WindowKind::TokensPerMinute => "tokens/min",
+                WindowKind::RequestsPerDay => "requests/day",
+                WindowKind::TokensPerDay => "tokens/day",
+            };
+            format!("{name} {limit}")
+        })
+        .collect()
 }

@@ -4,9 +4,10 @@
 //! Every refusal names the file, the line or the entry's name (never its key),
 //! and what to fix, because an operator reads it while editing the file.
 
+use super::file_quota::{quota_groups, quota_limits, QuotaGroupToml, RawQuotaLimits};
 use super::policy::{ClientPolicy, KeyHash, Limits};
 use crate::model_id::ModelId;
-use crate::quota::Quotas;
+use crate::quota::{QuotaLimits, Quotas};
 use crate::settings::KeysFile;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -38,6 +39,9 @@ struct DefaultsToml {
     burst: Option<i64>,
     models: Option<Vec<String>>,
     allow_own_key: Option<bool>,
+    tokens_per_minute: Option<i64>,
+    requests_per_day: Option<i64>,
+    tokens_per_day: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +54,12 @@ struct ClientToml {
     burst: Option<i64>,
     models: Option<Vec<String>>,
     allow_own_key: Option<bool>,
+    tokens_per_minute: Option<i64>,
+    requests_per_day: Option<i64>,
+    tokens_per_day: Option<i64>,
+    /// `[[client.quota]]` tables.
+    #[serde(default)]
+    quota: Vec<QuotaGroupToml>,
 }
 
 /// A keys file that cannot be used, with where and why.
@@ -66,7 +76,8 @@ struct Defaults {
     limits: Limits,
     models: Option<BTreeSet<String>>,
     allow_own_key: bool,
-    quotas: Quotas,
+    /// Only the client-wide limits: groups are a client's own.
+    quotas: QuotaLimits,
 }
 
 /// The clients of a keys file (none when the default file is absent) plus the
@@ -142,7 +153,10 @@ pub fn parse_clients(
             limits: defaults.limits,
             models: defaults.models.clone(),
             allow_own_key: defaults.allow_own_key,
-            quotas: defaults.quotas.clone(),
+            quotas: Quotas {
+                total: defaults.quotas,
+                groups: Vec::new(),
+            },
         });
     }
     Ok(clients)
@@ -207,7 +221,14 @@ fn defaults(raw: DefaultsToml) -> Result<Defaults, String> {
         })?,
         models: raw.models.map(models).transpose()?,
         allow_own_key: raw.allow_own_key.unwrap_or(true),
-        quotas: Quotas::default(),
+        quotas: quota_limits(
+            RawQuotaLimits {
+                tokens_per_minute: raw.tokens_per_minute,
+                requests_per_day: raw.requests_per_day,
+                tokens_per_day: raw.tokens_per_day,
+            },
+            QuotaLimits::default(),
+        )?,
     })
 }
 
@@ -228,23 +249,34 @@ fn client(raw: ClientToml, defaults: &Defaults) -> Result<ClientPolicy, String> 
         }
         (None, Some(hex)) => parse_sha256(&hex)?,
     };
+    let limits = refill_fits(Limits {
+        requests_per_minute: limit(
+            "requests_per_minute",
+            raw.requests_per_minute,
+            defaults.limits.requests_per_minute,
+        )?,
+        burst: limit("burst", raw.burst, defaults.limits.burst)?,
+    })?;
+    let models = match raw.models {
+        Some(list) => Some(models(list)?),
+        None => defaults.models.clone(),
+    };
+    let total = quota_limits(
+        RawQuotaLimits {
+            tokens_per_minute: raw.tokens_per_minute,
+            requests_per_day: raw.requests_per_day,
+            tokens_per_day: raw.tokens_per_day,
+        },
+        defaults.quotas,
+    )?;
+    let groups = quota_groups(raw.quota, models.as_ref())?;
     Ok(ClientPolicy {
         name: raw.name.into(),
         key_hash,
-        limits: refill_fits(Limits {
-            requests_per_minute: limit(
-                "requests_per_minute",
-                raw.requests_per_minute,
-                defaults.limits.requests_per_minute,
-            )?,
-            burst: limit("burst", raw.burst, defaults.limits.burst)?,
-        })?,
-        models: match raw.models {
-            Some(list) => Some(models(list)?),
-            None => defaults.models.clone(),
-        },
+        limits,
+        models,
         allow_own_key: raw.allow_own_key.unwrap_or(defaults.allow_own_key),
-        quotas: defaults.quotas.clone(),
+        quotas: Quotas { total, groups },
     })
 }
 
@@ -310,13 +342,15 @@ fn models(list: Vec<String>) -> Result<BTreeSet<String>, String> {
             "`models = []` would allow no model; remove the line to allow any model".into(),
         );
     }
-    list.iter()
-        .map(|raw| {
-            ModelId::parse(raw)
-                .map(|id| id.display_id())
-                .map_err(|e| format!("`models` entry `{raw}`: {e}"))
-        })
-        .collect()
+    list.iter().map(|raw| model_id(raw)).collect()
+}
+
+/// A `models` entry as the allow-list and the quota groups compare it:
+/// validated, without `models/`.
+pub(super) fn model_id(raw: &str) -> Result<String, String> {
+    ModelId::parse(raw)
+        .map(|id| id.display_id())
+        .map_err(|e| format!("`models` entry `{raw}`: {e}"))
 }
 
 #[cfg(test)]

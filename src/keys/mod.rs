@@ -1,6 +1,7 @@
 //! Client keys: who may call the service, how fast, and with which models.
 
 pub mod file;
+mod file_quota;
 pub mod limiter;
 pub mod policy;
 pub mod quota_gate;

@@ -1026,8 +1026,12 @@ fn check_config_lists_clients_and_limits_without_keys_and_fails_on_a_bad_file() 
     let keys = KeysDir::with_file(
         "check-config",
         &format!(
-            "[defaults]\nrequests_per_minute = 30\nburst = 5\n\n{}\
-             [[client]]\nname = \"beta\"\nkey_sha256 = \"{}\"\nmodels = [\"gemini-2.5-pro\"]\n",
+            "[defaults]\nrequests_per_minute = 30\nburst = 5\nrequests_per_day = 5000\n\n{}\
+             [[client]]\nname = \"beta\"\nkey_sha256 = \"{}\"\n\
+             models = [\"gemini-2.5-pro\", \"gemini-2.5-flash\"]\n\
+             tokens_per_minute = 400000\ntokens_per_day = 20000000\n\
+             [[client.quota]]\nmodels = [\"models/gemini-2.5-pro\"]\n\
+             requests_per_day = 500\ntokens_per_day = 2000000\n",
             client_entry("alpha", ALPHA_KEY, "requests_per_minute = 120\nburst = 7"),
             sha256_hex(BETA_KEY),
         ),
@@ -1045,9 +1049,11 @@ fn check_config_lists_clients_and_limits_without_keys_and_fails_on_a_bad_file() 
     let run = run_binary_in(&keys.dir, &["check-config"], &env, "");
     assert!(run.status.success(), "{}", run.stderr);
     for line in [
-        "alpha: 120/min, burst 7",
-        "beta: 30/min, burst 5, models: gemini-2.5-pro",
-        "env-1: 30/min, burst 5",
+        "alpha: 120/min, burst 7, requests/day 5000, models: any",
+        "  beta: 30/min, burst 5, tokens/min 400000, requests/day 5000, tokens/day 20000000, \
+         models: gemini-2.5-flash, gemini-2.5-pro, own Gemini key: allowed\n\
+         \x20   quota group gemini-2.5-pro (gemini-2.5-pro): requests/day 500, tokens/day 2000000\n",
+        "env-1: 30/min, burst 5, requests/day 5000, models: any",
     ] {
         assert!(run.stdout.contains(line), "{line:?} in {}", run.stdout);
     }
@@ -1058,6 +1064,21 @@ fn check_config_lists_clients_and_limits_without_keys_and_fails_on_a_bad_file() 
     assert!(!run.status.success(), "a bad file passed: {}", run.stdout);
     assert!(
         run.stderr.contains(&keys.path_text()) && run.stderr.contains("`burst`"),
+        "{}",
+        run.stderr
+    );
+    assert_no_key(&format!("{}{}", run.stdout, run.stderr), &secrets);
+
+    keys.write(&client_entry(
+        "alpha",
+        ALPHA_KEY,
+        "[[client.quota]]\nmodels = [\"gemini-2.5-pro\"]",
+    ));
+    let run = run_binary_in(&keys.dir, &["check-config"], &env, "");
+    assert!(!run.status.success(), "a group without a limit passed");
+    assert!(
+        run.stderr
+            .contains("[[client]] #1 (`alpha`): quota group #1: gives no limit"),
         "{}",
         run.stderr
     );
