@@ -101,10 +101,35 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
     spawn_app_with_clock(configure, None).await
 }
 
+/// As [`spawn_app_with`], with one clock the test moves by hand for the rate
+/// limiter and the quota windows: the wall clock reads `anchor` plus the time
+/// `clock` has moved.
+pub async fn spawn_app_with_clocks(
+    configure: impl FnOnce(&mut HashMap<String, String>),
+    clock: FakeRelativeClock,
+    anchor: jiff::Timestamp,
+) -> TestApp {
+    let moved = clock.clone();
+    let wall = gemini_proxy::quota::WallClock::from_fn(move || {
+        let elapsed: Duration = governor::clock::Clock::now(&moved).into();
+        anchor
+            .checked_add(jiff::SignedDuration::try_from(elapsed).expect("a short test"))
+            .expect("in range")
+    });
+    spawn_app_full(configure, Some((clock, Some(wall)))).await
+}
+
 /// As [`spawn_app_with`], with a rate-limiter clock the test moves by hand.
 pub async fn spawn_app_with_clock(
     configure: impl FnOnce(&mut HashMap<String, String>),
     clock: Option<FakeRelativeClock>,
+) -> TestApp {
+    spawn_app_full(configure, clock.map(|c| (c, None))).await
+}
+
+async fn spawn_app_full(
+    configure: impl FnOnce(&mut HashMap<String, String>),
+    clocks: Option<(FakeRelativeClock, Option<gemini_proxy::quota::WallClock>)>,
 ) -> TestApp {
     let mock = MockGemini::start(MockConfig::default())
         .await
@@ -113,8 +138,11 @@ pub async fn spawn_app_with_clock(
     configure(&mut settings);
     let settings = Settings::from_map(&settings).expect("valid settings");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let app = match clock {
-        Some(clock) => Application::build_with_clock(settings, listener, IN_PROCESS, clock),
+    let app = match clocks {
+        Some((clock, Some(wall))) => {
+            Application::build_with_clocks(settings, listener, IN_PROCESS, clock, wall)
+        }
+        Some((clock, None)) => Application::build_with_clock(settings, listener, IN_PROCESS, clock),
         None => Application::build_with_listener(settings, listener, IN_PROCESS),
     }
     .expect("app builds");
@@ -130,6 +158,13 @@ pub async fn spawn_app_with_clock(
         mock,
         control,
         handle,
+    }
+}
+
+impl TestApp {
+    /// Stops the service as `SIGTERM` would, and waits until it has.
+    pub async fn stop_gracefully(&self) {
+        self.handle.stop(true).await;
     }
 }
 

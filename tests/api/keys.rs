@@ -26,12 +26,12 @@ const HOLD: Duration = Duration::from_millis(1500);
 const OWN_KEY: &str = "AIzaClientOwnKey0123456789abcdefghijklm";
 
 /// A private directory holding one keys file; removed when dropped.
-struct KeysDir {
+pub(crate) struct KeysDir {
     dir: PathBuf,
 }
 
 impl KeysDir {
-    fn new(test: &str) -> KeysDir {
+    pub(crate) fn new(test: &str) -> KeysDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "gemini-proxy-keys-{test}-{}-{}",
@@ -43,13 +43,13 @@ impl KeysDir {
         KeysDir { dir }
     }
 
-    fn with_file(test: &str, text: &str) -> KeysDir {
+    pub(crate) fn with_file(test: &str, text: &str) -> KeysDir {
         let keys = KeysDir::new(test);
         keys.write(text);
         keys
     }
 
-    fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.join("keys.toml")
     }
 
@@ -58,7 +58,7 @@ impl KeysDir {
     }
 
     /// Rewrites the file in place (truncate, then write), as `cat >` does.
-    fn write(&self, text: &str) {
+    pub(crate) fn write(&self, text: &str) {
         std::fs::write(self.path(), text).expect("write the keys file");
     }
 
@@ -78,14 +78,14 @@ impl Drop for KeysDir {
 }
 
 /// Points `KEYS_FILE` at `keys`; `API_KEYS` stays, so `env-1` is a client too.
-fn keys_file(keys: &KeysDir) -> impl FnOnce(&mut HashMap<String, String>) + '_ {
+pub(crate) fn keys_file(keys: &KeysDir) -> impl FnOnce(&mut HashMap<String, String>) + '_ {
     move |settings| {
         settings.insert("KEYS_FILE".into(), keys.path_text());
     }
 }
 
 /// One `[[client]]` table; `extra` lines go in as they are.
-fn client_entry(name: &str, key: &str, extra: &str) -> String {
+pub(crate) fn client_entry(name: &str, key: &str, extra: &str) -> String {
     format!("[[client]]\nname = \"{name}\"\nkey = \"{key}\"\n{extra}\n")
 }
 

@@ -15,6 +15,7 @@ mod native;
 mod operations;
 mod pipeline;
 mod proxy;
+mod quotas;
 mod redis;
 mod resilience;
 mod sdk;
