@@ -6,6 +6,7 @@
 
 mod latency;
 mod outage;
+mod quotas;
 mod server;
 mod shared;
 
