@@ -8,14 +8,14 @@
 
 use crate::app::{create_app, AppOptions};
 use crate::keys::file::{load_clients, KeysFileError};
+use crate::keys::quota_gate::QuotaContext;
 use crate::keys::redis_health::RedisHealth;
 use crate::keys::redis_limiter::{CheckError, RedisLimiter};
 use crate::keys::registry::{BucketCount, ClientTable};
 use crate::keys::reload::{self, Reloader, WatchGuard};
-use crate::keys::quota_gate::QuotaContext;
 use crate::keys::{worker, Admit, ClientPolicy, KeyRegistry, ReadUsage, ReplaceClients};
-use crate::quota::{state_file, Days, UsageStore, WallClock};
 use crate::metrics::Metrics;
+use crate::quota::{state_file, Days, UsageStore, WallClock};
 use crate::routes::stream::ClientSocket;
 use crate::settings::{RateLimitBackend, Settings};
 use crate::state::{AppState, Phase, Readiness, RequestLimits};

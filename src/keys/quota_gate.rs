@@ -61,8 +61,12 @@ pub fn publish_remaining(metrics: &Metrics, client: &str, windows: &[ScopedUsage
 /// Removes every gauge of a client (it left the keys file, or its quotas changed).
 pub fn forget_remaining(metrics: &Metrics, client: &ClientPolicy) {
     let quotas = &client.quotas;
-    let scopes = std::iter::once((None, &quotas.total))
-        .chain(quotas.groups.iter().map(|g| (Some(g.name.as_str()), &g.limits)));
+    let scopes = std::iter::once((None, &quotas.total)).chain(
+        quotas
+            .groups
+            .iter()
+            .map(|g| (Some(g.name.as_str()), &g.limits)),
+    );
     for (group, limits) in scopes {
         for (kind, _) in limits.windows() {
             let limit = match group {
@@ -115,7 +119,8 @@ impl QuotaGate {
             QuotaGate::Local { usage, context } => {
                 let now = context.clock.now();
                 if let Some(g) = group.and_then(|i| client.quotas.groups.get(i)) {
-                    if let Err(refusal) = usage.admit(&g.limits, Some(&g.name), now, &context.days) {
+                    if let Err(refusal) = usage.admit(&g.limits, Some(&g.name), now, &context.days)
+                    {
                         usage.undo(&client.quotas.total, None, now, &context.days);
                         context.publish(client, usage);
                         return Err(refusal);

@@ -26,7 +26,11 @@ pub fn quota_script() -> Script {
 #[derive(Clone, Copy)]
 enum Mode {
     Admit,
-    Charge { tokens: u64, group: usize, count: i8 },
+    Charge {
+        tokens: u64,
+        group: usize,
+        count: i8,
+    },
     Read,
 }
 
@@ -156,15 +160,22 @@ fn refusal(
 fn windows(client: &ClientPolicy, answer: &Answer, now: Timestamp) -> Vec<ScopedUsage> {
     let quotas = &client.quotas;
     let day_end = Timestamp::from_microsecond(answer.day_end).unwrap_or(now);
-    let scopes = std::iter::once((None, &quotas.total))
-        .chain(quotas.groups.iter().map(|g| (Some(g.name.clone()), &g.limits)));
+    let scopes = std::iter::once((None, &quotas.total)).chain(
+        quotas
+            .groups
+            .iter()
+            .map(|g| (Some(g.name.clone()), &g.limits)),
+    );
     let mut out = Vec::new();
     for ((group, limits), used) in scopes.zip(&answer.used) {
         for (kind, limit) in limits.windows() {
             let (used, reset_in) = match kind {
                 WindowKind::TokensPerMinute => {
                     let used = u64::try_from(used[0]).unwrap_or(0);
-                    (used, Duration::from_secs_f64(used as f64 * 60.0 / limit as f64))
+                    (
+                        used,
+                        Duration::from_secs_f64(used as f64 * 60.0 / limit as f64),
+                    )
                 }
                 WindowKind::RequestsPerDay => (
                     u64::try_from(used[1]).unwrap_or(0),
@@ -175,7 +186,11 @@ fn windows(client: &ClientPolicy, answer: &Answer, now: Timestamp) -> Vec<Scoped
                     crate::quota::clock::until(now, day_end),
                 ),
             };
-            out.push((group.clone(), kind, WindowUsage::new(limit, used, now, reset_in)));
+            out.push((
+                group.clone(),
+                kind,
+                WindowUsage::new(limit, used, now, reset_in),
+            ));
         }
     }
     out
@@ -224,11 +239,19 @@ impl SharedQuotas {
         local: Option<Arc<ClientUsage>>,
     ) -> Result<SharedAdmission, CheckError> {
         let mut conn = self.conn.clone();
-        let call = invocation(&self.script, &client, &bucket_key, &self.context, Mode::Admit, None);
-        let values: Vec<i64> = match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
-            Ok(result) => result?,
-            Err(_) => return Err(CheckError::Timeout(self.timeout.as_millis())),
-        };
+        let call = invocation(
+            &self.script,
+            &client,
+            &bucket_key,
+            &self.context,
+            Mode::Admit,
+            None,
+        );
+        let values: Vec<i64> =
+            match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
+                Ok(result) => result?,
+                Err(_) => return Err(CheckError::Timeout(self.timeout.as_millis())),
+            };
         let groups = client.quotas.groups.len();
         let answer = read_answer(values, groups, true)
             .ok_or_else(|| CheckError::Redis("an answer of an unexpected shape".into()))?;
@@ -243,7 +266,11 @@ impl SharedQuotas {
             .map(|(g, (kind, wait))| refusal_for_group(&g.limits, &g.name, *kind, *wait))
             .collect();
         let now = self.context.clock.now();
-        publish_remaining(&self.context.metrics, &client.name, &windows(&client, &answer, now));
+        publish_remaining(
+            &self.context.metrics,
+            &client.name,
+            &windows(&client, &answer, now),
+        );
         Ok(SharedAdmission {
             decision,
             refusal,
@@ -268,11 +295,19 @@ impl SharedQuotas {
         bucket_key: &str,
     ) -> Result<(Option<Timestamp>, Vec<ScopedUsage>), CheckError> {
         let mut conn = self.conn.clone();
-        let call = invocation(&self.script, client, bucket_key, &self.context, Mode::Read, None);
-        let values: Vec<i64> = match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
-            Ok(result) => result?,
-            Err(_) => return Err(CheckError::Timeout(self.timeout.as_millis())),
-        };
+        let call = invocation(
+            &self.script,
+            client,
+            bucket_key,
+            &self.context,
+            Mode::Read,
+            None,
+        );
+        let values: Vec<i64> =
+            match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
+                Ok(result) => result?,
+                Err(_) => return Err(CheckError::Timeout(self.timeout.as_millis())),
+            };
         let answer = read_answer(values, client.quotas.groups.len(), false)
             .ok_or_else(|| CheckError::Redis("an answer of an unexpected shape".into()))?;
         let tat = (answer.head[0] > 0)
@@ -283,7 +318,12 @@ impl SharedQuotas {
     }
 }
 
-fn refusal_for_group(limits: &QuotaLimits, name: &str, kind: i64, wait: i64) -> Option<QuotaRefusal> {
+fn refusal_for_group(
+    limits: &QuotaLimits,
+    name: &str,
+    kind: i64,
+    wait: i64,
+) -> Option<QuotaRefusal> {
     refusal(limits, Some(name), kind, wait)
 }
 
@@ -336,7 +376,9 @@ impl Charger {
                 mode,
                 None,
             );
-            let result = tokio::time::timeout(charger.timeout, call.invoke_async::<Vec<i64>>(&mut conn)).await;
+            let result =
+                tokio::time::timeout(charger.timeout, call.invoke_async::<Vec<i64>>(&mut conn))
+                    .await;
             match result {
                 Ok(Ok(values)) => {
                     if let Some(answer) = read_answer(values, client.quotas.groups.len(), false) {
@@ -346,11 +388,16 @@ impl Charger {
                     }
                 }
                 Ok(Err(error)) => {
-                    log::warn!("quotas: Redis did not take a charge ({}); charged on this replica", CheckError::from(error));
+                    log::warn!(
+                        "quotas: Redis did not take a charge ({}); charged on this replica",
+                        CheckError::from(error)
+                    );
                     charger.locally(&client, tokens, scope);
                 }
                 Err(_) => {
-                    log::warn!("quotas: Redis did not take a charge in time; charged on this replica");
+                    log::warn!(
+                        "quotas: Redis did not take a charge in time; charged on this replica"
+                    );
                     charger.locally(&client, tokens, scope);
                 }
             }

@@ -18,13 +18,13 @@
 use super::limiter::{ClientLimiter, Decision, RateLimitSnapshot};
 use super::policy::{ClientPolicy, KeyHash};
 use super::quota_gate::{forget_remaining, QuotaContext, QuotaGate};
+use super::redis_health::{RedisHealth, PROBE_INTERVAL};
+use super::redis_limiter::{bucket_key, RedisLimiter};
 use super::redis_quota::SharedQuotas;
 use crate::quota::usage::ScopedUsage;
 use crate::quota::{ClientUsage, QuotaRefusal};
-use actix_web::http::header::HeaderValue;
-use super::redis_health::{RedisHealth, PROBE_INTERVAL};
-use super::redis_limiter::{bucket_key, RedisLimiter};
 use actix::prelude::*;
+use actix_web::http::header::HeaderValue;
 use governor::clock::{Clock, DefaultClock};
 use std::sync::{Arc, RwLock};
 
@@ -273,7 +273,10 @@ impl<C: Clock + Clone> KeyRegistry<C> {
     /// Keeps the limits in Redis, shared with the other replicas; the
     /// in-process buckets become the fallback.
     pub fn with_redis(mut self, limiter: RedisLimiter, health: RedisHealth) -> Self {
-        let quotas = self.quota.as_ref().map(|context| Arc::new(limiter.quotas(context.clone())));
+        let quotas = self
+            .quota
+            .as_ref()
+            .map(|context| Arc::new(limiter.quotas(context.clone())));
         self.shared = Some(SharedLimits {
             quotas,
             limiter,
@@ -342,10 +345,7 @@ impl<C: Clock + Clone> KeyRegistry<C> {
 
 /// The `RateLimit-Policy` header: the bucket as `rpm`, then every quota.
 fn policy_header(policy: &ClientPolicy) -> HeaderValue {
-    let mut value = format!(
-        "\"rpm\";q={};w=60",
-        policy.limits.requests_per_minute
-    );
+    let mut value = format!("\"rpm\";q={};w=60", policy.limits.requests_per_minute);
     policy.quotas.policy_items(&mut value);
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("\"rpm\""))
 }
@@ -440,12 +440,18 @@ where
                 let quotas = quotas.clone();
                 Response::fut(async move {
                     let admission = quotas
-                        .admit(entry.policy.clone(), entry.shared_key.clone(), entry.usage.clone())
+                        .admit(
+                            entry.policy.clone(),
+                            entry.shared_key.clone(),
+                            entry.usage.clone(),
+                        )
                         .await;
                     match admission {
                         Ok(shared) => match shared.refusal {
                             Some(refusal) => Err(quota_refusal(&entry, shared.decision, refusal)),
-                            None => outcome(&entry, shared.decision, QuotaGate::Shared(shared.gate)),
+                            None => {
+                                outcome(&entry, shared.decision, QuotaGate::Shared(shared.gate))
+                            }
                         },
                         Err(why) => {
                             health.down(&why);
@@ -497,7 +503,9 @@ where
         };
         let quota = self.quota.clone();
         let local = move |entry: &Entry<C>| {
-            let now = quota.as_ref().map_or_else(jiff::Timestamp::now, |q| q.clock.now());
+            let now = quota
+                .as_ref()
+                .map_or_else(jiff::Timestamp::now, |q| q.clock.now());
             let windows = match (&entry.usage, &quota) {
                 (Some(usage), Some(q)) => usage.usage(&entry.policy.quotas, now, &q.days),
                 _ => Vec::new(),

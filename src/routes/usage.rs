@@ -57,7 +57,12 @@ pub async fn usage(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     let key_hash = key.as_deref().map(KeyHash::of);
     let admission = auth::admit(&req, &state, key, false).await?;
     let report = match key_hash {
-        Some(key_hash) => state.usage.send(ReadUsage { key_hash }).await.ok().flatten(),
+        Some(key_hash) => state
+            .usage
+            .send(ReadUsage { key_hash })
+            .await
+            .ok()
+            .flatten(),
         None => None,
     };
     // The key was admitted a moment ago; only a reload in between removes it.
@@ -100,7 +105,12 @@ fn body(report: &UsageReport) -> Usage<'_> {
         let target = match group {
             None => &mut windows,
             Some(name) => {
-                let index = report.client.quotas.groups.iter().position(|g| &g.name == name);
+                let index = report
+                    .client
+                    .quotas
+                    .groups
+                    .iter()
+                    .position(|g| &g.name == name);
                 match index.and_then(|i| groups.get_mut(i)) {
                     Some(group) => &mut group.windows,
                     None => continue,
