@@ -1231,7 +1231,7 @@ fn metric_labels() -> BTreeMap<String, BTreeSet<String>> {
             labels.insert(name.to_owned(), names);
         }
     };
-    let collectors: [(&dyn Collector, bool); 13] = [
+    let collectors: [(&dyn Collector, bool); 14] = [
         (&metrics.client_requests, false),
         (&metrics.rate_limited, false),
         (&metrics.tokens, false),
@@ -1245,6 +1245,7 @@ fn metric_labels() -> BTreeMap<String, BTreeSet<String>> {
         (&metrics.key_resting_models, false),
         (&metrics.config_reloads, false),
         (&metrics.rate_limit_backend_up, false),
+        (&metrics.client_quota_remaining, false),
     ];
     for (collector, histogram) in collectors {
         for desc in collector.desc() {
