@@ -129,6 +129,17 @@ name = "bench"
 key = "bench-client-key"
 requests_per_minute = 4000000000
 burst = 4000000000
+
+# The same, with all three quotas (set too high to refuse): what the quota
+# check and the charge cost a request.
+[[client]]
+name = "bench-quota"
+key = "bench-quota-key"
+requests_per_minute = 4000000000
+burst = 4000000000
+tokens_per_minute = 1000000000000000
+requests_per_day = 1000000000000000
+tokens_per_day = 1000000000000000
 EOF
 
 body='{"contents":[{"role":"user","parts":[{"text":"What is the capital of France?"}]}]}'
@@ -149,6 +160,8 @@ lua "$WORK/stream-direct.lua" "$STREAM" "$body" "x-goog-api-key: server-key"
 lua "$WORK/proxy.lua" /gemini-proxy '{"prompt":"What is the capital of France?"}' "X-API-KEY: bench-client-key"
 lua "$WORK/native.lua" "$NATIVE" "$body" "x-goog-api-key: bench-client-key"
 lua "$WORK/stream.lua" "$STREAM" "$body" "x-goog-api-key: bench-client-key"
+lua "$WORK/proxy-quota.lua" /gemini-proxy '{"prompt":"What is the capital of France?"}' "X-API-KEY: bench-quota-key"
+lua "$WORK/native-quota.lua" "$NATIVE" "$body" "x-goog-api-key: bench-quota-key"
 
 echo "building the release binary..." >&2
 cargo build --release --locked --bin gemini-proxy >/dev/null 2>&1
@@ -234,6 +247,8 @@ for scenario in "instant:$UP_FAST:64" "200ms:$UP_SLOW:1000"; do
   measure "(d) native generateContent" "$conns" "http://127.0.0.1:$PROXY" "$WORK/native.lua" "$PROXY_PID"
   measure "(e) streamed (SSE)" "$conns" "http://127.0.0.1:$PROXY" "$WORK/stream.lua" "$PROXY_PID"
   if [ "$name" = instant ]; then
+    measure "(f) (c) by a client with quotas" "$conns" "http://127.0.0.1:$PROXY" "$WORK/proxy-quota.lua" "$PROXY_PID"
+    measure "(g) (d) by a client with quotas" "$conns" "http://127.0.0.1:$PROXY" "$WORK/native-quota.lua" "$PROXY_PID"
     RSS_FIRST=$(( $(rss_kb "$PROXY_PID") / 1024 ))
     measure "(c) again, RSS check" "$conns" "http://127.0.0.1:$PROXY" "$WORK/proxy.lua" "$PROXY_PID"
     RSS_SECOND=$(( $(rss_kb "$PROXY_PID") / 1024 ))

@@ -52,6 +52,9 @@ pub struct Metrics {
     models: RwLock<HashSet<String>>,
     /// Every family the registry holds, to write the empty ones too.
     families: Vec<Family>,
+    /// Run before each scrape, so gauges that change with time alone (a quota
+    /// window that frees up while its client is idle) are current.
+    before_scrape: RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 /// A family's header lines, written when it has no series yet.
@@ -211,6 +214,7 @@ impl Metrics {
             },
             models: RwLock::new(HashSet::new()),
             families: Vec::new(),
+            before_scrape: RwLock::new(Vec::new()),
             registry,
             http,
         };
@@ -267,9 +271,21 @@ impl Metrics {
         families
     }
 
+    /// Runs `hook` before every scrape from now on.
+    pub fn before_scrape(&self, hook: impl Fn() + Send + Sync + 'static) {
+        if let Ok(mut hooks) = self.before_scrape.write() {
+            hooks.push(Box::new(hook));
+        }
+    }
+
     /// The Prometheus text exposition `/metrics` serves: the registry's series,
     /// then the header lines of every family that has none yet.
     pub fn exposition(&self) -> Result<String, MetricsError> {
+        if let Ok(hooks) = self.before_scrape.read() {
+            for hook in hooks.iter() {
+                hook();
+            }
+        }
         let gathered = self.registry.gather();
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&gathered, &mut buffer)?;

@@ -303,12 +303,21 @@ impl Registry {
             }
             _ => None,
         };
-        let quota = Arc::new(QuotaContext {
-            days: Days::new(settings.quota_timezone.zone.clone()),
-            clock: wall,
+        let quota = Arc::new(QuotaContext::new(
+            Days::new(settings.quota_timezone.zone.clone()),
+            wall,
             store,
-            metrics: metrics.clone(),
-        });
+            metrics.clone(),
+        ));
+        if matches!(settings.rate_limit_backend, RateLimitBackend::Memory) {
+            // Weak: the metrics must not keep the windows alive (nor the reverse).
+            let weak = Arc::downgrade(&quota);
+            metrics.before_scrape(move || {
+                if let Some(quota) = weak.upgrade() {
+                    quota.publish_all();
+                }
+            });
+        }
         let table = shared_limits
             .is_none()
             .then(|| Arc::new(ClientTable::new(Some(quota.clone()))));

@@ -7,7 +7,7 @@ use super::policy::ClientPolicy;
 use crate::metrics::Metrics;
 use crate::quota::usage::ScopedUsage;
 use crate::quota::{Charge, ClientUsage, Days, QuotaRefusal, UsageStore, WallClock};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// What the in-process quota windows need: the time, the days, where each
 /// client's usage is kept, and the gauges to keep up to date.
@@ -16,9 +16,36 @@ pub struct QuotaContext {
     pub clock: WallClock,
     pub store: Arc<UsageStore>,
     pub metrics: Arc<Metrics>,
+    /// The clients with quotas as the registry last set them, for the gauges
+    /// refreshed at each scrape.
+    pub clients: RwLock<Vec<(Arc<ClientPolicy>, Arc<ClientUsage>)>>,
 }
 
 impl QuotaContext {
+    pub fn new(
+        days: Days,
+        clock: WallClock,
+        store: Arc<UsageStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        QuotaContext {
+            days,
+            clock,
+            store,
+            metrics,
+            clients: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Sets every client's gauges from its in-process windows (the memory
+    /// backend's; with Redis the gauges follow Redis's answers instead).
+    pub fn publish_all(&self) {
+        let clients = self.clients.read().map(|c| c.clone()).unwrap_or_default();
+        for (client, usage) in &clients {
+            self.publish(client, usage);
+        }
+    }
+
     /// The client's usage, or `None` for a client without quotas (it needs none).
     pub fn usage_of(&self, client: &ClientPolicy) -> Option<Arc<ClientUsage>> {
         (!client.quotas.is_empty()).then(|| self.store.of(&client.name))

@@ -327,6 +327,16 @@ impl<C: Clock + Clone> KeyRegistry<C> {
         if let Some(table) = &self.table {
             table.publish(&self.clients);
         }
+        if let Some(context) = &self.quota {
+            let with_quotas = self
+                .clients
+                .iter()
+                .filter_map(|e| e.usage.clone().map(|u| (e.policy.clone(), u)))
+                .collect();
+            if let Ok(mut slot) = context.clients.write() {
+                *slot = with_quotas;
+            }
+        }
     }
 
     fn find(&self, key_hash: &KeyHash) -> Option<&Entry<C>> {

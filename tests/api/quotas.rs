@@ -127,7 +127,11 @@ async fn a_tokens_per_minute_limit_admits_until_reached_and_overshoots_by_at_mos
         generate(&app, OTHER_KEY, "gemini-2.5-flash").await.status,
         200
     );
+    let gauge = r#"gemini_proxy_client_quota_remaining{client="team",limit="tokens_per_minute"}"#;
+    assert_eq!(metric_value(&app.metrics().await, gauge), Some(0.0));
     clock.advance(Duration::from_secs(wait));
+    // The gauge follows the time that passed, with no request in between.
+    assert!(metric_value(&app.metrics().await, gauge) > Some(0.0));
     assert_eq!(
         generate(&app, TEAM_KEY, "gemini-2.5-flash").await.status,
         200

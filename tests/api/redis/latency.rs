@@ -42,18 +42,37 @@ async fn measures_the_added_latency_of_the_redis_check() {
         lua.push(started.elapsed());
     }
 
+    // The same client with all three quotas (too high to refuse): the quota
+    // script replaces the bucket's, and a charge follows each answer.
+    let quota_keys = KeysFile::new("latency-quota", 1_000_000, 1_000_000);
+    quota_keys.write(
+        1_000_000,
+        1_000_000,
+        "tokens_per_minute = 1000000000000\nrequests_per_day = 1000000000000\ntokens_per_day = 1000000000000",
+    );
+
     let memory = spawn_app_with(|s| with_keys(s, &keys)).await;
     let shared = spawn_app_with(|s| with_redis(s, &redis.url(), &keys)).await;
+    let quotas = spawn_app_with(|s| with_redis(s, &redis.url(), &quota_keys)).await;
     wait_for_backend(&shared.address, 1.0).await;
-    for app in [&memory, &shared] {
+    wait_for_backend(&quotas.address, 1.0).await;
+    for app in [&memory, &shared, &quotas] {
         for _ in 0..50 {
             send(&app.address).await; // warm up connections
         }
     }
-    // Interleaved, so both backends see the same machine load.
-    let (mut memory_times, mut redis_times) = (Vec::with_capacity(N), Vec::with_capacity(N));
+    // Interleaved, so every backend sees the same machine load.
+    let (mut memory_times, mut redis_times, mut quota_times) = (
+        Vec::with_capacity(N),
+        Vec::with_capacity(N),
+        Vec::with_capacity(N),
+    );
     for _ in 0..N {
-        for (app, times) in [(&memory, &mut memory_times), (&shared, &mut redis_times)] {
+        for (app, times) in [
+            (&memory, &mut memory_times),
+            (&shared, &mut redis_times),
+            (&quotas, &mut quota_times),
+        ] {
             let (status, took) = send(&app.address).await;
             assert_eq!(status, 200);
             times.push(took);
@@ -63,13 +82,16 @@ async fn measures_the_added_latency_of_the_redis_check() {
 
     let lua_p50 = median(lua.clone());
     let added = median(redis_times.clone()).saturating_sub(median(memory_times.clone()));
+    let quota_added = median(quota_times.clone()).saturating_sub(median(redis_times.clone()));
     eprintln!("Redis check latency, {N} sequential calls each:");
     eprintln!("  Lua GCRA call alone      {}", summary(lua));
     eprintln!("  request, memory backend  {}", summary(memory_times));
     eprintln!("  request, redis backend   {}", summary(redis_times));
+    eprintln!("  request, redis + quotas  {}", summary(quota_times));
     eprintln!(
-        "  added per request (p50)  {:.1} µs",
-        added.as_secs_f64() * 1e6
+        "  added per request (p50)  {:.1} µs by Redis, {:.1} µs more by the quotas",
+        added.as_secs_f64() * 1e6,
+        quota_added.as_secs_f64() * 1e6
     );
     // The check must fit well inside the default 5 ms timeout, or the backend
     // would keep falling back.
