@@ -114,6 +114,10 @@ impl Shape {
     /// still reports the error properly.
     pub fn for_path(path: &str) -> Shape {
         let mut segments = path.trim_start_matches('/').split('/');
+        // The Live API's WebSocket path is the SDKs' too.
+        if path.trim_start_matches('/').starts_with("ws/") {
+            return Shape::Google;
+        }
         // Any version-like first segment (`v1`, `v2beta`), served or not: a
         // client that asks for a version the service lacks is still an SDK.
         let versioned = segments.next().is_some_and(|first| {

@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod errors;
 pub mod keys;
+pub mod live_sessions;
 pub mod metrics;
 pub mod middleware;
 pub mod model_id;

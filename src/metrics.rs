@@ -49,6 +49,8 @@ pub struct Metrics {
     pub rate_limit_backend_up: IntGaugeVec,
     /// What each client may still use of each quota window it has.
     pub client_quota_remaining: IntGaugeVec,
+    /// Live API sessions open now, by client.
+    pub live_sessions: IntGaugeVec,
     models: RwLock<HashSet<String>>,
     /// Every family the registry holds, to write the empty ones too.
     families: Vec<Family>,
@@ -190,6 +192,17 @@ impl Metrics {
                 "Keys-file reloads by result",
                 &["result"],
             )?,
+            live_sessions: {
+                let gauge = IntGaugeVec::new(
+                    Opts::new(
+                        "gemini_proxy_live_sessions",
+                        "Live API (WebSocket) sessions open now, by client",
+                    ),
+                    &["client"],
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
             client_quota_remaining: {
                 let gauge = IntGaugeVec::new(
                     Opts::new(
@@ -267,6 +280,7 @@ impl Metrics {
         families.extend(Family::of(&self.key_resting_models, "gauge"));
         families.extend(Family::of(&self.rate_limit_backend_up, "gauge"));
         families.extend(Family::of(&self.client_quota_remaining, "gauge"));
+        families.extend(Family::of(&self.live_sessions, "gauge"));
         families.extend(Family::of(build_info, "gauge"));
         families
     }

@@ -21,6 +21,8 @@ pub struct RequestLog {
     pub rate: Option<RateLimitSnapshot>,
     /// The client's `RateLimit-Policy` header: every limit it has.
     pub rate_policy: Option<actix_web::http::header::HeaderValue>,
+    /// A Live API session's counts, for its access line.
+    pub live: Option<Arc<crate::upstream::live::LiveTally>>,
     /// An API route handled this request, so it counts in the per-client metrics.
     pub api: bool,
 }

@@ -14,6 +14,7 @@ use crate::keys::redis_limiter::{CheckError, RedisLimiter};
 use crate::keys::registry::{BucketCount, ClientTable};
 use crate::keys::reload::{self, Reloader, WatchGuard};
 use crate::keys::{worker, Admit, ClientPolicy, KeyRegistry, ReadUsage, ReplaceClients};
+use crate::live_sessions::LiveSessions;
 use crate::metrics::Metrics;
 use crate::quota::{state_file, Days, UsageStore, WallClock};
 use crate::routes::stream::ClientSocket;
@@ -50,6 +51,7 @@ pub struct Application {
     registry: Registry,
     upstream: UpstreamSide,
     reloader: Arc<Reloader>,
+    live_sessions: Arc<LiveSessions>,
     _watch: WatchGuard,
 }
 
@@ -139,12 +141,16 @@ impl Application {
         let metrics = Arc::new(Metrics::new()?);
         let (registry, table) = Registry::start(&settings, clients, clock, wall, &metrics)?;
         let upstream = UpstreamSide::start(&settings, &metrics);
-        let reloader = Arc::new(Reloader::new(
-            settings.keys_file.clone(),
-            settings.api_keys.clone(),
-            registry.replace.clone(),
-            metrics.clone(),
-        ));
+        let live_sessions = Arc::new(LiveSessions::new(metrics.clone()));
+        let reloader = Arc::new(
+            Reloader::new(
+                settings.keys_file.clone(),
+                settings.api_keys.clone(),
+                registry.replace.clone(),
+                metrics.clone(),
+            )
+            .ending_sessions(live_sessions.clone()),
+        );
         let watch = reload::watch(reloader.clone());
         if options.handle_signals {
             let context = upstream.pool.context().clone();
@@ -167,6 +173,7 @@ impl Application {
                 table,
                 upstream: upstream.pool.clone(),
                 readiness: readiness.clone(),
+                live_sessions: live_sessions.clone(),
             },
         )?;
         log::info!("listening on http://{}:{port}", settings.host);
@@ -179,6 +186,7 @@ impl Application {
             actix_rt::spawn(drain_on_signals(
                 handles.into_iter().flatten().collect(),
                 readiness.clone(),
+                live_sessions.clone(),
                 settings.drain_timeout,
                 stop_now.clone(),
             ));
@@ -194,6 +202,7 @@ impl Application {
             registry,
             upstream,
             reloader,
+            live_sessions,
             _watch: watch,
         })
     }
@@ -220,6 +229,7 @@ impl Application {
             recheck: self.upstream.recheck.clone(),
             upstream: self.upstream.pool.clone(),
             readiness: self.readiness.clone(),
+            live_sessions: self.live_sessions.clone(),
         }
     }
 
@@ -415,6 +425,7 @@ struct Shared<C: Clock + Clone> {
     table: Published<C>,
     upstream: UpstreamPool,
     readiness: Arc<Readiness>,
+    live_sessions: Arc<LiveSessions>,
 }
 
 /// The HTTP server on `listener`; its factory runs once per worker, on that
@@ -433,6 +444,7 @@ where
         max_prompt_chars: settings.max_prompt_chars.get(),
         default_model: settings.default_model.clone(),
         upstream_timeout: settings.upstream_timeout,
+        live_idle_timeout: settings.live_idle_timeout,
     };
     let options = AppOptions {
         cors: settings.cors_allowed_origins.clone(),
@@ -451,6 +463,7 @@ where
             usage: shared.usage.clone(),
             upstream: shared.upstream.for_this_worker(),
             readiness: shared.readiness.clone(),
+            live_sessions: shared.live_sessions.clone(),
         });
         create_app(state, &shared.metrics, &options)
     })
@@ -515,6 +528,7 @@ fn serve_metrics(
 async fn drain_on_signals(
     servers: Vec<ServerHandle>,
     readiness: Arc<Readiness>,
+    live_sessions: Arc<LiveSessions>,
     drain: Duration,
     stop_now: Arc<tokio::sync::Notify>,
 ) {
@@ -535,6 +549,8 @@ async fn drain_on_signals(
         drain.as_secs()
     );
     readiness.set(Phase::Draining);
+    // Live sessions never end by themselves: they get a going-away close frame.
+    live_sessions.close_all();
     let graceful = futures_util::future::join_all(servers.iter().map(|s| s.stop(true)));
     let second = tokio::select! {
         _ = graceful => return,
@@ -553,6 +569,7 @@ pub struct AppControl {
     recheck: Addr<KeyRecheck>,
     upstream: UpstreamPool,
     readiness: Arc<Readiness>,
+    live_sessions: Arc<LiveSessions>,
 }
 
 impl AppControl {
@@ -560,6 +577,12 @@ impl AppControl {
     /// embedder that drains by other means, and for tests.
     pub fn set_draining(&self) {
         self.readiness.set(Phase::Draining);
+        self.live_sessions.close_all();
+    }
+
+    /// Live API sessions open now.
+    pub fn live_sessions(&self) -> usize {
+        self.live_sessions.count()
     }
 
     /// Reloads the keys file now, as SIGHUP does.

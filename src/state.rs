@@ -20,6 +20,8 @@ pub struct RequestLimits {
     pub max_prompt_chars: usize,
     pub default_model: ModelId,
     pub upstream_timeout: Duration,
+    /// A Live session where neither side sent anything for this long is closed.
+    pub live_idle_timeout: Duration,
 }
 
 /// One HTTP worker's view of the service; each worker has its own, sharing
@@ -34,6 +36,8 @@ pub struct AppState {
     pub usage: Recipient<ReadUsage>,
     /// This worker's way to Gemini.
     pub upstream: Upstream,
+    /// The Live API sessions open now (every worker's).
+    pub live_sessions: Arc<crate::live_sessions::LiveSessions>,
     /// Shared by every worker: starting, ready or draining.
     pub readiness: Arc<Readiness>,
 }

@@ -155,7 +155,7 @@ impl QuotaGate {
                 }
                 context.publish(client, usage);
                 let (usage, context, client) = (usage.clone(), context.clone(), client.clone());
-                Ok(Charge::new(move |tokens| {
+                Ok(Charge::new(move |tokens, _| {
                     let now = context.clock.now();
                     usage.charge(&client.quotas, group, tokens, now, &context.days);
                     context.publish(&client, &usage);

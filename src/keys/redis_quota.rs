@@ -343,8 +343,11 @@ impl SharedGate {
         }
         let (charger, client) = (self.charger.clone(), client.clone());
         let scope = group.map_or(0, |g| g + 2);
-        Ok(Charge::new(move |tokens| {
-            charger.send(client, tokens, scope, i8::from(scope > 0));
+        // The group's request is counted with the first charge, once.
+        let mut count = i8::from(scope > 0);
+        Ok(Charge::new(move |tokens, _| {
+            charger.send(client.clone(), tokens, scope, count);
+            count = 0;
         }))
     }
 }

@@ -33,6 +33,8 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// SHA-256 of the file bytes last loaded, to skip reloads that change nothing.
     loaded: Mutex<Option<[u8; 32]>>,
+    /// Live sessions, ended when their client key leaves the file.
+    sessions: Option<Arc<crate::live_sessions::LiveSessions>>,
 }
 
 impl Reloader {
@@ -48,6 +50,7 @@ impl Reloader {
             registry,
             metrics,
             loaded: Mutex::new(None),
+            sessions: None,
         };
         reloader.remember_file();
         reloader
@@ -67,17 +70,30 @@ impl Reloader {
     }
 
     /// Reloads the clients; the old ones stay in force on error.
+    /// Ends the Live sessions of client keys a reload removes.
+    pub fn ending_sessions(mut self, sessions: Arc<crate::live_sessions::LiveSessions>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
     pub async fn reload(&self, why: &str) -> Result<usize, KeysFileError> {
         let digest = self.file_digest();
         let result = load_clients(&self.keys_file, &self.api_keys);
         match result {
             Ok(clients) => {
                 let count = clients.len();
+                let kept: Vec<_> = clients
+                    .iter()
+                    .map(|c| (c.name.clone(), c.key_hash))
+                    .collect();
                 if let Err(e) = self.registry.send(ReplaceClients { clients }).await {
                     log::error!("keys reload ({why}): the key registry is gone: {e}");
                 }
                 if let Ok(mut loaded) = self.loaded.lock() {
                     *loaded = digest;
+                }
+                if let Some(sessions) = &self.sessions {
+                    sessions.keep_only(&kept);
                 }
                 self.metrics
                     .config_reloads

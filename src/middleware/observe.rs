@@ -51,6 +51,28 @@ fn record(state: Option<&AppState>, log: &RequestLog, started: Instant, outcome:
             .with_label_values(&[client, outcome.code])
             .inc();
     }
+    if let Some(live) = &log.live {
+        let close = live.close.lock().map(|c| *c).unwrap_or_default();
+        let (close_code, closed_by) = close.unwrap_or((1006, "-"));
+        log::info!(
+            target: "gemini_proxy::access",
+            request_id = log.request_id.as_str(),
+            client = client,
+            method = outcome.method,
+            route = outcome.route,
+            model = log.model.as_deref().unwrap_or("-"),
+            status = outcome.status,
+            code = outcome.code,
+            messages_to_gemini = live.to_gemini.load(std::sync::atomic::Ordering::Relaxed),
+            messages_to_client = live.to_client.load(std::sync::atomic::Ordering::Relaxed),
+            close_code = close_code,
+            closed_by = closed_by,
+            tokens = live.tokens.load(std::sync::atomic::Ordering::Relaxed),
+            latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            "live session"
+        );
+        return;
+    }
     log::info!(
         target: "gemini_proxy::access",
         request_id = log.request_id.as_str(),

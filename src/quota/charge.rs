@@ -1,10 +1,11 @@
 //! What is charged when an answer ends.
 
-/// Charges the tokens of one answer to its client's quota windows, once: with
+/// Charges the tokens of one answer to its client's quota windows: with
 /// [`Charge::tokens`] when Gemini reported some, or with none when it is
 /// dropped (the request failed without an answer, or was cancelled before
-/// any usage arrived). The call it makes does not block.
-pub struct Charge(Option<Box<dyn FnOnce(u64) + Send>>);
+/// any usage arrived). A Live session charges as usage arrives, with
+/// [`Charge::add`]. The calls it makes do not block.
+pub struct Charge(Option<Box<dyn FnMut(u64, bool) + Send>>);
 
 impl Charge {
     /// Nothing to charge: a client without quotas.
@@ -12,22 +13,31 @@ impl Charge {
         Charge(None)
     }
 
-    pub fn new(charge: impl FnOnce(u64) + Send + 'static) -> Charge {
+    /// `charge(tokens, last)`: `last` is true for the final call, which comes
+    /// exactly once.
+    pub fn new(charge: impl FnMut(u64, bool) + Send + 'static) -> Charge {
         Charge(Some(Box::new(charge)))
     }
 
-    /// Charges `tokens` (Gemini's `totalTokenCount`).
+    /// Charges `tokens` now; more may follow.
+    pub fn add(&mut self, tokens: u64) {
+        if let Some(charge) = self.0.as_mut() {
+            charge(tokens, false);
+        }
+    }
+
+    /// Charges `tokens` (Gemini's `totalTokenCount`) and ends.
     pub fn tokens(mut self, tokens: u64) {
-        if let Some(charge) = self.0.take() {
-            charge(tokens);
+        if let Some(mut charge) = self.0.take() {
+            charge(tokens, true);
         }
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        if let Some(charge) = self.0.take() {
-            charge(0);
+        if let Some(mut charge) = self.0.take() {
+            charge(0, true);
         }
     }
 }
@@ -54,14 +64,18 @@ mod tests {
         let calls = Arc::new(AtomicU64::new(0));
         let make = || {
             let (total, calls) = (total.clone(), calls.clone());
-            Charge::new(move |t| {
+            Charge::new(move |t, _| {
                 total.fetch_add(t, Ordering::Relaxed);
                 calls.fetch_add(1, Ordering::Relaxed);
             })
         };
         make().tokens(42);
         drop(make());
-        assert_eq!(total.load(Ordering::Relaxed), 42);
-        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        let mut live = make();
+        live.add(5);
+        live.add(6);
+        drop(live);
+        assert_eq!(total.load(Ordering::Relaxed), 53);
+        assert_eq!(calls.load(Ordering::Relaxed), 5);
     }
 }

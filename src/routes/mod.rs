@@ -2,6 +2,7 @@
 
 pub mod fallback;
 pub mod health;
+pub mod live;
 pub mod native;
 pub mod openai;
 pub mod passthrough;
@@ -22,6 +23,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, serve_metrics: bool) {
     .service(
         web::resource("/health")
             .route(web::get().to(health::health))
+            .default_service(web::to(fallback::method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource(["/ws/{rpc}", "//ws/{rpc}"])
+            .route(web::get().to(live::live))
             .default_service(web::to(fallback::method_not_allowed("GET"))),
     )
     .service(

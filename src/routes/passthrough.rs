@@ -25,7 +25,7 @@ use std::time::Instant;
 /// as they came and streams are never held in a decompressor; without the
 /// client's `Content-Type` and `Accept`, bodies go and come as JSON (the
 /// upstream exchange sets that).
-const FORWARDED_HEADERS: &[&str] = &["user-agent", "x-goog-api-client", "accept-language"];
+pub const FORWARDED_HEADERS: &[&str] = &["user-agent", "x-goog-api-client", "accept-language"];
 /// Query parameters that may go upstream; `key` never does.
 const FORWARDED_QUERY: &[&str] = &["alt", "pageSize", "pageToken"];
 
@@ -178,7 +178,7 @@ pub async fn forward(
     Ok(respond(req, outcome.result?))
 }
 
-fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
+pub fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
     req.headers()
         .iter()
         .filter(|(name, _)| FORWARDED_HEADERS.contains(&name.as_str()))

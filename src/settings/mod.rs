@@ -48,6 +48,7 @@ pub const ALL_VARIABLES: &[&str] = &[
     "METRICS_ADDR",
     "DRAIN_TIMEOUT_SECS",
     "QUOTA_TIMEZONE",
+    "LIVE_IDLE_TIMEOUT_SECS",
     "QUOTA_STATE_FILE",
 ];
 
@@ -85,6 +86,8 @@ pub struct Settings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// How long `SIGTERM` waits for in-flight requests and streams.
     pub drain_timeout: Duration,
+    /// A Live API session where neither side sent anything for this long is closed.
+    pub live_idle_timeout: Duration,
     /// Where a day of the daily quotas starts.
     pub quota_timezone: QuotaTimeZone,
     /// Where the memory backend keeps daily usage across restarts; `None` = nowhere.
@@ -288,6 +291,7 @@ impl Settings {
             drain_timeout: seconds(&get, "DRAIN_TIMEOUT_SECS", 30)?,
             rate_limit_backend: rate_limit_backend(&get)?,
             quota_timezone: parse::time_zone(get("QUOTA_TIMEZONE"))?,
+            live_idle_timeout: seconds(&get, "LIVE_IDLE_TIMEOUT_SECS", 600)?,
             quota_state_file: match get("QUOTA_STATE_FILE").as_deref().map(str::trim) {
                 Some("none") => None,
                 Some(path) => Some(PathBuf::from(path)),
@@ -303,7 +307,7 @@ impl Settings {
              gemini_base_url={} max_prompt_chars={} max_body_bytes={} upstream_timeout={}s \
              upstream_connect_timeout={}s cors_allowed_origins={} log_format={:?} \
              max_in_flight={} upstream_actors={} workers={} rate_limit_backend={} \
-             metrics_addr={} drain_timeout={}s quota_timezone={} quota_state_file={}",
+             metrics_addr={} drain_timeout={}s quota_timezone={} quota_state_file={} live_idle_timeout={}s",
             self.host,
             self.port,
             masked_count(&self.gemini_api_keys),
@@ -345,6 +349,7 @@ impl Settings {
             self.quota_state_file
                 .as_ref()
                 .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+            self.live_idle_timeout.as_secs(),
         )
     }
 }

@@ -1,6 +1,7 @@
 //! The upstream actor: owns one awc client (and so one connection pool) on its
 //! own thread, and makes the calls handlers hand it.
 
+use super::live::{self, LiveCall, LiveOutcome};
 use super::pipeline::{self, CallOutcome, UpstreamCall, UpstreamContext};
 use super::pool::Permit;
 use actix::prelude::*;
@@ -23,7 +24,18 @@ pub struct Call {
 
 pub struct UpstreamActor {
     client: awc::Client,
+    /// HTTP/1.1 only, for the Live API's WebSockets.
+    ws_client: awc::Client,
     context: Arc<UpstreamContext>,
+}
+
+/// Asks the actor to open a Live API session to Gemini and relay it until it
+/// ends; answers how it ended.
+#[derive(Message)]
+#[rtype(result = "LiveOutcome")]
+pub struct Live {
+    pub call: LiveCall,
+    pub permit: Permit,
 }
 
 impl UpstreamActor {
@@ -31,6 +43,7 @@ impl UpstreamActor {
     pub fn new(context: Arc<UpstreamContext>, connect_timeout: Duration) -> Self {
         UpstreamActor {
             client: super::client::build(connect_timeout),
+            ws_client: super::client::build_for_websockets(connect_timeout),
             context,
         }
     }
@@ -55,5 +68,15 @@ impl Handler<Call> for UpstreamActor {
                 _ = msg.cancelled => CallOutcome::cancelled(),
             }
         })
+    }
+}
+
+impl Handler<Live> for UpstreamActor {
+    type Result = ResponseFuture<LiveOutcome>;
+
+    fn handle(&mut self, msg: Live, _: &mut Context<Self>) -> Self::Result {
+        let client = self.ws_client.clone();
+        let context = self.context.clone();
+        Box::pin(async move { live::run(&client, &context, msg.call, msg.permit).await })
     }
 }

@@ -24,6 +24,10 @@ pub fn install_crypto_provider() {
 }
 
 fn tls_config() -> Arc<rustls::ClientConfig> {
+    tls_config_with(&[b"h2", b"http/1.1"])
+}
+
+fn tls_config_with(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -31,15 +35,25 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     // Set here, not with max_http_version(), which would replace this config (docs/architecture.md#alpn-in-our-own-rustls-config).
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
 /// Builds a client; call it on the thread that will use it (awc clients are `!Send`).
 pub fn build(connect_timeout: Duration) -> Client {
+    with_tls(connect_timeout, tls_config())
+}
+
+/// The client of the Live API's WebSockets: a WebSocket upgrade is HTTP/1.1,
+/// so it offers no `h2`, which a server would otherwise pick.
+pub fn build_for_websockets(connect_timeout: Duration) -> Client {
+    with_tls(connect_timeout, tls_config_with(&[b"http/1.1"]))
+}
+
+fn with_tls(connect_timeout: Duration, tls: Arc<rustls::ClientConfig>) -> Client {
     install_crypto_provider();
     let connector = Connector::new()
-        .rustls_0_23(tls_config())
+        .rustls_0_23(tls)
         .timeout(connect_timeout)
         .handshake_timeout(connect_timeout)
         // Admission control bounds concurrency; a pool limit here would only queue.

@@ -10,6 +10,7 @@ mod exchange;
 pub mod gemini;
 pub mod key_pool;
 pub mod leak_guard;
+pub mod live;
 pub mod pipeline;
 pub mod pool;
 pub mod recheck;

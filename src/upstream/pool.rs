@@ -5,7 +5,8 @@
 //! past `MAX_IN_FLIGHT`: a client learns to back off in microseconds instead of
 //! waiting behind a queue that only grows.
 
-use super::actor::{Call, UpstreamActor};
+use super::actor::{Call, Live, UpstreamActor};
+use super::live::{LiveCall, LiveOutcome};
 use super::pipeline::{CallOutcome, UpstreamCall, UpstreamContext};
 use crate::errors::{ApiError, ErrorCode};
 use actix::prelude::*;
@@ -163,6 +164,33 @@ impl Upstream {
             })
             .await;
         sent.unwrap_or_else(|error| actor_gone(index, error))
+    }
+}
+
+impl Upstream {
+    /// Relays a Live API session on an actor until it ends. The session holds
+    /// a place in the pool all along, like a stream.
+    pub async fn live(&self, call: LiveCall) -> Result<LiveOutcome, ApiError> {
+        let permit = self.admit()?;
+        let Some((index, actor)) = self.next_actor() else {
+            return Err(ApiError::new(
+                ErrorCode::InternalError,
+                "no upstream worker is available",
+            ));
+        };
+        actor.send(Live { call, permit }).await.map_err(|error| {
+            log::error!("upstream actor {index} is gone: {error}");
+            ApiError::new(
+                ErrorCode::InternalError,
+                "the upstream worker stopped unexpectedly",
+            )
+        })
+    }
+
+    /// Whether the pool has a place now, without taking it: a Live session
+    /// is refused before its upgrade when it would be refused after.
+    pub fn has_room(&self) -> Result<(), ApiError> {
+        self.admit().map(drop)
     }
 }
 

@@ -54,7 +54,9 @@ impl StreamEnd {
         self.drained.notify_one();
     }
 
-    fn set(&self, code: &'static str, tokens: Option<Tokens>) {
+    /// Says how it ended (the first word wins). Relays other than the
+    /// stream pump (a Live session) say it too.
+    pub fn set(&self, code: &'static str, tokens: Option<Tokens>) {
         *self.tokens.lock().unwrap_or_else(|e| e.into_inner()) = tokens;
         // The first word wins: a stream ends once.
         let _ = self.code.set(code);

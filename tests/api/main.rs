@@ -10,6 +10,7 @@ mod helpers;
 mod hostile;
 mod keys;
 mod lifecycle;
+mod live;
 mod monitoring;
 mod native;
 mod operations;

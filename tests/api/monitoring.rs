@@ -1231,7 +1231,7 @@ fn metric_labels() -> BTreeMap<String, BTreeSet<String>> {
             labels.insert(name.to_owned(), names);
         }
     };
-    let collectors: [(&dyn Collector, bool); 14] = [
+    let collectors: [(&dyn Collector, bool); 15] = [
         (&metrics.client_requests, false),
         (&metrics.rate_limited, false),
         (&metrics.tokens, false),
@@ -1246,6 +1246,7 @@ fn metric_labels() -> BTreeMap<String, BTreeSet<String>> {
         (&metrics.config_reloads, false),
         (&metrics.rate_limit_backend_up, false),
         (&metrics.client_quota_remaining, false),
+        (&metrics.live_sessions, false),
     ];
     for (collector, histogram) in collectors {
         for desc in collector.desc() {

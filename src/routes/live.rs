@@ -1,0 +1,311 @@
+//! The Live API (docs/api.md#the-live-api): the WebSocket the SDKs open at
+//! `/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent`
+//! (JS writes `//ws/…`). Before the upgrade the session is admitted like any
+//! request and refused in Google's error shape; after it, the first message
+//! (`setup`) must name a model the client may use, and the session is then
+//! relayed by an upstream actor ([`crate::upstream::live`]).
+
+use crate::auth::{self, Surface};
+use crate::errors::{ApiError, ErrorCode};
+use crate::keys::Admission;
+use crate::model_id::ModelId;
+use crate::request_log::RequestLog;
+use crate::routes::passthrough;
+use crate::routes::stream::StreamOutcome;
+use crate::state::AppState;
+use crate::upstream::live::{finish, FirstMessage, LiveCall, LiveTally, MAX_FRAME_BYTES};
+use crate::upstream::pipeline::Credential;
+use crate::upstream::relay::StreamEnd;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
+use serde::Deserialize;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The method every version serves; `…Constrained` (ephemeral tokens) is not relayed.
+const METHOD: &str = "GenerativeService.BidiGenerateContent";
+/// Client frames waiting for the upstream socket: a bound, so a slow Gemini
+/// side slows the client's reads rather than growing memory.
+const INBOUND_BUFFER: usize = 16;
+
+/// The API version of a Live path's last segment, if it is the Live method.
+fn version_of(rpc: &str) -> Option<&str> {
+    let version = rpc
+        .strip_prefix("google.ai.generativelanguage.")?
+        .strip_suffix(METHOD)?
+        .strip_suffix('.')?;
+    matches!(version, "v1" | "v1beta" | "v1alpha").then_some(version)
+}
+
+/// Ephemeral `auth_tokens/…` tokens are Gemini's, minted for a browser; they
+/// are never client keys of this service, wherever they come.
+fn carries_ephemeral_token(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    let token_in = |name: &str| {
+        headers.get_all(name).any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.trim().starts_with("auth_tokens/"))
+        })
+    };
+    let authorization_token = headers.get_all("authorization").any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.trim_start().starts_with("Token "))
+    });
+    let query = req.query_string();
+    let query_token = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .unwrap_or_default()
+        .iter()
+        .any(|(name, value)| {
+            name == "access_token" || (name == "key" && value.starts_with("auth_tokens/"))
+        });
+    token_in("x-goog-api-key") || token_in("x-api-key") || authorization_token || query_token
+}
+
+pub async fn live(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let rpc = req.match_info().get("rpc").unwrap_or_default();
+    let Some(version) = version_of(rpc) else {
+        let constrained = rpc.ends_with("BidiGenerateContentConstrained");
+        return Err(if constrained {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "BidiGenerateContentConstrained takes ephemeral tokens, which this service does not relay; use a client key",
+            )
+        } else {
+            ApiError::new(ErrorCode::NotFound, "no such Live API method")
+        });
+    };
+    if carries_ephemeral_token(&req) {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "ephemeral tokens (auth_tokens/…) are not client keys of this service",
+        ));
+    }
+    let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
+    let credential = Credential::from(admission.client.authorize(own_key.as_deref(), None)?);
+    state.upstream.has_room()?;
+    let (mut response, session, stream) = actix_ws::handle(&req, payload).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the Live API is a WebSocket: send an HTTP/1.1 upgrade request",
+        )
+    })?;
+    let tally = Arc::new(LiveTally::default());
+    let end = Arc::new(StreamEnd::default());
+    RequestLog::update(&req, |log| log.live = Some(tally.clone()));
+    response.extensions_mut().insert(StreamOutcome(end.clone()));
+    let session_parts = Parts {
+        state: state.clone(),
+        admission,
+        credential,
+        path: format!("/ws/google.ai.generativelanguage.{version}.{METHOD}"),
+        headers: passthrough::forwarded_headers(&req),
+        tally,
+        end,
+        request: req.clone(),
+    };
+    actix_rt::spawn(run_session(
+        session_parts,
+        session,
+        stream.max_frame_size(MAX_FRAME_BYTES),
+    ));
+    Ok(response)
+}
+
+/// What a session needs from its upgrade request.
+struct Parts {
+    state: web::Data<AppState>,
+    admission: Admission,
+    credential: Credential,
+    path: String,
+    headers: Vec<(
+        awc::http::header::HeaderName,
+        awc::http::header::HeaderValue,
+    )>,
+    tally: Arc<LiveTally>,
+    end: Arc<StreamEnd>,
+    request: HttpRequest,
+}
+
+/// Closes a session the service refuses after the upgrade.
+async fn refuse(parts: &Parts, session: Session, close: CloseCode, code: ErrorCode, message: &str) {
+    parts.tally.closed_by_service(u16::from(close));
+    finish(&parts.end, &parts.tally, code.as_str());
+    // Close reasons hold at most 123 bytes.
+    let mut text = format!("{}: {message}", code.as_str());
+    if text.len() > 123 {
+        let mut cut = 123;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    let _ = session
+        .close(Some(CloseReason {
+            code: close,
+            description: Some(text),
+        }))
+        .await;
+}
+
+#[derive(Deserialize)]
+struct Setup {
+    setup: SetupBody,
+}
+
+#[derive(Deserialize)]
+struct SetupBody {
+    model: Option<String>,
+}
+
+async fn run_session(parts: Parts, mut session: Session, mut stream: MessageStream) {
+    let state = parts.state.clone();
+    let guard = state.live_sessions.open(&parts.admission.client);
+    let idle = state.limits.live_idle_timeout;
+    let first = tokio::time::timeout(idle, next_message(&mut stream, &mut session)).await;
+    let first = match first {
+        Ok(Some(first)) => first,
+        Ok(None) => {
+            finish(&parts.end, &parts.tally, crate::upstream::relay::CANCELLED);
+            return;
+        }
+        Err(_) => {
+            let message = "no `setup` message came";
+            return refuse(
+                &parts,
+                session,
+                CloseCode::Normal,
+                ErrorCode::UpstreamTimeout,
+                message,
+            )
+            .await;
+        }
+    };
+    let model = match serde_json::from_slice::<Setup>(first.bytes()) {
+        Ok(Setup {
+            setup: SetupBody { model: Some(model) },
+        }) => model,
+        _ => {
+            let message = "the first message must be `setup` with a `model`";
+            return refuse(
+                &parts,
+                session,
+                CloseCode::Invalid,
+                ErrorCode::InvalidRequest,
+                message,
+            )
+            .await;
+        }
+    };
+    let model = match ModelId::parse(&model) {
+        Ok(model) => model.display_id(),
+        Err(e) => {
+            let message = e.to_string();
+            return refuse(
+                &parts,
+                session,
+                CloseCode::Invalid,
+                ErrorCode::InvalidModel,
+                &message,
+            )
+            .await;
+        }
+    };
+    RequestLog::update(&parts.request, |log| log.model = Some(model.clone()));
+    let client = parts.admission.client.clone();
+    if let Err(e) = client.authorize(None, Some(&model)) {
+        let message = e.to_string();
+        return refuse(
+            &parts,
+            session,
+            CloseCode::Policy,
+            ErrorCode::ModelNotAllowed,
+            &message,
+        )
+        .await;
+    }
+    let charge = match auth::admit_model(&state, &parts.admission, Some(&model)) {
+        Ok(charge) => charge,
+        Err(e) => {
+            return refuse(&parts, session, CloseCode::Policy, e.code, &e.message).await;
+        }
+    };
+    let (inbound_tx, inbound) = mpsc::channel(INBOUND_BUFFER);
+    let call = LiveCall {
+        path: parts.path.clone(),
+        credential: parts.credential.clone(),
+        headers: parts.headers.clone(),
+        setup: first,
+        model,
+        client: client.name.clone(),
+        inbound,
+        session: session.clone(),
+        charge,
+        tally: parts.tally.clone(),
+        end: parts.end.clone(),
+        stop: guard.stop.clone(),
+        idle,
+        connect_timeout: state.limits.upstream_timeout,
+    };
+    let relay = state.upstream.live(call);
+    let pump = pump(stream, inbound_tx, session.clone());
+    tokio::pin!(relay);
+    tokio::pin!(pump);
+    let outcome = tokio::select! {
+        outcome = &mut relay => outcome,
+        () = &mut pump => relay.await,
+    };
+    if let Err(error) = outcome {
+        refuse(
+            &parts,
+            session,
+            CloseCode::Error,
+            error.code,
+            &error.message,
+        )
+        .await;
+    }
+    drop(guard);
+}
+
+/// The client's next data message; answers its pings on the way. `None`
+/// when it closed or went away.
+async fn next_message(stream: &mut MessageStream, session: &mut Session) -> Option<FirstMessage> {
+    loop {
+        match stream.recv().await? {
+            Ok(Message::Text(text)) => return Some(FirstMessage::Text(text)),
+            Ok(Message::Binary(bytes)) => return Some(FirstMessage::Binary(bytes)),
+            Ok(Message::Ping(bytes)) => {
+                session.pong(&bytes).await.ok()?;
+            }
+            Ok(Message::Pong(_) | Message::Nop | Message::Continuation(_)) => {}
+            Ok(Message::Close(_)) | Err(_) => return None,
+        }
+    }
+}
+
+/// Hands the client's frames to the relay, answering its pings here. Ends
+/// when the client closes or goes away, or the relay stops taking frames.
+async fn pump(mut stream: MessageStream, relay: mpsc::Sender<Message>, mut session: Session) {
+    while let Some(message) = stream.recv().await {
+        let message = match message {
+            Ok(Message::Ping(bytes)) => {
+                if session.pong(&bytes).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(Message::Pong(_) | Message::Nop) => continue,
+            Ok(message) => message,
+            // A protocol error ends the session as the client's going away.
+            Err(_) => return,
+        };
+        let closing = matches!(message, Message::Close(_));
+        if relay.send(message).await.is_err() || closing {
+            return;
+        }
+    }
+}
