@@ -21,4 +21,5 @@ mod resilience;
 mod sdk;
 mod secrets;
 mod shared_keys;
+mod tls;
 mod upstream_request;
