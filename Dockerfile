@@ -58,7 +58,7 @@ USER 10001:10001
 ENV HOST=0.0.0.0 PORT=5001
 EXPOSE 5001
 # `gemini-proxy healthcheck` exits 0 when GET http://127.0.0.1:$PORT/health
-# answers 200.
+# answers 200 (https:// when TLS_CERT_FILE and TLS_KEY_FILE are set).
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \
   CMD ["/usr/local/bin/gemini-proxy", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/gemini-proxy"]

@@ -43,7 +43,12 @@ async fn open(client: &awc::Client, origin: &str, key: &str) -> Socket {
 /// The next text or binary frame.
 async fn next_data(socket: &mut Socket) -> Frame {
     loop {
-        match socket.next().await.expect("a frame").expect("a valid frame") {
+        match socket
+            .next()
+            .await
+            .expect("a frame")
+            .expect("a valid frame")
+        {
             frame @ (Frame::Text(_) | Frame::Binary(_)) => return frame,
             Frame::Close(reason) => panic!("closed: {reason:?}"),
             _ => {}
@@ -81,7 +86,9 @@ async fn main() {
     let key = env("KEY", "bench-client-key");
     let sessions: usize = env("SESSIONS", "1000").parse().unwrap();
     let turns: usize = env("TURNS", "1000").parse().unwrap();
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
 
     let mut idle = Vec::with_capacity(sessions);
     for _ in 0..sessions {

@@ -19,4 +19,5 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -21,7 +21,8 @@ commands:
   check-config   validate the settings and the keys file, print a summary
                  (no secrets), exit non-zero on error
   healthcheck    ask the running service's GET /health on $HOST:$PORT
-                 (loopback when HOST is 0.0.0.0 or ::);
+                 (loopback when HOST is 0.0.0.0 or ::; over TLS when
+                 TLS_CERT_FILE and TLS_KEY_FILE are set);
                  exit 0 when it answers 200 (for container health checks)
   version        print the version
   help           print this text
@@ -52,13 +53,13 @@ mod demo {
         Ok(mock)
     }
 
-    pub fn announce(mock: &MockGemini, port: u16) {
+    pub fn announce(mock: &MockGemini, port: u16, scheme: &str) {
         log::info!(
             "demo mode: Gemini is the bundled mock at {}",
             mock.base_url()
         );
         println!(
-            "Try it:\n  curl -sS http://127.0.0.1:{port}/gemini-proxy -H 'X-API-KEY: {DEMO_CLIENT_KEY}' \
+            "Try it:\n  curl -sS {scheme}://127.0.0.1:{port}/gemini-proxy -H 'X-API-KEY: {DEMO_CLIENT_KEY}' \
              -H 'Content-Type: application/json' -d '{{\"prompt\": \"What is the capital of France?\"}}'"
         );
     }
@@ -75,7 +76,7 @@ mod demo {
         Err("this build has no demo".into())
     }
 
-    pub fn announce(_: &NoMock, _: u16) {}
+    pub fn announce(_: &NoMock, _: u16, _: &str) {}
 }
 
 fn main() -> ExitCode {
@@ -137,9 +138,14 @@ fn serve(demo: bool) -> ExitCode {
             env!("CARGO_PKG_VERSION"),
             settings.summary()
         );
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let app = Application::build(settings).map_err(|e| e.to_string())?;
         if let Some(mock) = &mock {
-            demo::announce(mock, app.port());
+            demo::announce(mock, app.port(), scheme);
         }
         app.run_until_stopped().await.map_err(|e| e.to_string())?;
         log::info!("stopped");
@@ -155,7 +161,8 @@ fn serve(demo: bool) -> ExitCode {
 }
 
 /// The container's health check, without curl in the image: one `GET
-/// /health` on the loopback port the service listens on.
+/// /health` on the loopback port the service listens on, over TLS when the
+/// service serves TLS (`TLS_CERT_FILE` and `TLS_KEY_FILE` both set).
 fn healthcheck() -> ExitCode {
     use std::io::{Read, Write};
     use std::time::Duration;
@@ -167,6 +174,8 @@ fn healthcheck() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let tls = set("TLS_CERT_FILE") && set("TLS_KEY_FILE");
     let timeout = Duration::from_secs(2);
     let answer = (|| -> std::io::Result<String> {
         // The service's own address when it listens on one, else loopback.
@@ -176,9 +185,14 @@ fn healthcheck() -> ExitCode {
             .filter(|ip| !ip.is_unspecified())
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         let address = std::net::SocketAddr::new(host, port);
-        let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+        let stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
+        let mut stream: Box<dyn ReadWrite> = if tls {
+            Box::new(gemini_proxy::tls::probe::connect(stream, host)?)
+        } else {
+            Box::new(stream)
+        };
         stream
             .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
         let mut head = [0u8; 64];
@@ -195,11 +209,16 @@ fn healthcheck() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(error) => {
-            eprintln!("gemini-proxy healthcheck: no answer on port {port}: {error}");
+            let over = if tls { " (TLS)" } else { "" };
+            eprintln!("gemini-proxy healthcheck: no answer on port {port}{over}: {error}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// A connection the health check talks over, plain or TLS.
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
 fn hash_key() -> ExitCode {
     let mut input = String::new();

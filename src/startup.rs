@@ -20,6 +20,7 @@ use crate::quota::{state_file, Days, UsageStore, WallClock};
 use crate::routes::stream::ClientSocket;
 use crate::settings::{RateLimitBackend, Settings};
 use crate::state::{AppState, Phase, Readiness, RequestLimits};
+use crate::tls::{CertResolver, TlsFileError};
 use crate::upstream::key_pool::KeyPool;
 use crate::upstream::leak_guard::LeakGuard;
 use crate::upstream::recheck::{self, KeyRecheck, RecheckNow};
@@ -38,6 +39,10 @@ use std::time::Duration;
 const LISTEN_BACKLOG: u32 = 8192;
 /// Slow clients must finish sending their headers within this.
 const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake takes one or two round trips; a client still at it after
+/// this holds the connection open on purpose, as a slow sender of headers
+/// would (actix's own default, 3 s, is tight for a distant mobile client).
+const TLS_HANDSHAKE_TIMEOUT: Duration = CLIENT_HEADER_TIMEOUT;
 
 /// A built, bound, not yet running service.
 pub struct Application {
@@ -69,6 +74,10 @@ pub enum StartupError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("invalid setting REDIS_URL: {0}")]
     Redis(#[from] CheckError),
+    #[error("invalid setting {0}")]
+    Tls(#[from] TlsFileError),
+    #[error("TLS: {0}")]
+    TlsConfig(#[from] rustls::Error),
     #[error("server: {0}")]
     Server(#[from] std::io::Error),
 }
@@ -138,6 +147,11 @@ impl Application {
         if clients.is_empty() {
             log::warn!("no client keys are configured (API_KEYS or the keys file): every request will be refused");
         }
+        // The settings checked the files but keep only their paths.
+        let tls = match &settings.tls {
+            Some(files) => Some(CertResolver::load(files.clone())?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new()?);
         let (registry, table) = Registry::start(&settings, clients, clock, wall, &metrics)?;
         let upstream = UpstreamSide::start(&settings, &metrics);
@@ -148,6 +162,7 @@ impl Application {
                 settings.api_keys.clone(),
                 registry.replace.clone(),
                 metrics.clone(),
+                tls.clone(),
             )
             .ending_sessions(live_sessions.clone()),
         );
@@ -163,9 +178,11 @@ impl Application {
             None => None,
         };
         let readiness = Arc::new(Readiness::default());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let server = serve(
             &settings,
             listener,
+            tls,
             Shared {
                 metrics,
                 registry: registry.admit.clone(),
@@ -176,7 +193,7 @@ impl Application {
                 live_sessions: live_sessions.clone(),
             },
         )?;
-        log::info!("listening on http://{}:{port}", settings.host);
+        log::info!("listening on {scheme}://{}:{port}", settings.host);
         let stop_now = Arc::new(tokio::sync::Notify::new());
         if options.handle_signals {
             let handles = [
@@ -428,11 +445,13 @@ struct Shared<C: Clock + Clone> {
     live_sessions: Arc<LiveSessions>,
 }
 
-/// The HTTP server on `listener`; its factory runs once per worker, on that
-/// worker's thread, and starts the worker's own actors there.
+/// The HTTP server on `listener` (with TLS when `tls` holds the certificate);
+/// its factory runs once per worker, on that worker's thread, and starts the
+/// worker's own actors there.
 fn serve<C>(
     settings: &Settings,
     listener: TcpListener,
+    tls: Option<Arc<CertResolver>>,
     shared: Shared<C>,
 ) -> Result<Server, StartupError>
 where
@@ -480,8 +499,15 @@ where
     // cancels its upstream call, instead of finishing work nobody will read.
     .h1_allow_half_closed(false)
     // So a stream whose client stopped reading can be cut (routes::stream).
-    .on_connect(ClientSocket::record(settings.client_stall_timeout))
-    .listen(listener)?;
+    .on_connect(ClientSocket::record(settings.client_stall_timeout));
+    let server = match tls {
+        // HTTP/2 and HTTP/1.1 by ALPN; no ALPN at all gets HTTP/1.1.
+        Some(resolver) => server
+            .tls_handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
+            .listen_rustls_0_23(listener, crate::tls::server_config(resolver)?)?,
+        // Cleartext stays HTTP/1.1 only, as it always was.
+        None => server.listen(listener)?,
+    };
     Ok(server.run())
 }
 
@@ -585,7 +611,9 @@ impl AppControl {
         self.live_sessions.count()
     }
 
-    /// Reloads the keys file now, as SIGHUP does.
+    /// Reloads the keys file (and the TLS certificate, when TLS is on) now, as
+    /// SIGHUP does. Answers the keys file's outcome; a certificate that fails
+    /// to load is logged and counted, and the one in force stays.
     pub async fn reload(&self) -> Result<usize, KeysFileError> {
         self.reloader.reload("requested").await
     }

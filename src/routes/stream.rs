@@ -28,15 +28,23 @@ pub struct StreamOutcome(pub Arc<StreamEnd>);
 pub struct ClientSocket(#[cfg(unix)] std::os::fd::RawFd);
 
 impl ClientSocket {
-    /// For `HttpServer::on_connect`: remembers a plain TCP connection's
-    /// socket, sends small writes at once, and bounds how long the kernel keeps sending to a client that
-    /// acknowledges nothing (`TCP_USER_TIMEOUT`; zero-window probes count), so
-    /// a client that stops reading a large unary answer is let go too.
+    /// For `HttpServer::on_connect`: remembers an HTTP/1 connection's socket
+    /// (plain or under TLS), sends small writes at once, and bounds how long
+    /// the kernel keeps sending to a client that acknowledges nothing
+    /// (`TCP_USER_TIMEOUT`; zero-window probes count), so a client that stops
+    /// reading a large unary answer is let go too.
     pub fn record(
         stall: std::time::Duration,
     ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + 'static {
         move |connection, data| {
-            let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+            use actix_tls::accept::rustls_0_23::TlsStream;
+            use actix_web::rt::net::TcpStream;
+            let (stream, multiplexed) = if let Some(tcp) = connection.downcast_ref::<TcpStream>() {
+                (tcp, false)
+            } else if let Some(tls) = connection.downcast_ref::<TlsStream<TcpStream>>() {
+                let (tcp, session) = tls.get_ref();
+                (tcp, session.alpn_protocol() == Some(b"h2"))
+            } else {
                 return;
             };
             // A stream's last bytes (its last event, then the chunked end)
@@ -49,12 +57,16 @@ impl ClientSocket {
             if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(stall)) {
                 log::debug!("TCP_USER_TIMEOUT not set: {error}");
             }
+            // An HTTP/2 connection carries other streams beside a stalled
+            // one: cutting its socket would end them too, so it is not
+            // recorded (the stalled stream's upstream call still ends, and
+            // its in-flight place is freed).
             #[cfg(unix)]
-            {
+            if !multiplexed {
                 use std::os::fd::AsRawFd;
                 data.insert(ClientSocket(stream.as_raw_fd()));
             }
-            let _ = (&stall, &data);
+            let _ = (&stall, &data, multiplexed);
         }
     }
 

@@ -7,6 +7,7 @@
 mod parse;
 
 use crate::model_id::ModelId;
+use crate::tls::TlsFiles;
 use awc::http::Uri;
 use parse::{
     cors, log_level, non_zero, number, rate_limit_backend, seconds, secret_list, socket_address,
@@ -50,6 +51,8 @@ pub const ALL_VARIABLES: &[&str] = &[
     "QUOTA_TIMEZONE",
     "LIVE_IDLE_TIMEOUT_SECS",
     "QUOTA_STATE_FILE",
+    "TLS_CERT_FILE",
+    "TLS_KEY_FILE",
 ];
 
 #[derive(Clone)]
@@ -92,6 +95,9 @@ pub struct Settings {
     pub quota_timezone: QuotaTimeZone,
     /// Where the memory backend keeps daily usage across restarts; `None` = nowhere.
     pub quota_state_file: Option<PathBuf>,
+    /// With both `TLS_CERT_FILE` and `TLS_KEY_FILE`: the public listener
+    /// speaks TLS. The files were read and checked when the settings were.
+    pub tls: Option<TlsFiles>,
 }
 
 /// `QUOTA_TIMEZONE`: the zone and the name it was given by.
@@ -297,6 +303,7 @@ impl Settings {
                 Some(path) => Some(PathBuf::from(path)),
                 None => Some(crate::quota::state_file::beside(&keys_file_path)),
             },
+            tls: parse::tls(&get)?,
         })
     }
 
@@ -307,7 +314,8 @@ impl Settings {
              gemini_base_url={} max_prompt_chars={} max_body_bytes={} upstream_timeout={}s \
              upstream_connect_timeout={}s cors_allowed_origins={} log_format={:?} \
              max_in_flight={} upstream_actors={} workers={} rate_limit_backend={} \
-             metrics_addr={} drain_timeout={}s quota_timezone={} quota_state_file={} live_idle_timeout={}s",
+             metrics_addr={} drain_timeout={}s quota_timezone={} quota_state_file={} \
+             live_idle_timeout={}s tls={}",
             self.host,
             self.port,
             masked_count(&self.gemini_api_keys),
@@ -350,6 +358,10 @@ impl Settings {
                 .as_ref()
                 .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
             self.live_idle_timeout.as_secs(),
+            self.tls.as_ref().map_or_else(
+                || "off".to_owned(),
+                |files| format!("cert {} key {}", files.cert.display(), files.key.display())
+            ),
         )
     }
 }

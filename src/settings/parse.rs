@@ -241,3 +241,31 @@ pub(super) fn time_zone(value: Option<String>) -> Result<super::QuotaTimeZone, S
     })?;
     Ok(super::QuotaTimeZone { name, zone })
 }
+
+/// `TLS_CERT_FILE` and `TLS_KEY_FILE`: both or neither. Both files are read
+/// and checked now, so a bad certificate stops start-up rather than the first
+/// handshake; the message never quotes the key file.
+pub(super) fn tls(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::tls::TlsFiles>, SettingsError> {
+    use crate::tls::{CERT_VARIABLE, KEY_VARIABLE};
+    let path = |variable| get(variable).map(|p| std::path::PathBuf::from(p.trim()));
+    let files = match (path(CERT_VARIABLE), path(KEY_VARIABLE)) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => crate::tls::TlsFiles { cert, key },
+        (Some(_), None) => {
+            return Err(invalid(
+                KEY_VARIABLE,
+                format!("is required when {CERT_VARIABLE} is set: set both {CERT_VARIABLE} and {KEY_VARIABLE} to serve TLS, or neither to serve plain HTTP"),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                CERT_VARIABLE,
+                format!("is required when {KEY_VARIABLE} is set: set both {CERT_VARIABLE} and {KEY_VARIABLE} to serve TLS, or neither to serve plain HTTP"),
+            ))
+        }
+    };
+    crate::tls::load(&files).map_err(|e| invalid(e.variable, e.problem_in_file()))?;
+    Ok(Some(files))
+}

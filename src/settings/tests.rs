@@ -199,3 +199,88 @@ fn cors_accepts_a_list_or_a_star() {
     let s = parse(&[("CORS_ALLOWED_ORIGINS", "*")]).unwrap();
     assert_eq!(s.cors_allowed_origins, CorsOrigins::Any);
 }
+
+#[test]
+fn tls_needs_both_files_or_neither() {
+    let dir = crate::tls::tests::PemDir::new("settings-pair");
+    let (files, _) = dir.self_signed();
+    let (cert, key) = (
+        files.cert.display().to_string(),
+        files.key.display().to_string(),
+    );
+    assert!(parse(&[]).unwrap().tls.is_none());
+    for (pairs, missing) in [
+        (vec![("TLS_CERT_FILE", cert.as_str())], "TLS_KEY_FILE"),
+        (vec![("TLS_KEY_FILE", key.as_str())], "TLS_CERT_FILE"),
+        (
+            vec![("TLS_CERT_FILE", cert.as_str()), ("TLS_KEY_FILE", " ")],
+            "TLS_KEY_FILE",
+        ),
+    ] {
+        let err = parse(&pairs).expect_err("one file alone is refused");
+        assert_eq!(err.variable, missing, "{pairs:?}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("TLS_CERT_FILE") && text.contains("TLS_KEY_FILE"),
+            "{text}"
+        );
+    }
+    let both = parse(&[
+        ("TLS_CERT_FILE", &cert),
+        ("TLS_KEY_FILE", &format!(" {key} ")),
+    ])
+    .unwrap();
+    assert_eq!(both.tls, Some(files.clone()));
+    let summary = both.summary();
+    assert!(
+        summary.contains(&format!("tls=cert {cert} key {key}")),
+        "{summary}"
+    );
+    assert!(parse(&[]).unwrap().summary().contains("tls=off"));
+}
+
+#[test]
+fn tls_files_are_read_and_checked_with_the_settings() {
+    let dir = crate::tls::tests::PemDir::new("settings-check");
+    let (files, issued) = dir.self_signed();
+    let (cert, key) = (
+        files.cert.display().to_string(),
+        files.key.display().to_string(),
+    );
+    let missing = dir.dir.join("missing.pem").display().to_string();
+    for (pairs, variable, says) in [
+        (
+            [
+                ("TLS_CERT_FILE", missing.as_str()),
+                ("TLS_KEY_FILE", key.as_str()),
+            ],
+            "TLS_CERT_FILE",
+            "cannot be read",
+        ),
+        (
+            [
+                ("TLS_CERT_FILE", key.as_str()),
+                ("TLS_KEY_FILE", key.as_str()),
+            ],
+            "TLS_CERT_FILE",
+            "no PEM certificate",
+        ),
+        (
+            [
+                ("TLS_CERT_FILE", cert.as_str()),
+                ("TLS_KEY_FILE", cert.as_str()),
+            ],
+            "TLS_KEY_FILE",
+            "no PEM private key",
+        ),
+    ] {
+        let err = parse(&pairs).expect_err("should be refused");
+        assert_eq!(err.variable, variable, "{pairs:?}: {err}");
+        let text = err.to_string();
+        assert!(text.contains(says), "{text}");
+        assert!(
+            !text.contains(issued.key_pem.lines().nth(1).unwrap()),
+            "{text}"
+        );
+    }
+}

@@ -265,7 +265,8 @@ pub struct BinaryApp {
 
 impl BinaryApp {
     /// Starts `gemini-proxy` with exactly these variables (plus PATH) and waits
-    /// until it logs the address it listens on.
+    /// until it logs the address it listens on (`http://…`, or `https://…`
+    /// with TLS).
     pub fn start(args: &[&str], env: &HashMap<String, String>) -> BinaryApp {
         BinaryApp::start_in(Path::new(env!("CARGO_TARGET_TMPDIR")), args, env)
     }
@@ -299,7 +300,9 @@ impl BinaryApp {
         let started = Instant::now();
         let address = loop {
             let found = logs.lock().expect("log lock").lines().find_map(|line| {
-                let at = line.find("listening on http://")?;
+                let at = line
+                    .find("listening on http://")
+                    .or_else(|| line.find("listening on https://"))?;
                 // The URL ends at a space or, in a JSON log line, at its closing quote.
                 let rest = &line[at + "listening on ".len()..];
                 let end = rest.find(['"', ' ']).unwrap_or(rest.len());

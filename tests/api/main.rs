@@ -22,4 +22,5 @@ mod resilience;
 mod sdk;
 mod secrets;
 mod shared_keys;
+mod tls;
 mod upstream_request;
