@@ -8,6 +8,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::live::LiveFault;
 use super::refusal::KeyRefusal;
 use super::state::Shared;
 use super::{Exhaustion, MockConfig};
@@ -41,6 +42,58 @@ pub(crate) async fn reset(shared: web::Data<Shared>) -> HttpResponse {
 
 pub(crate) async fn stats(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(shared.stats())
+}
+
+#[derive(Serialize)]
+struct LiveView {
+    /// Close frames received from clients: `[code, reason]`, in arrival order.
+    closes: Vec<(u16, String)>,
+    sessions: Vec<SessionView>,
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    id: usize,
+    path_and_query: String,
+    open: bool,
+    messages: Vec<MessageView>,
+    client_close: Option<(u16, String)>,
+    mock_close: Option<(u16, String)>,
+}
+
+#[derive(Serialize)]
+struct MessageView {
+    binary: bool,
+    /// The payload as text (lossily, for a binary frame that is not UTF-8).
+    data: String,
+}
+
+/// `GET /__mock/live`: the Live sessions and the close frames clients sent.
+pub(crate) async fn live(shared: web::Data<Shared>) -> HttpResponse {
+    let sessions = shared
+        .live
+        .sessions()
+        .into_iter()
+        .map(|s| SessionView {
+            id: s.id,
+            path_and_query: s.path_and_query,
+            open: s.open,
+            messages: s
+                .messages
+                .iter()
+                .map(|m| MessageView {
+                    binary: m.binary,
+                    data: m.text(),
+                })
+                .collect(),
+            client_close: s.client_close,
+            mock_close: s.mock_close,
+        })
+        .collect();
+    HttpResponse::Ok().json(LiveView {
+        closes: shared.live.closes(),
+        sessions,
+    })
 }
 
 /// Applies any of the known fields; an unknown field or a wrong type is refused whole,
@@ -119,6 +172,18 @@ fn exhaustions(v: &Value) -> Result<Vec<Exhaustion>, String> {
         .collect()
 }
 
+fn live_fault(v: &Value) -> Result<Option<LiveFault>, String> {
+    const WHAT: &str = "live_fault must be null or one of \"goaway\", \"close-mid-session\", \
+         \"silence\", \"no-answer\", \"refuse-key\", \"quota\", \"quota-mid-session\"";
+    match v {
+        Value::Null => Ok(None),
+        Value::String(name) => LiveFault::from_name(name)
+            .map(Some)
+            .ok_or_else(|| WHAT.to_owned()),
+        _ => Err(WHAT.to_owned()),
+    }
+}
+
 fn millis(v: &Value, field: &str) -> Result<Duration, String> {
     v.as_u64()
         .map(Duration::from_millis)
@@ -157,6 +222,22 @@ fn apply(cfg: &mut MockConfig, patch: &Map<String, Value>) -> Result<(), String>
                 cfg.split_usage = v.as_bool().ok_or("split_usage must be a boolean")?;
             }
             "record" => cfg.record = v.as_bool().ok_or("record must be a boolean")?,
+            "live_binary" => {
+                cfg.live_binary = v.as_bool().ok_or("live_binary must be a boolean")?;
+            }
+            "live_fault" => cfg.live_fault = live_fault(v)?,
+            "live_chunks" => {
+                let n = v.as_u64().ok_or("live_chunks must be a positive integer")?;
+                cfg.live_chunks = usize::try_from(n).map_err(|e| e.to_string())?.max(1);
+            }
+            "live_chunk_bytes" if v.is_null() => cfg.live_chunk_bytes = None,
+            "live_chunk_bytes" => {
+                let n = v
+                    .as_u64()
+                    .ok_or("live_chunk_bytes must be null or a non-negative integer")?;
+                cfg.live_chunk_bytes = Some(usize::try_from(n).map_err(|e| e.to_string())?);
+            }
+            "live_delay_ms" => cfg.live_delay = millis(v, field)?,
             other => return Err(format!("unknown config field {other:?}")),
         }
     }
@@ -177,6 +258,11 @@ struct ConfigView {
     chunk_text_bytes: Option<usize>,
     split_usage: bool,
     record: bool,
+    live_binary: bool,
+    live_fault: Option<&'static str>,
+    live_chunks: usize,
+    live_chunk_bytes: Option<usize>,
+    live_delay_ms: u128,
 }
 
 #[derive(Serialize)]
@@ -217,6 +303,11 @@ impl ConfigView {
             chunk_text_bytes: c.chunk_text_bytes,
             split_usage: c.split_usage,
             record: c.record,
+            live_binary: c.live_binary,
+            live_fault: c.live_fault.map(LiveFault::name),
+            live_chunks: c.live_chunks,
+            live_chunk_bytes: c.live_chunk_bytes,
+            live_delay_ms: c.live_delay.as_millis(),
         }
     }
 }

@@ -35,7 +35,7 @@ pub(crate) struct Knobs {
     pub split_usage: bool,
 }
 
-fn header_u64(req: &HttpRequest, name: &str) -> Option<u64> {
+pub(crate) fn header_u64(req: &HttpRequest, name: &str) -> Option<u64> {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -43,7 +43,7 @@ fn header_u64(req: &HttpRequest, name: &str) -> Option<u64> {
 }
 
 /// `1`/`true` or `0`/`false`; anything else counts as absent.
-fn header_flag(req: &HttpRequest, name: &str) -> Option<bool> {
+pub(crate) fn header_flag(req: &HttpRequest, name: &str) -> Option<bool> {
     let v = req.headers().get(name)?.to_str().ok()?.trim();
     match v.to_ascii_lowercase().as_str() {
         "1" | "true" => Some(true),
@@ -104,7 +104,7 @@ impl Delivery {
 }
 
 /// Headers Google's front end puts on every answer (docs/gemini-wire.md#error-bodies).
-fn builder(status: StatusCode, content_type: &'static str) -> HttpResponseBuilder {
+pub(crate) fn builder(status: StatusCode, content_type: &'static str) -> HttpResponseBuilder {
     let mut b = HttpResponse::build(status);
     b.insert_header(("content-type", content_type))
         .insert_header(("vary", "Origin, X-Origin, Referer"))

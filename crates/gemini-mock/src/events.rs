@@ -55,7 +55,7 @@ impl Ending {
 }
 
 /// The text of each event, in order.
-enum Pieces {
+pub(crate) enum Pieces {
     /// The answer split evenly over the events.
     Even(std::vec::IntoIter<String>),
     /// `size` bytes per event: the answer, then filler words, cut at `size` multiples.
@@ -67,7 +67,7 @@ enum Pieces {
 }
 
 impl Pieces {
-    fn new(text: String, total: usize, size: Option<usize>) -> Self {
+    pub fn new(text: String, total: usize, size: Option<usize>) -> Self {
         match size {
             None => {
                 let pieces: Vec<String> =
@@ -82,7 +82,7 @@ impl Pieces {
         }
     }
 
-    fn next_piece(&mut self) -> String {
+    pub fn next_piece(&mut self) -> String {
         match self {
             Pieces::Even(pieces) => pieces.next().unwrap_or_default(),
             Pieces::Sized { head, size, offset } => {
@@ -140,13 +140,13 @@ pub(crate) fn split(text: &str, n: usize) -> Vec<&str> {
 /// Words of the text so far, fed piece by piece; the same count as `count_words` on the
 /// whole text, without keeping it.
 #[derive(Default)]
-struct Words {
+pub(crate) struct Words {
     count: u32,
     in_word: bool,
 }
 
 impl Words {
-    fn add(&mut self, piece: &str) -> u32 {
+    pub fn add(&mut self, piece: &str) -> u32 {
         for c in piece.chars() {
             let space = c.is_whitespace();
             if !space && !self.in_word {

@@ -208,7 +208,7 @@ fn scenario_error(kind: ErrorKind, asked: &Asked<'_>, cfg: &MockConfig) -> ApiEr
 }
 
 /// Google's front end answers unknown paths with an HTML page, not JSON.
-fn not_found_page(path: &str) -> Reply {
+pub(crate) fn not_found_page(path: &str) -> Reply {
     let escaped: String = path
         .chars()
         .filter(|c| !matches!(c, '<' | '>' | '&' | '"'))

@@ -13,6 +13,17 @@
 //! a dead key from a spent model quota and from a refused request. `start_not_http`
 //! gives a port that does not speak HTTP at all.
 //!
+//! The Live API (`BidiGenerateContent`, a WebSocket) is served too: setup, turns answered
+//! in several `serverContent` messages with usage, function calls, errors as close
+//! frames, and scripted faults (`LiveFault`: `goaway`, `close-mid-session`, `silence`,
+//! `no-answer`, `refuse-key`, `quota`, `quota-mid-session`) picked by `live_fault` or
+//! per connection by `x-mock-live-fault`. The `live_*` fields of `MockConfig` (and
+//! `x-mock-live-*` headers) set binary frames, the number and size of messages and the
+//! pause between them. `live_sessions_open`, `live_sessions_opened`, `live_closes` and
+//! `live_sessions` (every message each session received) are for tests; the live
+//! module's documentation has the whole behaviour, and `testing::LiveClient` is a
+//! WebSocket client for tests.
+//!
 //! Known limits:
 //! - No file upload routes, and no files or cached contents are held: every
 //!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403.
@@ -27,6 +38,9 @@
 //!   cuts, truncation) slice the body their own way.
 //! - No gzip; recorded headers come sorted by name (actix does not keep arrival order
 //!   across names).
+//! - Live sessions answer in text only (no audio, transcriptions, session resumption
+//!   or interruptions), answer turns in order, never end a session after `goAway`, and
+//!   serve no ephemeral tokens (`BidiGenerateContentConstrained`).
 
 mod answer;
 mod auth;
@@ -37,6 +51,7 @@ mod deliver;
 mod errors;
 mod events;
 mod handler;
+mod live;
 mod not_http;
 mod openai;
 mod refusal;
@@ -58,6 +73,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
+pub use live::{LiveFault, LiveMessage, LiveSession};
 pub use not_http::{start_not_http, NotHttpUpstream};
 pub use refusal::KeyRefusal;
 pub use state::RecordedRequest;
@@ -103,6 +119,23 @@ pub struct MockConfig {
     pub split_usage: bool,
     /// Record requests; off for benchmarks, so memory does not grow.
     pub record: bool,
+    /// Live API: server messages in binary frames (JSON in binary frames is what the
+    /// service's captured traffic shows) rather than text frames. Per connection:
+    /// `x-mock-live-binary: 1|0`.
+    pub live_binary: bool,
+    /// Live API: the fault every session plays; `None` = none. Per connection:
+    /// `x-mock-live-fault: <name>`.
+    pub live_fault: Option<LiveFault>,
+    /// Live API: `modelTurn` messages per answered turn (at least 1). Per connection:
+    /// `x-mock-live-chunks`.
+    pub live_chunks: usize,
+    /// Live API: text bytes in each `modelTurn` message, the answer padded with filler
+    /// words; `None` splits the answer over the messages. Many large messages make a
+    /// slow client felt. Per connection: `x-mock-live-chunk-bytes`.
+    pub live_chunk_bytes: Option<usize>,
+    /// Live API: the pause before each message of a turn after the first. Per
+    /// connection: `x-mock-live-delay-ms`.
+    pub live_delay: Duration,
 }
 
 impl Default for MockConfig {
@@ -119,6 +152,11 @@ impl Default for MockConfig {
             chunk_text_bytes: None,
             split_usage: false,
             record: true,
+            live_binary: false,
+            live_fault: None,
+            live_chunks: 3,
+            live_chunk_bytes: None,
+            live_delay: Duration::ZERO,
         }
     }
 }
@@ -202,7 +240,8 @@ impl MockGemini {
         self.shared.stats().request_count
     }
 
-    /// Clears the record, the counters and the `flaky-N` and `fail-half` call counts.
+    /// Clears the record, the counters, the Live sessions and closes, and the `flaky-N`
+    /// and `fail-half` call counts. Running Live sessions go on but are no longer shown.
     pub fn reset(&self) {
         self.shared.reset();
     }
@@ -226,6 +265,28 @@ impl MockGemini {
         self.shared.stats().streams_completed
     }
 
+    /// Live API sessions still running.
+    pub fn live_sessions_open(&self) -> usize {
+        self.shared.live.stats().live_sessions_open
+    }
+
+    /// Live API sessions opened (upgrades accepted) since the start or the last `reset`.
+    pub fn live_sessions_opened(&self) -> usize {
+        self.shared.live.stats().live_sessions_opened
+    }
+
+    /// The close frames Live clients sent, across sessions, in arrival order: the code
+    /// (1005 for a close frame without one) and the reason.
+    pub fn live_closes(&self) -> Vec<(u16, String)> {
+        self.shared.live.closes()
+    }
+
+    /// Every Live session since the start or the last `reset`, oldest first, with the
+    /// messages it received.
+    pub fn live_sessions(&self) -> Vec<LiveSession> {
+        self.shared.live.sessions()
+    }
+
     /// Stops accepting and drops open connections without waiting for them.
     pub async fn stop(self) {
         self.handle.stop(false).await;
@@ -237,9 +298,17 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/__mock/reset", web::post().to(control::reset))
         .route("/__mock/config", web::post().to(control::config))
         .route("/__mock/stats", web::get().to(control::stats))
+        .route("/__mock/live", web::get().to(control::live))
         .route(
             "/__mock/redirect-target",
             web::route().to(handler::redirect_target),
+        )
+        // The SDKs put a double slash before `ws/` after a base URL ending in `/`, and
+        // the service accepts it; other methods fall through to the 404 page.
+        .service(
+            web::resource(["/ws/{rpc}", "//ws/{rpc}"])
+                .route(web::get().to(live::connect))
+                .default_service(web::to(handler::upstream)),
         )
         .default_service(web::to(handler::upstream));
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use actix_web::HttpRequest;
 use bytes::Bytes;
 
+use super::live::LiveLog;
 use super::MockConfig;
 
 /// One request the mock received on a Gemini route, as it arrived.
@@ -85,6 +86,8 @@ pub(crate) struct Shared {
     streams_completed: AtomicUsize,
     /// `http://host:port`, for the `redirect` scenario's `Location`.
     pub base_url: String,
+    /// Live API sessions.
+    pub live: LiveLog,
 }
 
 /// A poisoned lock only means another handler panicked; the data is still usable.
@@ -103,6 +106,7 @@ impl Shared {
             streams_cancelled: AtomicUsize::new(0),
             streams_completed: AtomicUsize::new(0),
             base_url,
+            live: LiveLog::default(),
         }
     }
 
@@ -156,6 +160,7 @@ impl Shared {
         self.request_count.store(0, Ordering::Relaxed);
         self.streams_cancelled.store(0, Ordering::Relaxed);
         self.streams_completed.store(0, Ordering::Relaxed);
+        self.live.reset();
         // `in_flight` is not reset: it tracks live work, and its guards will decrement it.
     }
 
@@ -165,6 +170,7 @@ impl Shared {
             in_flight: self.in_flight.load(Ordering::SeqCst),
             streams_cancelled: self.streams_cancelled.load(Ordering::SeqCst),
             streams_completed: self.streams_completed.load(Ordering::SeqCst),
+            live: self.live.stats(),
         }
     }
 }
@@ -176,6 +182,8 @@ pub(crate) struct Stats {
     pub in_flight: usize,
     pub streams_cancelled: usize,
     pub streams_completed: usize,
+    #[serde(flatten)]
+    pub live: super::live::LiveStats,
 }
 
 /// Held while a Gemini-route handler or its response body is alive.

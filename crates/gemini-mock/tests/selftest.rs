@@ -10,6 +10,8 @@
 mod big_streams;
 #[path = "selftest/helpers.rs"]
 mod helpers;
+#[path = "selftest/live.rs"]
+mod live;
 #[path = "selftest/native.rs"]
 mod native;
 #[path = "selftest/not_http.rs"]

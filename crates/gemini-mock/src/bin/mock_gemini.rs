@@ -6,7 +6,9 @@
 //! MOCK_FIRST_BYTE_DELAY_MS (0), MOCK_CHUNK_DELAY_MS (0), MOCK_CHUNKS (3),
 //! MOCK_CHUNK_TEXT_BYTES (unset: the answer split over the events),
 //! MOCK_SPLIT_USAGE (false; true cuts every usage object across two body chunks),
-//! MOCK_RECORD (true; false keeps memory flat under load).
+//! MOCK_RECORD (true; false keeps memory flat under load); for the Live API,
+//! MOCK_LIVE_BINARY (false), MOCK_LIVE_FAULT (unset; a `LiveFault` name such as `goaway`),
+//! MOCK_LIVE_CHUNKS (3), MOCK_LIVE_CHUNK_BYTES (unset), MOCK_LIVE_DELAY_MS (0).
 
 use std::io::{self, Write};
 use std::net::TcpListener;
@@ -64,6 +66,11 @@ fn config() -> io::Result<MockConfig> {
         chunk_text_bytes: optional("MOCK_CHUNK_TEXT_BYTES")?,
         split_usage: flag("MOCK_SPLIT_USAGE", false)?,
         record: flag("MOCK_RECORD", true)?,
+        live_binary: flag("MOCK_LIVE_BINARY", false)?,
+        live_fault: optional("MOCK_LIVE_FAULT")?,
+        live_chunks: var("MOCK_LIVE_CHUNKS", 3)?,
+        live_chunk_bytes: optional("MOCK_LIVE_CHUNK_BYTES")?,
+        live_delay: Duration::from_millis(var("MOCK_LIVE_DELAY_MS", 0)?),
         ..MockConfig::default()
     })
 }

@@ -110,7 +110,8 @@ async fn control_routes_expose_the_same_over_http() {
     let stats = call(&mock, "GET", "/__mock/stats", &[], None).await.json();
     assert_eq!(
         stats,
-        json!({"request_count": 1, "in_flight": 0, "streams_cancelled": 0, "streams_completed": 0})
+        json!({"request_count": 1, "in_flight": 0, "streams_cancelled": 0, "streams_completed": 0,
+            "live_sessions_open": 0, "live_sessions_opened": 0})
     );
 
     let patch = r#"{"accepted_keys":["only"],"retry_delay":"3s","chunks":2,"record":true}"#;
