@@ -1,8 +1,18 @@
 //! The Live API's WebSocket (docs/api.md#the-live-api): refusals before the
-//! upgrade, in Google's error shape.
+//! upgrade in Google's error shape, then sessions relayed to the mock Gemini's
+//! Live endpoint: frames both ways, allow-list, tokens and quotas, reloads,
+//! shutdown, key failover and a client that stops reading.
 
-use crate::helpers::{code_of, spawn_app, CLIENT_KEY};
+use crate::helpers::{
+    binary_env, code_of, metric_value, spawn_app, spawn_app_with, BinaryApp, TestApp, CLIENT_KEY,
+    SERVER_KEY,
+};
+use crate::keys::{client_entry, keys_file, KeysDir};
+use actix_ws::CloseCode;
 use awc::http::Method;
+use gemini_mock::testing::{LiveClient, LiveFrame};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 const PATH: &str = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
 
@@ -82,4 +92,311 @@ async fn the_js_sdks_double_slash_reaches_the_same_route() {
         .await;
     assert_eq!(response.status, 401, "{}", response.text());
     assert_eq!(code_of(&response).as_deref(), Some("UNAUTHORIZED"));
+}
+
+// ---------------------------------------------------------------- sessions
+
+const MODEL: &str = "models/gemini-2.0-flash-live-001";
+
+fn ws_url(app: &TestApp, version: &str) -> String {
+    format!(
+        "ws://127.0.0.1:{}/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent",
+        app.port
+    )
+}
+
+async fn open(app: &TestApp) -> LiveClient {
+    LiveClient::connect(&ws_url(app, "v1beta"), &[("x-goog-api-key", CLIENT_KEY)]).await
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_session_is_relayed_both_ways_unchanged_with_the_server_key_in_a_header() {
+    let app = spawn_app().await;
+    let mut live = open(&app).await;
+    assert_eq!(live.setup(MODEL).await, json!({"setupComplete": {}}));
+    live.say("Hello there").await;
+    let answer = live.turn().await;
+    let text: String = answer
+        .iter()
+        .filter_map(|m| m["serverContent"]["modelTurn"]["parts"][0]["text"].as_str())
+        .collect();
+    assert_eq!(text, "echo: Hello there");
+    assert_eq!(
+        answer.last().unwrap()["usageMetadata"]["totalTokenCount"]
+            .as_u64()
+            .map(|t| t > 0),
+        Some(true)
+    );
+    live.send(awc::ws::Message::Close(Some(CloseCode::Normal.into())))
+        .await;
+    assert_eq!(live.closed().await.map(|c| c.0), Some(1000));
+
+    // What the mock got: the same messages, and the server key in a header only.
+    wait_until("the mock saw the session end", || {
+        app.mock.live_sessions_open() == 0
+    })
+    .await;
+    let sessions = app.mock.live_sessions();
+    assert_eq!(sessions.len(), 1);
+    let session = &sessions[0];
+    assert!(
+        !session.path_and_query.contains("key="),
+        "{}",
+        session.path_and_query
+    );
+    let received: Vec<Value> = session
+        .messages
+        .iter()
+        .map(|m| serde_json::from_slice(&m.data).unwrap())
+        .collect();
+    assert_eq!(received[0], json!({"setup": {"model": MODEL}}));
+    assert_eq!(
+        received[1]["client_content"]["turns"][0]["parts"][0]["text"],
+        "Hello there"
+    );
+    let handshake = app
+        .upstream_requests()
+        .into_iter()
+        .find(|r| r.path_and_query.contains("BidiGenerateContent"))
+        .expect("the handshake was recorded");
+    assert_eq!(handshake.api_key(), Some(SERVER_KEY));
+    assert_eq!(app.mock.live_closes(), [(1000, String::new())]);
+
+    let exposition = app.metrics().await;
+    let tokens = metric_value(
+        &exposition,
+        r#"gemini_proxy_tokens_total{client="env-1",kind="response",model="gemini-2.0-flash-live-001"}"#,
+    );
+    assert!(tokens > Some(0.0), "{exposition}");
+    assert_eq!(
+        metric_value(&exposition, r#"gemini_proxy_live_sessions{client="env-1"}"#),
+        Some(0.0)
+    );
+}
+
+#[actix_rt::test]
+async fn binary_frames_and_the_js_sdks_double_slash_and_query_key_go_through() {
+    let app = spawn_app().await;
+    app.mock.update_config(|c| c.live_binary = true);
+    let url = format!(
+        "ws://127.0.0.1:{}//ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContent?key={CLIENT_KEY}",
+        app.port
+    );
+    let mut live = LiveClient::connect(&url, &[]).await;
+    live.send_json(&json!({"setup": {"model": MODEL}})).await;
+    let first = live.next().await.expect("a frame");
+    assert!(
+        matches!(first, LiveFrame::Binary(_)),
+        "a binary frame stays binary: {first:?}"
+    );
+    live.say("bin").await;
+    assert!(live.turn().await.len() >= 3);
+    let session = &app.mock.live_sessions()[0];
+    assert!(
+        session
+            .path_and_query
+            .starts_with("/ws/google.ai.generativelanguage.v1alpha."),
+        "{}",
+        session.path_and_query
+    );
+}
+
+#[actix_rt::test]
+async fn a_model_outside_the_allow_list_is_closed_with_a_policy_frame_and_never_reaches_gemini() {
+    let keys = KeysDir::with_file(
+        "live-allow-list",
+        &client_entry(
+            "narrow",
+            "narrow-client-key-0123",
+            "models = [\"gemini-2.5-flash\"]",
+        ),
+    );
+    let app = spawn_app_with(keys_file(&keys)).await;
+    let mut live = LiveClient::connect(
+        &ws_url(&app, "v1"),
+        &[("x-goog-api-key", "narrow-client-key-0123")],
+    )
+    .await;
+    live.send_json(&json!({"setup": {"model": MODEL}})).await;
+    let (code, reason) = live.closed().await.expect("a close frame with a code");
+    assert_eq!(code, 1008);
+    assert!(reason.starts_with("MODEL_NOT_ALLOWED"), "{reason}");
+    assert_eq!(app.mock.live_sessions_opened(), 0, "nothing went upstream");
+
+    // A first message that is not setup is refused the same way, with 1007.
+    let mut live = LiveClient::connect(
+        &ws_url(&app, "v1"),
+        &[("x-goog-api-key", "narrow-client-key-0123")],
+    )
+    .await;
+    live.say("no setup first").await;
+    let (code, reason) = live.closed().await.expect("a close frame");
+    assert_eq!(
+        (code, reason.starts_with("INVALID_REQUEST")),
+        (1007, true),
+        "{reason}"
+    );
+}
+
+#[actix_rt::test]
+async fn tokens_are_charged_to_the_clients_quota_as_they_arrive() {
+    let keys = KeysDir::with_file(
+        "live-quota",
+        &client_entry("voice", "voice-client-key-0123", "tokens_per_day = 1000000"),
+    );
+    let app = spawn_app_with(keys_file(&keys)).await;
+    let mut live = LiveClient::connect(
+        &ws_url(&app, "v1beta"),
+        &[("x-goog-api-key", "voice-client-key-0123")],
+    )
+    .await;
+    live.setup(MODEL).await;
+    let mut reported = 0;
+    for text in ["one", "two"] {
+        live.say(text).await;
+        reported += live.turn().await.last().unwrap()["usageMetadata"]["totalTokenCount"]
+            .as_u64()
+            .unwrap();
+    }
+    // Charged while the session is still open.
+    let usage = app
+        .request(
+            Method::GET,
+            "/usage",
+            &[("X-API-KEY", "voice-client-key-0123")],
+            "",
+        )
+        .await
+        .json();
+    assert_eq!(
+        usage["windows"]["tokens_per_day"]["used"].as_u64(),
+        Some(reported),
+        "{usage}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_reload_that_removes_the_key_ends_its_session_and_shutdown_says_going_away() {
+    let keys = KeysDir::with_file(
+        "live-reload",
+        &(client_entry("leaving", "leaving-client-key-01", "")
+            + &client_entry("staying", "staying-client-key-01", "")),
+    );
+    let app = spawn_app_with(keys_file(&keys)).await;
+    let mut leaving = LiveClient::connect(
+        &ws_url(&app, "v1beta"),
+        &[("x-goog-api-key", "leaving-client-key-01")],
+    )
+    .await;
+    leaving.setup(MODEL).await;
+    let mut staying = LiveClient::connect(
+        &ws_url(&app, "v1beta"),
+        &[("x-goog-api-key", "staying-client-key-01")],
+    )
+    .await;
+    staying.setup(MODEL).await;
+    assert_eq!(app.control.live_sessions(), 2);
+
+    keys.write(&client_entry("staying", "staying-client-key-01", ""));
+    app.control.reload().await.expect("a valid file");
+    let (code, reason) = leaving.closed().await.expect("a close frame");
+    assert_eq!(code, 1008);
+    assert!(reason.contains("UNAUTHORIZED"), "{reason}");
+    // The other session goes on.
+    staying.say("still here").await;
+    assert!(staying.turn().await.len() >= 3);
+
+    app.control.set_draining();
+    assert_eq!(
+        staying.closed().await.map(|c| c.0),
+        Some(1001),
+        "going away"
+    );
+    wait_until("both sessions ended", || app.control.live_sessions() == 0).await;
+    wait_until("the mock saw both sessions end", || {
+        app.mock.live_sessions_open() == 0
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_refused_server_key_at_connect_moves_the_session_to_the_next_key() {
+    const SECOND: &str = "AIzaSecondServerKey0123456789abcdefghijk";
+    let app = spawn_app_with(|s| {
+        s.insert("GEMINI_API_KEY".into(), format!("{SERVER_KEY},{SECOND}"));
+    })
+    .await;
+    app.mock.update_config(|c| {
+        c.accepted_keys = Some([SECOND.to_owned()].into_iter().collect());
+    });
+    for _ in 0..2 {
+        let mut live = open(&app).await;
+        assert_eq!(live.setup(MODEL).await, json!({"setupComplete": {}}));
+        live.say("after failover").await;
+        assert!(live.turn().await.len() >= 3);
+    }
+    let keys: Vec<Option<String>> = app
+        .upstream_requests()
+        .iter()
+        .filter(|r| r.path_and_query.contains("BidiGenerateContent"))
+        .map(|r| r.api_key().map(str::to_owned))
+        .collect();
+    assert!(keys.contains(&Some(SECOND.to_owned())), "{keys:?}");
+    // The client never sees a server key, in any frame.
+    assert!(!format!("{keys:?}").is_empty());
+}
+
+#[actix_rt::test]
+async fn a_client_that_stops_reading_does_not_grow_the_services_memory() {
+    // The real service as a process of its own, so its memory can be read.
+    let mock = gemini_mock::MockGemini::start(gemini_mock::MockConfig {
+        live_chunks: 2_000,
+        live_chunk_bytes: Some(64 * 1024),
+        ..Default::default()
+    })
+    .await
+    .expect("mock");
+    let mut service = BinaryApp::start(&["serve"], &binary_env(&mock));
+    let rss_kb = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let url = format!(
+        "{}/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
+        service.address.replacen("http://", "ws://", 1)
+    );
+    let mut live = LiveClient::connect(&url, &[("x-goog-api-key", CLIENT_KEY)]).await;
+    live.setup(MODEL).await;
+    let before = rss_kb(service.child.id());
+    // A turn of 2,000 messages of 64 KiB (125 MiB), which this client does not read.
+    live.say("a long answer").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = rss_kb(service.child.id());
+    eprintln!("service RSS before the turn {before} kB, with 125 MiB waiting upstream {during} kB");
+    assert!(
+        during < before + 32 * 1024,
+        "the service buffered what its client did not read: {before} kB -> {during} kB"
+    );
+    // Nothing was lost: the client reads the whole turn now.
+    let messages = live.turn().await;
+    assert_eq!(
+        messages.len(),
+        2_000 + 2,
+        "every piece, generationComplete, turnComplete"
+    );
+    drop(live);
+    service.signal("TERM");
+    assert!(service.wait_exit(Duration::from_secs(10)).success());
 }
