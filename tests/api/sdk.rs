@@ -62,6 +62,17 @@ async fn spawn_app_for_sdks(sdk: &str) -> TestApp {
 /// Runs `program script` in `tests/sdk` against the service, with a clean environment,
 /// and returns how it exited and what it printed.
 async fn run_script(app: &TestApp, program: &Path, script: &str) -> (ExitStatus, String) {
+    run_script_at(app, &app.address, &[], program, script).await
+}
+
+/// As [`run_script`], with the service at `url` and extra variables.
+async fn run_script_at(
+    app: &TestApp,
+    url: &str,
+    env: &[(&str, &str)],
+    program: &Path,
+    script: &str,
+) -> (ExitStatus, String) {
     let log_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "sdk-{script}-{}-{}.log",
         std::process::id(),
@@ -75,8 +86,9 @@ async fn run_script(app: &TestApp, program: &Path, script: &str) -> (ExitStatus,
         // proxies) may steer the SDKs away from the service.
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PROXY_URL", &app.address)
+        .env("PROXY_URL", url)
         .env("PROXY_KEY", CLIENT_KEY)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log handle"))
         .stderr(log)
@@ -186,4 +198,63 @@ async fn the_node_sdk_works_through_the_service() {
             "/v1/models/mock-404:generateContent",
         ],
     );
+}
+
+#[actix_rt::test]
+async fn the_python_sdks_live_api_works_over_the_services_tls_listener() {
+    let python = sdk_dir().join(".venv/bin/python");
+    if !installed(&python, "the Python SDKs (google-genai, openai)") {
+        return;
+    }
+    // python always dials wss://: the service speaks TLS with a certificate
+    // of a CA the script trusts through SSL_CERT_FILE.
+    let pki = crate::tls::Pki::new("sdk-live");
+    pki.install(&pki.issue());
+    let ca = pki.write_ca();
+    let keys = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("sdk-keys-live-{}.toml", std::process::id()));
+    std::fs::write(
+        &keys,
+        "[defaults]\nrequests_per_minute = 6000\nburst = 500\nmodels = [\"gemini-2.0-flash-live-001\"]\n",
+    )
+    .expect("keys file written");
+    let tls = pki.settings();
+    let app = spawn_app_with(move |settings| {
+        settings.extend(tls);
+        settings.insert("KEYS_FILE".into(), keys.display().to_string());
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}", app.port);
+    let ca = ca.display().to_string();
+
+    let (status, output) = run_script_at(
+        &app,
+        &url,
+        &[("SSL_CERT_FILE", ca.as_str())],
+        &python,
+        "check_live.py",
+    )
+    .await;
+
+    assert!(status.success(), "check_live.py {status}:\n{output}");
+    assert!(output.contains("all checks passed"), "{output}");
+    // python 3.x's default version is v1; the model outside the allow-list never went upstream.
+    let paths: Vec<String> = app
+        .mock
+        .live_sessions()
+        .iter()
+        .map(|s| s.path_and_query.clone())
+        .collect();
+    assert!(
+        paths.iter().any(|p| p.contains(".v1.GenerativeService")),
+        "{paths:?}"
+    );
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.contains(".v1beta.GenerativeService")),
+        "{paths:?}"
+    );
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert_upstream_calls(&app, &[]);
 }

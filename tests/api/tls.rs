@@ -19,20 +19,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 // ---------------------------------------------------------------- certificates
 
 /// A CA of the test's own and a directory for the PEM files it issues.
-struct Pki {
+pub(crate) struct Pki {
     ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
     dir: PathBuf,
 }
 
 /// One server certificate issued by the test CA, and its key.
-struct Issued {
+pub(crate) struct Issued {
     cert_pem: String,
     key_pem: String,
     der: CertificateDer<'static>,
 }
 
 impl Pki {
-    fn new(test: &str) -> Pki {
+    pub(crate) fn new(test: &str) -> Pki {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "gemini-proxy-tls-{test}-{}-{}",
@@ -55,7 +55,7 @@ impl Pki {
     }
 
     /// A server certificate for `127.0.0.1` and `localhost`, signed by the CA.
-    fn issue(&self) -> Issued {
+    pub(crate) fn issue(&self) -> Issued {
         let key = rcgen::KeyPair::generate().expect("server key");
         let params =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
@@ -74,6 +74,11 @@ impl Pki {
         self.dir.join(name)
     }
 
+    /// Writes the CA's certificate as `ca.pem`, for clients to trust.
+    pub(crate) fn write_ca(&self) -> PathBuf {
+        self.write("ca.pem", &self.ca.pem())
+    }
+
     fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path(name);
         std::fs::write(&path, text).expect("write PEM");
@@ -82,13 +87,13 @@ impl Pki {
 
     /// Writes `issued` as `cert.pem` (with the CA after it, as a chain) and
     /// `key.pem`.
-    fn install(&self, issued: &Issued) {
+    pub(crate) fn install(&self, issued: &Issued) {
         self.write("cert.pem", &format!("{}{}", issued.cert_pem, self.ca.pem()));
         self.write("key.pem", &issued.key_pem);
     }
 
     /// The settings that turn TLS on with `cert.pem` and `key.pem`.
-    fn settings(&self) -> [(String, String); 2] {
+    pub(crate) fn settings(&self) -> [(String, String); 2] {
         [
             (
                 "TLS_CERT_FILE".into(),

@@ -6,7 +6,7 @@
 // Prints one line per check and exits 1 if any failed.
 
 import { readFileSync } from 'node:fs';
-import { GoogleGenAI, ApiError } from '@google/genai';
+import { GoogleGenAI, ApiError, Modality } from '@google/genai';
 
 const PROXY_URL = process.env.PROXY_URL;
 const PROXY_KEY = process.env.PROXY_KEY;
@@ -66,6 +66,35 @@ async function modelNotFound(ai) {
   throw new Error('no ApiError');
 }
 
+// The Live API over the service's WebSocket: JS maps the http base URL to
+// ws:// and sends the client key as ?key= on the path `//ws/…`.
+async function live(ai) {
+  const messages = [];
+  let turnDone;
+  const turn = new Promise((resolve) => { turnDone = resolve; });
+  const session = await ai.live.connect({
+    model: 'gemini-2.0-flash-live-001',
+    config: { responseModalities: [Modality.TEXT] },
+    callbacks: {
+      onmessage: (message) => {
+        messages.push(message);
+        if (message.serverContent?.turnComplete) turnDone();
+      },
+      onerror: (error) => turnDone(error),
+      onclose: () => turnDone(),
+    },
+  });
+  session.sendClientContent({ turns: 'Hello live', turnComplete: true });
+  const timer = new Promise((_, reject) => setTimeout(() => reject(new Error('no turnComplete within 10 s')), 10000));
+  await Promise.race([turn, timer]);
+  session.close();
+  const text = messages.map((m) => m.text ?? '').join('');
+  expect(text === 'echo: Hello live', `text ${JSON.stringify(text)}`);
+  const usage = messages.find((m) => m.usageMetadata)?.usageMetadata;
+  expect(usage?.totalTokenCount > 0, `usage ${JSON.stringify(usage)}`);
+  return `${messages.length} messages, ${JSON.stringify(text)}`;
+}
+
 const version = JSON.parse(
   readFileSync(new URL('./node_modules/@google/genai/package.json', import.meta.url)),
 ).version;
@@ -77,6 +106,7 @@ for (const apiVersion of [undefined, 'v1']) {
     await check(`@google/genai ${label} ${run.name}`, () => run(ai));
   }
 }
+await check('@google/genai default version live', () => live(client()));
 if (failures.length > 0) {
   console.log(`${failures.length} failed: ${failures.join(', ')}`);
   process.exit(1);
