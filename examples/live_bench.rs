@@ -27,7 +27,16 @@ fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-async fn open(client: &awc::Client, origin: &str, key: &str) -> Socket {
+/// A client of its own for every session: one awc client kept about a
+/// hundred upgraded connections at most, whatever its pool limit said.
+fn new_client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+}
+
+async fn open(origin: &str, key: &str) -> Socket {
+    let client = new_client();
     let url = format!("{}{PATH}", origin.replacen("http://", "ws://", 1));
     let (_, mut socket) = client
         .ws(url)
@@ -86,13 +95,13 @@ async fn main() {
     let key = env("KEY", "bench-client-key");
     let sessions: usize = env("SESSIONS", "1000").parse().unwrap();
     let turns: usize = env("TURNS", "1000").parse().unwrap();
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
 
     let mut idle = Vec::with_capacity(sessions);
-    for _ in 0..sessions {
-        idle.push(open(&client, &proxy, &key).await);
+    for opened in 0..sessions {
+        if opened % 100 == 0 {
+            eprintln!("{opened} sessions open");
+        }
+        idle.push(open(&proxy, &key).await);
     }
     println!("{sessions} sessions open");
     // The script reads the service's RSS now, then says go on.
@@ -100,8 +109,8 @@ async fn main() {
     let _ = std::io::stdin().read_line(&mut line);
     drop(idle);
 
-    let mut through = open(&client, &proxy, &key).await;
-    let mut direct = open(&client, &mock, "server-key").await;
+    let mut through = open(&proxy, &key).await;
+    let mut direct = open(&mock, "server-key").await;
     for _ in 0..50 {
         turn(&mut through).await;
         turn(&mut direct).await;

@@ -48,13 +48,15 @@ IDLE_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status")
 # The example waits on stdin once its sessions are open; the RSS is read then.
 coproc BENCH { PROXY="http://127.0.0.1:$PROXY_PORT" MOCK="http://127.0.0.1:$MOCK_PORT" KEY=bench-client-key \
   SESSIONS=$SESSIONS TURNS=$TURNS taskset -c 1 target/release/examples/live_bench; }
+BENCH_CHILD=$BENCH_PID
 read -r opened <&"${BENCH[0]}"
 sleep 1
 OPEN_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status")
 PEAK_RSS=$(awk '/VmHWM/ {print $2}' "/proc/$PROXY_PID/status")
 echo >&"${BENCH[1]}"
 RESULTS=$(cat <&"${BENCH[0]}")
-wait "$BENCH_PID" || true
+grep -v "gemini_proxy::access" "$WORK/proxy.log" | tail -5 >&2 || true
+wait "$BENCH_CHILD" 2>/dev/null || true
 
 echo "Machine: $(nproc) cores, $(uname -r); the service pinned to core 0, the mock and the client to core 1."
 echo "$opened."

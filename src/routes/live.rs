@@ -6,7 +6,7 @@
 //! relayed by an upstream actor ([`crate::upstream::live`]).
 
 use crate::auth::{self, Surface};
-use crate::errors::{ApiError, ErrorCode};
+use crate::errors::{ApiError, ErrorCode, ResponseCode};
 use crate::keys::Admission;
 use crate::model_id::ModelId;
 use crate::request_log::RequestLog;
@@ -96,6 +96,8 @@ pub async fn live(
     let tally = Arc::new(LiveTally::default());
     let end = Arc::new(StreamEnd::default());
     RequestLog::update(&req, |log| log.live = Some(tally.clone()));
+    // The session's own code is known at its end; the upgrade itself is no error.
+    response.extensions_mut().insert(ResponseCode("OK"));
     response.extensions_mut().insert(StreamOutcome(end.clone()));
     let session_parts = Parts {
         state: state.clone(),

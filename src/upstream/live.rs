@@ -244,7 +244,11 @@ async fn connect_and_relay(
             },
         };
         match open(ws, context, &call, key).await {
-            Opened::Ready(upstream, frame) => break (upstream, frame),
+            Opened::Ready(upstream, frame) => {
+                // The client's setup, the first of its messages to reach Gemini.
+                call.tally.to_gemini.fetch_add(1, Ordering::Relaxed);
+                break (upstream, frame);
+            }
             Opened::Closed(reason) => {
                 let reason = reason.unwrap_or_else(|| close_reason(CloseCode::Error, ""));
                 let retry = match (index, connect_verdict(&reason)) {

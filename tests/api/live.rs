@@ -396,7 +396,69 @@ async fn a_client_that_stops_reading_does_not_grow_the_services_memory() {
         2_000 + 2,
         "every piece, generationComplete, turnComplete"
     );
-    drop(live);
+    live.send(awc::ws::Message::Close(Some(CloseCode::Normal.into())))
+        .await;
+    assert_eq!(live.closed().await.map(|c| c.0), Some(1000));
+    // One access line for the session, at its end, with what it did.
+    let started = Instant::now();
+    while !service.logs().contains("live session") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            service.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = service.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("live session"))
+        .unwrap_or_default();
+    for field in [
+        "code=OK",
+        "status=101",
+        "messages_to_gemini=2",
+        "messages_to_client=2003",
+        "close_code=1000",
+        "closed_by=client",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    assert!(!logs.contains("ERROR"), "{logs}");
     service.signal("TERM");
     assert!(service.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[actix_rt::test]
+async fn a_close_from_gemini_mid_session_is_passed_on_and_silence_ends_a_session() {
+    let app = spawn_app_with(|s| {
+        s.insert("LIVE_IDLE_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    // Gemini's own close, code and reason, reaches the client as it came.
+    app.mock
+        .update_config(|c| c.live_fault = Some(gemini_mock::LiveFault::CloseMidSession));
+    let mut live = open(&app).await;
+    live.setup(MODEL).await;
+    live.say("then an error").await;
+    let first = live.next_json().await;
+    assert!(first["serverContent"]["modelTurn"].is_object(), "{first}");
+    assert_eq!(
+        live.closed().await,
+        Some((1011, "Internal error encountered.".to_owned()))
+    );
+
+    // Neither side says anything for LIVE_IDLE_TIMEOUT_SECS: the service closes both.
+    app.mock
+        .update_config(|c| c.live_fault = Some(gemini_mock::LiveFault::NoAnswer));
+    let mut live = open(&app).await;
+    live.setup(MODEL).await;
+    live.say("nobody answers").await;
+    let (code, reason) = live.closed().await.expect("a close frame");
+    assert_eq!(code, 1000);
+    assert!(reason.starts_with("UPSTREAM_TIMEOUT"), "{reason}");
+    wait_until("the mock's side was closed too", || {
+        app.mock.live_sessions_open() == 0
+    })
+    .await;
 }
