@@ -462,3 +462,22 @@ async fn a_close_from_gemini_mid_session_is_passed_on_and_silence_ends_a_session
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn sigterm_ends_open_sessions_with_going_away_and_the_service_exits() {
+    let mock = gemini_mock::MockGemini::start(gemini_mock::MockConfig::default())
+        .await
+        .expect("mock");
+    let mut service = BinaryApp::start(&["serve"], &binary_env(&mock));
+    let url = format!(
+        "{}/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
+        service.address.replacen("http://", "ws://", 1)
+    );
+    let mut live = LiveClient::connect(&url, &[("x-goog-api-key", CLIENT_KEY)]).await;
+    live.setup(MODEL).await;
+    service.signal("TERM");
+    let (code, _) = live.closed().await.expect("a close frame");
+    assert_eq!(code, 1001, "going away");
+    let status = service.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}: {}", service.logs());
+}
