@@ -505,8 +505,10 @@ where
         Some(resolver) => server
             .tls_handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
             .listen_rustls_0_23(listener, crate::tls::server_config(resolver)?)?,
-        // Cleartext stays HTTP/1.1 only, as it always was.
-        None => server.listen(listener)?,
+        // Cleartext: HTTP/1.1, and HTTP/2 with prior knowledge on the same
+        // port, so an application server can multiplex its calls over one
+        // connection.
+        None => server.listen_auto_h2c(listener)?,
     };
     Ok(server.run())
 }

@@ -202,9 +202,12 @@ fn respond(req: &HttpRequest, reply: Reply) -> HttpResponse {
             response
                 .extensions_mut()
                 .insert(StreamOutcome(relay.end.clone()));
+            // An HTTP/2 connection carries the client's other streams too:
+            // a stalled stream is not a reason to cut them all.
             let socket = req
                 .conn_data::<crate::routes::stream::ClientSocket>()
-                .copied();
+                .copied()
+                .filter(|_| req.version() != actix_web::http::Version::HTTP_2);
             response.streaming(RelayedStream::new(relay, socket))
         }
     }

@@ -6,6 +6,7 @@
 mod binary;
 mod container;
 mod errors;
+mod h2c;
 mod helpers;
 mod hostile;
 mod keys;
