@@ -464,6 +464,7 @@ where
         default_model: settings.default_model.clone(),
         upstream_timeout: settings.upstream_timeout,
         live_idle_timeout: settings.live_idle_timeout,
+        client_stall_timeout: settings.client_stall_timeout,
     };
     let options = AppOptions {
         cors: settings.cors_allowed_origins.clone(),

@@ -22,6 +22,8 @@ pub struct RequestLimits {
     pub upstream_timeout: Duration,
     /// A Live session where neither side sent anything for this long is closed.
     pub live_idle_timeout: Duration,
+    /// A client that takes none of a stream's or a session's data for this long is cut.
+    pub client_stall_timeout: Duration,
 }
 
 /// One HTTP worker's view of the service; each worker has its own, sharing

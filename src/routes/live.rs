@@ -8,12 +8,13 @@
 use crate::auth::{self, Surface};
 use crate::errors::{ApiError, ErrorCode, ResponseCode};
 use crate::keys::Admission;
+use crate::live_sessions::SessionGuard;
 use crate::model_id::ModelId;
 use crate::request_log::RequestLog;
 use crate::routes::passthrough;
 use crate::routes::stream::StreamOutcome;
 use crate::state::AppState;
-use crate::upstream::live::{finish, FirstMessage, LiveCall, LiveTally, MAX_FRAME_BYTES};
+use crate::upstream::live::{close_client, finish, FirstMessage, Inbound, LiveCall, LiveTally};
 use crate::upstream::pipeline::Credential;
 use crate::upstream::relay::StreamEnd;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -27,6 +28,11 @@ const METHOD: &str = "GenerativeService.BidiGenerateContent";
 /// Client frames waiting for the upstream socket: a bound, so a slow Gemini
 /// side slows the client's reads rather than growing memory.
 const INBOUND_BUFFER: usize = 16;
+/// The bytes of those frames, whatever their number.
+const INBOUND_BYTES: usize = 4 * 1024 * 1024;
+/// Largest frame a client may send: Live audio and video chunks are far
+/// smaller, and a `setup` with many tools is kilobytes.
+const MAX_CLIENT_FRAME_BYTES: usize = INBOUND_BYTES;
 
 /// The API version of a Live path's last segment, if it is the Live method.
 fn version_of(rpc: &str) -> Option<&str> {
@@ -99,6 +105,8 @@ pub async fn live(
     // The session's own code is known at its end; the upgrade itself is no error.
     response.extensions_mut().insert(ResponseCode("OK"));
     response.extensions_mut().insert(StreamOutcome(end.clone()));
+    // Registered before the session starts, so a reload from now on sees it.
+    let guard = state.live_sessions.open(&admission.client);
     let session_parts = Parts {
         state: state.clone(),
         admission,
@@ -108,11 +116,12 @@ pub async fn live(
         tally,
         end,
         request: req.clone(),
+        guard,
     };
     actix_rt::spawn(run_session(
         session_parts,
         session,
-        stream.max_frame_size(MAX_FRAME_BYTES),
+        stream.max_frame_size(MAX_CLIENT_FRAME_BYTES),
     ));
     Ok(response)
 }
@@ -130,6 +139,7 @@ struct Parts {
     tally: Arc<LiveTally>,
     end: Arc<StreamEnd>,
     request: HttpRequest,
+    guard: SessionGuard,
 }
 
 /// Closes a session the service refuses after the upgrade.
@@ -145,12 +155,11 @@ async fn refuse(parts: &Parts, session: Session, close: CloseCode, code: ErrorCo
         }
         text.truncate(cut);
     }
-    let _ = session
-        .close(Some(CloseReason {
-            code: close,
-            description: Some(text),
-        }))
-        .await;
+    let reason = CloseReason {
+        code: close,
+        description: Some(text),
+    };
+    close_client(&session, Some(reason)).await;
 }
 
 #[derive(Deserialize)]
@@ -165,9 +174,19 @@ struct SetupBody {
 
 async fn run_session(parts: Parts, mut session: Session, mut stream: MessageStream) {
     let state = parts.state.clone();
-    let guard = state.live_sessions.open(&parts.admission.client);
     let idle = state.limits.live_idle_timeout;
-    let first = tokio::time::timeout(idle, next_message(&mut stream, &mut session)).await;
+    let stall = state.limits.client_stall_timeout;
+    // A client gets as long for its setup as Gemini gets to answer a call.
+    let setup_wait = state.limits.upstream_timeout.min(idle);
+    let mut stop = parts.guard.stop.clone();
+    let first = tokio::select! {
+        first = tokio::time::timeout(setup_wait, next_message(&mut stream, &mut session, stall)) => first,
+        reason = stopped(&mut stop) => {
+            finish(&parts.end, &parts.tally, crate::upstream::relay::CANCELLED);
+            close_client(&session, reason).await;
+            return;
+        }
+    };
     let first = match first {
         Ok(Some(first)) => first,
         Ok(None) => {
@@ -175,13 +194,13 @@ async fn run_session(parts: Parts, mut session: Session, mut stream: MessageStre
             return;
         }
         Err(_) => {
-            let message = "no `setup` message came";
+            let message = format!("no `setup` message within {} s", setup_wait.as_secs());
             return refuse(
                 &parts,
                 session,
-                CloseCode::Normal,
-                ErrorCode::UpstreamTimeout,
-                message,
+                CloseCode::Policy,
+                ErrorCode::InvalidRequest,
+                &message,
             )
             .await;
         }
@@ -235,6 +254,13 @@ async fn run_session(parts: Parts, mut session: Session, mut stream: MessageStre
             return refuse(&parts, session, CloseCode::Policy, e.code, &e.message).await;
         }
     };
+    // Stopped while its first message was checked: nothing goes upstream.
+    let stopped_now = parts.guard.stop.borrow().clone();
+    if let Some(reason) = stopped_now {
+        finish(&parts.end, &parts.tally, crate::upstream::relay::CANCELLED);
+        close_client(&session, Some(reason)).await;
+        return;
+    }
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_BUFFER);
     let call = LiveCall {
         path: parts.path.clone(),
@@ -248,12 +274,13 @@ async fn run_session(parts: Parts, mut session: Session, mut stream: MessageStre
         charge,
         tally: parts.tally.clone(),
         end: parts.end.clone(),
-        stop: guard.stop.clone(),
+        stop: parts.guard.stop.clone(),
         idle,
+        stall,
         connect_timeout: state.limits.upstream_timeout,
     };
     let relay = state.upstream.live(call);
-    let pump = pump(stream, inbound_tx, session.clone());
+    let pump = pump(stream, inbound_tx, session.clone(), stall);
     tokio::pin!(relay);
     tokio::pin!(pump);
     let outcome = tokio::select! {
@@ -270,18 +297,38 @@ async fn run_session(parts: Parts, mut session: Session, mut stream: MessageStre
         )
         .await;
     }
-    drop(guard);
+}
+
+/// Resolves with the reason once the service stops the session (a reload
+/// removed its key, or shutdown); never, if nobody can stop it any more.
+async fn stopped(stop: &mut crate::live_sessions::Stop) -> Option<CloseReason> {
+    loop {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if let Some(reason) = stop.borrow().clone() {
+            return Some(reason);
+        }
+    }
 }
 
 /// The client's next data message; answers its pings on the way. `None`
 /// when it closed or went away.
-async fn next_message(stream: &mut MessageStream, session: &mut Session) -> Option<FirstMessage> {
+async fn next_message(
+    stream: &mut MessageStream,
+    session: &mut Session,
+    stall: std::time::Duration,
+) -> Option<FirstMessage> {
     loop {
         match stream.recv().await? {
             Ok(Message::Text(text)) => return Some(FirstMessage::Text(text)),
             Ok(Message::Binary(bytes)) => return Some(FirstMessage::Binary(bytes)),
+            // A client that sends pings but reads no pong gets no more time for it.
             Ok(Message::Ping(bytes)) => {
-                session.pong(&bytes).await.ok()?;
+                tokio::time::timeout(stall, session.pong(&bytes))
+                    .await
+                    .ok()?
+                    .ok()?;
             }
             Ok(Message::Pong(_) | Message::Nop | Message::Continuation(_)) => {}
             Ok(Message::Close(_)) | Err(_) => return None,
@@ -291,14 +338,20 @@ async fn next_message(stream: &mut MessageStream, session: &mut Session) -> Opti
 
 /// Hands the client's frames to the relay, answering its pings here. Ends
 /// when the client closes or goes away, or the relay stops taking frames.
-async fn pump(mut stream: MessageStream, relay: mpsc::Sender<Message>, mut session: Session) {
+async fn pump(
+    mut stream: MessageStream,
+    relay: mpsc::Sender<Inbound>,
+    mut session: Session,
+    stall: std::time::Duration,
+) {
+    let budget = Arc::new(tokio::sync::Semaphore::new(INBOUND_BYTES));
     while let Some(message) = stream.recv().await {
         let message = match message {
             Ok(Message::Ping(bytes)) => {
-                if session.pong(&bytes).await.is_err() {
-                    return;
+                match tokio::time::timeout(stall, session.pong(&bytes)).await {
+                    Ok(Ok(())) => continue,
+                    _ => return,
                 }
-                continue;
             }
             Ok(Message::Pong(_) | Message::Nop) => continue,
             Ok(message) => message,
@@ -306,7 +359,24 @@ async fn pump(mut stream: MessageStream, relay: mpsc::Sender<Message>, mut sessi
             Err(_) => return,
         };
         let closing = matches!(message, Message::Close(_));
-        if relay.send(message).await.is_err() || closing {
+        // Waits while the frames not yet sent to Gemini hold the budget: the
+        // client's socket is not read meanwhile.
+        let size = match &message {
+            Message::Text(text) => text.len(),
+            Message::Binary(bytes) => bytes.len(),
+            Message::Continuation(
+                actix_ws::Item::FirstText(bytes)
+                | actix_ws::Item::FirstBinary(bytes)
+                | actix_ws::Item::Continue(bytes)
+                | actix_ws::Item::Last(bytes),
+            ) => bytes.len(),
+            _ => 0,
+        };
+        let size = u32::try_from(size.clamp(1, INBOUND_BYTES)).unwrap_or(1);
+        let Ok(share) = budget.clone().acquire_many_owned(size).await else {
+            return;
+        };
+        if relay.send((message, share)).await.is_err() || closing {
             return;
         }
     }

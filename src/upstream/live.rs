@@ -5,7 +5,6 @@
 //! on a message it does not know. Every buffer between the two sockets is
 //! bounded: a client that stops reading stops the relay reading Gemini.
 
-use super::key_pool::RestScope;
 use super::pipeline::{Credential, UpstreamContext};
 use super::pool::Permit;
 use super::relay::StreamEnd;
@@ -29,6 +28,12 @@ use tokio::sync::mpsc;
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Other server keys tried when Gemini refuses one at connect time.
 const MAX_FAILOVERS: usize = 2;
+/// How long a close frame may wait for a client that does not read.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// A client's frame on its way to Gemini, holding its share of the
+/// session's byte budget until it is sent.
+pub type Inbound = (Message, tokio::sync::OwnedSemaphorePermit);
 
 /// What a session did, for its access line (shared with the worker's side).
 #[derive(Debug, Default)]
@@ -64,7 +69,7 @@ pub struct LiveCall {
     pub model: String,
     pub client: Arc<str>,
     /// The client's later frames, read by the worker that holds its socket.
-    pub inbound: mpsc::Receiver<Message>,
+    pub inbound: mpsc::Receiver<Inbound>,
     pub session: Session,
     pub charge: Charge,
     pub tally: Arc<LiveTally>,
@@ -74,6 +79,8 @@ pub struct LiveCall {
     pub stop: Stop,
     /// A session where neither side sent anything for this long is closed.
     pub idle: Duration,
+    /// A client that takes none of Gemini's messages for this long is cut.
+    pub stall: Duration,
     pub connect_timeout: Duration,
 }
 
@@ -133,7 +140,15 @@ enum ConnectVerdict {
 
 fn connect_verdict(reason: &CloseReason) -> ConnectVerdict {
     let text = reason.description.as_deref().unwrap_or("");
-    if text.starts_with("API key not valid") || text.starts_with("API key expired") {
+    // Gemini's key- and project-level refusals (docs/gemini-wire.md#the-live-api);
+    // a probe confirms each before the key leaves the rotation.
+    const KEY_LEVEL: [&str; 4] = [
+        "API key not valid",
+        "API key expired",
+        "Permission denied: Consumer",
+        "Generative Language API has not been used in project",
+    ];
+    if KEY_LEVEL.iter().any(|prefix| text.starts_with(prefix)) {
         ConnectVerdict::KeyRefused
     } else if text.starts_with("You exceeded your current quota")
         || text.starts_with("Resource has been exhausted")
@@ -224,22 +239,26 @@ async fn connect_and_relay(
     _permit: Permit,
 ) -> LiveOutcome {
     let mut tried: Vec<usize> = Vec::new();
+    let mut last_verdict: Option<ConnectVerdict> = None;
     let (upstream, first) = loop {
         let (key, index) = match &call.credential {
             Credential::Client(key) => (key.clone(), None),
             Credential::Server => match context.keys.pick(&call.model, &tried) {
                 Ok(picked) => (picked.header, Some(picked.index)),
                 Err(_) => {
-                    return end_session(
-                        &mut call,
-                        None,
-                        close_reason(
-                            CloseCode::Error,
-                            "QUOTA_ERROR: no server key is available for this model now",
+                    // The keys this session tried say why none is left.
+                    let (text, code) = match last_verdict {
+                        Some(ConnectVerdict::KeyRefused) => (
+                            "UPSTREAM_AUTH_ERROR: Gemini refused the service's keys",
+                            "UPSTREAM_AUTH_ERROR",
                         ),
-                        "QUOTA_ERROR",
-                    )
-                    .await
+                        _ => (
+                            "QUOTA_ERROR: no server key is available for this model now",
+                            "QUOTA_ERROR",
+                        ),
+                    };
+                    let reason = close_reason(CloseCode::Error, text);
+                    return end_session(&mut call, None, reason, code).await;
                 }
             },
         };
@@ -258,16 +277,16 @@ async fn connect_and_relay(
                         tried.push(index);
                         true
                     }
+                    // Not a rest: a Live quota may be a cap on sessions open
+                    // at once, which a client's own sessions can reach.
                     (Some(index), ConnectVerdict::Quota) => {
-                        context
-                            .keys
-                            .rest(index, &call.model, None, RestScope::Minute);
                         tried.push(index);
                         true
                     }
                     _ => false,
                 };
                 if retry && tried.len() <= MAX_FAILOVERS {
+                    last_verdict = Some(connect_verdict(&reason));
                     continue;
                 }
                 // Gemini's own close, passed on as it came, unless it is about a server key.
@@ -286,7 +305,7 @@ async fn connect_and_relay(
                         ),
                         "QUOTA_ERROR",
                     ),
-                    _ => (reason, "UPSTREAM_ERROR"),
+                    _ => (guarded(context, &call.credential, reason), "UPSTREAM_ERROR"),
                 };
                 context.metrics.upstream_call(
                     &context.metrics.model_label(&call.model),
@@ -321,8 +340,32 @@ async fn end_session(
     if let Some(upstream) = upstream {
         let _ = upstream.send(Outgoing::Close(Some(reason.clone()))).await;
     }
-    let _ = call.session.clone().close(Some(reason)).await;
+    close_client(&call.session, Some(reason)).await;
     LiveOutcome { code }
+}
+
+/// Sends the client a close frame, waiting at most [`CLOSE_WAIT`] for a
+/// client that does not read: the session ends either way.
+pub async fn close_client(session: &Session, reason: Option<CloseReason>) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, session.clone().close(reason)).await;
+}
+
+/// Gemini's close reason, unless it quotes a server key (its key-level
+/// errors do): then the service's own.
+fn guarded(context: &UpstreamContext, credential: &Credential, reason: CloseReason) -> CloseReason {
+    let quoted = reason
+        .description
+        .as_deref()
+        .is_some_and(|text| context.leak_guard.leaks(text.as_bytes()));
+    if quoted && matches!(credential, Credential::Server) {
+        log::warn!("live: Gemini's close reason quoted a server key; it was withheld");
+        close_reason(
+            reason.code,
+            "UPSTREAM_AUTH_ERROR: Gemini refused the service's key",
+        )
+    } else {
+        reason
+    }
 }
 
 fn outgoing(message: Message) -> Outgoing {
@@ -385,30 +428,34 @@ async fn relay(
     let mut session = call.session.clone();
     let mut pending = Some(first);
     let mut last = Instant::now();
+    let mut stop_gone = false;
     loop {
         let frame = match pending.take() {
             Some(frame) => Some(Ok(frame)),
             None => {
                 let idle = tokio::time::sleep_until((last + call.idle).into());
                 tokio::select! {
-                    changed = call.stop.changed() => {
-                        let reason = call.stop.borrow().clone();
-                        match (changed, reason) {
-                            (Ok(()), Some(reason)) => {
-                                let code = if reason.code == CloseCode::Policy { "UNAUTHORIZED" } else { "OK" };
-                                return end_session(&mut call, Some(&mut upstream), reason, code).await;
-                            }
-                            _ => continue,
+                    changed = call.stop.changed(), if !stop_gone => {
+                        if changed.is_err() {
+                            // Nobody can stop this session any more; never ask again.
+                            stop_gone = true;
+                            continue;
                         }
+                        let reason = call.stop.borrow().clone();
+                        if let Some(reason) = reason {
+                            let code = if reason.code == CloseCode::Policy { "UNAUTHORIZED" } else { "OK" };
+                            return end_session(&mut call, Some(&mut upstream), reason, code).await;
+                        }
+                        continue;
                     }
                     inbound = call.inbound.recv() => {
                         last = Instant::now();
-                        match inbound {
+                        match inbound.map(|(message, _budget)| message) {
                             Some(Message::Close(reason)) => {
                                 call.tally.closed(reason.as_ref().map_or(1005, |r| u16::from(r.code)), "client");
                                 finish(&call.end, &call.tally, "OK");
                                 let _ = upstream.send(Outgoing::Close(reason.clone())).await;
-                                let _ = session.clone().close(reason).await;
+                                close_client(&session, reason).await;
                                 return LiveOutcome { code: "OK" };
                             }
                             Some(message) => {
@@ -437,11 +484,11 @@ async fn relay(
             }
         };
         last = Instant::now();
-        let sent = match frame {
+        let delivery = match frame {
             Some(Ok(Frame::Text(bytes))) => {
                 count_usage(context, &mut call, &bytes, label);
                 match ByteString::try_from(bytes) {
-                    Ok(text) => session.text(text).await,
+                    Ok(text) => Delivery::Text(text),
                     Err(_) => {
                         let reason = close_reason(
                             CloseCode::Error,
@@ -459,15 +506,16 @@ async fn relay(
             }
             Some(Ok(Frame::Binary(bytes))) => {
                 count_usage(context, &mut call, &bytes, label);
-                session.binary(bytes).await
+                Delivery::Binary(bytes)
             }
-            Some(Ok(Frame::Continuation(item))) => session.continuation(item).await,
+            Some(Ok(Frame::Continuation(item))) => Delivery::Continuation(item),
             Some(Ok(Frame::Ping(bytes))) => {
                 let _ = upstream.send(Outgoing::Pong(bytes)).await;
                 continue;
             }
             Some(Ok(Frame::Pong(_))) => continue,
             Some(Ok(Frame::Close(reason))) => {
+                let reason = reason.map(|r| guarded(context, &call.credential, r));
                 call.tally.closed(
                     reason.as_ref().map_or(1005, |r| u16::from(r.code)),
                     "gemini",
@@ -478,7 +526,7 @@ async fn relay(
                 };
                 finish(&call.end, &call.tally, code);
                 let _ = upstream.send(Outgoing::Close(reason.clone())).await;
-                let _ = session.clone().close(reason).await;
+                close_client(&session, reason).await;
                 return LiveOutcome { code };
             }
             Some(Err(_)) | None => {
@@ -489,8 +537,16 @@ async fn relay(
                 return end_session(&mut call, None, reason, "UPSTREAM_ERROR").await;
             }
         };
-        if sent.is_err() {
-            // The client's side is gone.
+        let sent = tokio::time::timeout(call.stall, delivery.send(&mut session)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            // The client's side is gone, or took nothing for the stall
+            // timeout: its session ends, with its place and Gemini's socket.
+            if sent.is_err() {
+                log::info!(
+                    "live: a client took no message for {} s; its session is cut",
+                    call.stall.as_secs()
+                );
+            }
             call.tally.closed(1006, "client");
             let _ = upstream
                 .send(Outgoing::Close(Some(close_reason(CloseCode::Away, ""))))
@@ -498,6 +554,23 @@ async fn relay(
             return LiveOutcome { code: "CANCELLED" };
         }
         call.tally.to_client.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One of Gemini's frames on its way to the client.
+enum Delivery {
+    Text(ByteString),
+    Binary(Bytes),
+    Continuation(actix_ws::Item),
+}
+
+impl Delivery {
+    async fn send(self, session: &mut Session) -> Result<(), actix_ws::Closed> {
+        match self {
+            Delivery::Text(text) => session.text(text).await,
+            Delivery::Binary(bytes) => session.binary(bytes).await,
+            Delivery::Continuation(item) => session.continuation(item).await,
+        }
     }
 }
 

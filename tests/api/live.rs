@@ -481,3 +481,54 @@ async fn sigterm_ends_open_sessions_with_going_away_and_the_service_exits() {
     let status = service.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}: {}", service.logs());
 }
+
+#[actix_rt::test]
+async fn a_client_that_stops_reading_is_cut_after_the_stall_timeout() {
+    let app = spawn_app_with(|s| {
+        s.insert("CLIENT_STALL_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    app.mock.update_config(|c| {
+        c.live_chunks = 2_000;
+        c.live_chunk_bytes = Some(64 * 1024);
+    });
+    let mut live = open(&app).await;
+    live.setup(MODEL).await;
+    live.say("a long answer nobody reads").await;
+    // Its place, its registry entry and Gemini's socket are all given back.
+    wait_until("the session ended", || app.control.live_sessions() == 0).await;
+    wait_until("Gemini's side was closed", || {
+        app.mock.live_sessions_open() == 0
+    })
+    .await;
+    drop(live);
+}
+
+#[actix_rt::test]
+async fn a_suspended_server_key_is_never_quoted_to_the_client_and_the_next_key_serves() {
+    const SECOND: &str = "AIzaSecondServerKey0123456789abcdefghijk";
+    // One key only: the client learns the service's keys were refused, not the key.
+    let app = spawn_app().await;
+    app.mock.update_config(|c| {
+        c.key_refusals
+            .insert(SERVER_KEY.to_owned(), gemini_mock::KeyRefusal::Suspended);
+    });
+    let mut live = open(&app).await;
+    live.send_json(&json!({"setup": {"model": MODEL}})).await;
+    let (code, reason) = live.closed().await.expect("a close frame");
+    assert_eq!(code, 1011, "{reason}");
+    assert!(reason.starts_with("UPSTREAM_AUTH_ERROR"), "{reason}");
+    assert!(!reason.contains("AIza"), "{reason}");
+
+    // Two keys: the session moves on to the one Gemini accepts.
+    let app = spawn_app_with(|s| {
+        s.insert("GEMINI_API_KEY".into(), format!("{SERVER_KEY},{SECOND}"));
+    })
+    .await;
+    app.mock.update_config(|c| {
+        c.key_refusals
+            .insert(SERVER_KEY.to_owned(), gemini_mock::KeyRefusal::Suspended);
+    });
+    let mut live = open(&app).await;
+    assert_eq!(live.setup(MODEL).await, json!({"setupComplete": {}}));
+}
