@@ -140,7 +140,8 @@ impl LiveClient {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let (_, framed) = request.connect().await.map_err(|e| e.to_string())?;
+        // Debug, not Display: it names the refused status.
+        let (_, framed) = request.connect().await.map_err(|e| format!("{e:?}"))?;
         Ok(LiveClient { framed })
     }
 
