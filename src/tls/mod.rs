@@ -9,6 +9,7 @@
 //! the certificate in force as it was.
 
 pub mod probe;
+pub mod roots;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
