@@ -24,6 +24,10 @@ const NATIVE_HEADERS: [(&str, &str); 2] = [
     ("x-goog-api-key", CLIENT_KEY),
     ("Content-Type", "application/json"),
 ];
+const PROXY_HEADERS: [(&str, &str); 2] = [
+    ("X-API-KEY", CLIENT_KEY),
+    ("Content-Type", "application/json"),
+];
 /// How long a test waits for the mock to see a call end.
 const SETTLE: Duration = Duration::from_secs(5);
 
@@ -259,6 +263,64 @@ async fn a_tls_upstream_the_service_does_not_trust_is_refused_before_any_call() 
         assert_eq!(code_of(&response).as_deref(), Some("UPSTREAM_UNAVAILABLE"));
     }
     assert_eq!(app.mock.request_count(), 0, "no request got through");
+}
+
+#[actix_rt::test]
+async fn the_binary_warns_that_an_untrusted_upstream_needs_upstream_ca_file() {
+    let mock = MockGemini::start_tls(MockConfig::default(), Alpn::Both)
+        .await
+        .expect("the TLS mock starts");
+    let app = BinaryApp::start(&[], &binary_env(&mock));
+    let response = send_to(
+        &app.address,
+        Method::POST,
+        "/gemini-proxy",
+        &PROXY_HEADERS,
+        json!({"prompt": "hello"}).to_string(),
+    )
+    .await;
+    assert_eq!(code_of(&response).as_deref(), Some("UPSTREAM_UNAVAILABLE"));
+    let started = Instant::now();
+    let logs = loop {
+        let logs = app.logs();
+        if logs.contains("certificate refused") || started.elapsed() > SETTLE {
+            break logs;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("upstream TLS certificate refused"))
+        .unwrap_or_else(|| panic!("no warning:\n{logs}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("UPSTREAM_CA_FILE"), "{warning}");
+    assert!(!logs.contains(SERVER_KEY), "{logs}");
+}
+
+#[test]
+fn a_ca_file_without_a_certificate_stops_the_binary_naming_the_setting() {
+    let dir = std::env::temp_dir().join(format!("gemini-proxy-ca-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // A private key where the CA should be: refused, and never quoted.
+    let key = rcgen::KeyPair::generate().expect("a key").serialize_pem();
+    let file = dir.join("ca.pem");
+    std::fs::write(&file, &key).expect("write");
+    let mut env = offline_env();
+    env.insert("UPSTREAM_CA_FILE".into(), file.display().to_string());
+    let run = run_binary_in(&dir, &[], &env, "");
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = run.stdout + &run.stderr;
+    assert!(!run.status.success(), "{output}");
+    let expected = format!(
+        "invalid setting UPSTREAM_CA_FILE: {}: holds no PEM certificate",
+        file.display()
+    );
+    assert!(output.contains(&expected), "{output}");
+    assert!(
+        !output.contains(key.lines().nth(1).expect("key material")),
+        "{output}"
+    );
+    assert!(!output.contains("listening on"), "{output}");
 }
 
 #[actix_rt::test]
