@@ -24,6 +24,11 @@
 //! module's documentation has the whole behaviour, and `testing::LiveClient` is a
 //! WebSocket client for tests.
 //!
+//! `start_tls` serves the same over TLS with a certificate signed by a CA made at start
+//! (`ca_pem` hands it out), offering `h2`, `http/1.1` or both by ALPN (`Alpn`), so a
+//! client's HTTP/2 and HTTP/1.1 paths can each be forced; every `RecordedRequest` says
+//! which HTTP version it came in.
+//!
 //! Known limits:
 //! - No file upload routes, and no files or cached contents are held: every
 //!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403.
@@ -36,6 +41,9 @@
 //!   size (cuts never split a character).
 //! - `split_usage` applies to normal deliveries only: the transport scenarios (trickle,
 //!   cuts, truncation) slice the body their own way.
+//! - Over HTTP/2, a handler that has not written yet (`hang`, a long first-byte delay)
+//!   learns that the client reset its stream only when it writes (actix-http runs it
+//!   to its first write), so `in_flight` stays up until then.
 //! - No gzip; recorded headers come sorted by name (actix does not keep arrival order
 //!   across names).
 //! - Live sessions answer in text only (no audio, transcriptions, session resumption
