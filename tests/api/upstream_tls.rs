@@ -77,9 +77,11 @@ fn assert_all_in(app: &TestApp, version: Version) {
     );
 }
 
+/// The key of every model call (not the key re-checks), oldest first.
 fn keys_used(app: &TestApp) -> Vec<String> {
     app.upstream_requests()
         .iter()
+        .filter(|r| r.method == "POST")
         .map(|r| r.api_key().unwrap_or("<none>").to_owned())
         .collect()
 }
@@ -162,7 +164,16 @@ async fn sse_and_json_array_streams_are_read_to_their_end_in_each_protocol() {
 #[actix_rt::test]
 async fn upstream_faults_get_the_same_answers_over_tls_in_each_protocol() {
     for (alpn, version) in PROTOCOLS {
-        let app = spawn(alpn, &[("GEMINI_API_KEY", "bad-key,key-a,key-b")]).await;
+        // Dedicated actors, the other way the pool gets its clients.
+        let app = spawn(
+            alpn,
+            &[
+                ("GEMINI_API_KEY", "bad-key,key-a,key-b"),
+                ("KEY_RECHECK_SECS", "1"),
+                ("UPSTREAM_ACTORS", "2"),
+            ],
+        )
+        .await;
         let what = |fault: &str| format!("{alpn:?}: {fault}");
 
         // Two 503s, then a success: retried on the same connection kind.
@@ -195,7 +206,17 @@ async fn upstream_faults_get_the_same_answers_over_tls_in_each_protocol() {
         let response = app.proxy(&json!({"prompt": "[mock:400] hello"})).await;
         assert_eq!(response.status, 400, "{}", response.text());
         assert_eq!(response.error_code(), "UPSTREAM_BAD_REQUEST");
-        assert_eq!(app.mock.request_count(), 1, "{}", what("400"));
+        assert_eq!(keys_used(&app).len(), 1, "{}", what("400"));
+
+        // The refused key is accepted again: the re-check (its own client)
+        // finds it so.
+        app.mock.update_config(|c| c.accepted_keys = None);
+        wait_until(&what("a re-check of bad-key"), || {
+            app.upstream_requests()
+                .iter()
+                .any(|r| r.method == "GET" && r.api_key() == Some("bad-key"))
+        })
+        .await;
         assert_all_in(&app, version);
     }
 }
