@@ -51,10 +51,6 @@ impl UpstreamConnect {
             websocket: tls_config(&roots, &[b"http/1.1"]),
         }
     }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
 }
 
 fn tls_config(roots: &Arc<rustls::RootCertStore>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
