@@ -21,6 +21,7 @@ use crate::routes::stream::ClientSocket;
 use crate::settings::{RateLimitBackend, Settings};
 use crate::state::{AppState, Phase, Readiness, RequestLimits};
 use crate::tls::{CertResolver, TlsFileError};
+use crate::upstream::client::UpstreamConnect;
 use crate::upstream::key_pool::KeyPool;
 use crate::upstream::leak_guard::LeakGuard;
 use crate::upstream::recheck::{self, KeyRecheck, RecheckNow};
@@ -411,17 +412,22 @@ impl UpstreamSide {
                 stall: settings.client_stall_timeout,
             },
         });
+        let extra_roots = settings
+            .upstream_ca
+            .as_ref()
+            .map_or(&[][..], |ca| ca.roots.as_slice());
+        let connect = UpstreamConnect::new(settings.upstream_connect_timeout, extra_roots);
         let (recheck, recheck_arbiter) = recheck::start(
             context.clone(),
             settings.key_recheck_interval,
-            settings.upstream_connect_timeout,
+            connect.clone(),
             settings.default_model.resource(),
         );
         let pool = UpstreamPool::start(
             context,
             settings.upstream_actors.map_or(0, NonZeroUsize::get),
             settings.max_in_flight.get(),
-            settings.upstream_connect_timeout,
+            connect,
         );
         UpstreamSide {
             pool,

@@ -7,6 +7,7 @@
 mod parse;
 
 use crate::model_id::ModelId;
+use crate::tls::roots::ExtraRoots;
 use crate::tls::TlsFiles;
 use awc::http::Uri;
 use parse::{
@@ -53,6 +54,7 @@ pub const ALL_VARIABLES: &[&str] = &[
     "QUOTA_STATE_FILE",
     "TLS_CERT_FILE",
     "TLS_KEY_FILE",
+    "UPSTREAM_CA_FILE",
 ];
 
 #[derive(Clone)]
@@ -98,6 +100,9 @@ pub struct Settings {
     /// With both `TLS_CERT_FILE` and `TLS_KEY_FILE`: the public listener
     /// speaks TLS. The files were read and checked when the settings were.
     pub tls: Option<TlsFiles>,
+    /// `UPSTREAM_CA_FILE`: roots every upstream call trusts besides the
+    /// built-in ones; read and checked when the settings were.
+    pub upstream_ca: Option<ExtraRoots>,
 }
 
 /// `QUOTA_TIMEZONE`: the zone and the name it was given by.
@@ -304,6 +309,7 @@ impl Settings {
                 None => Some(crate::quota::state_file::beside(&keys_file_path)),
             },
             tls: parse::tls(&get)?,
+            upstream_ca: parse::upstream_ca(&get)?,
         })
     }
 
@@ -315,7 +321,7 @@ impl Settings {
              upstream_connect_timeout={}s cors_allowed_origins={} log_format={:?} \
              max_in_flight={} upstream_actors={} workers={} rate_limit_backend={} \
              metrics_addr={} drain_timeout={}s quota_timezone={} quota_state_file={} \
-             live_idle_timeout={}s tls={}",
+             live_idle_timeout={}s tls={} upstream_ca_file={}",
             self.host,
             self.port,
             masked_count(&self.gemini_api_keys),
@@ -361,6 +367,10 @@ impl Settings {
             self.tls.as_ref().map_or_else(
                 || "off".to_owned(),
                 |files| format!("cert {} key {}", files.cert.display(), files.key.display())
+            ),
+            self.upstream_ca.as_ref().map_or_else(
+                || "none".to_owned(),
+                |ca| format!("{} ({} roots)", ca.file.display(), ca.roots.len())
             ),
         )
     }

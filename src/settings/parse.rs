@@ -269,3 +269,17 @@ pub(super) fn tls(
     crate::tls::load(&files).map_err(|e| invalid(e.variable, e.problem_in_file()))?;
     Ok(Some(files))
 }
+
+/// `UPSTREAM_CA_FILE`: read and checked now, so a bad file stops start-up
+/// rather than every call to Gemini.
+pub(super) fn upstream_ca(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::tls::roots::ExtraRoots>, SettingsError> {
+    use crate::tls::roots::{load, CA_VARIABLE};
+    let Some(path) = get(CA_VARIABLE) else {
+        return Ok(None);
+    };
+    load(std::path::Path::new(path.trim()))
+        .map(Some)
+        .map_err(|e| invalid(e.variable, e.problem_in_file()))
+}

@@ -284,3 +284,85 @@ fn tls_files_are_read_and_checked_with_the_settings() {
         );
     }
 }
+
+#[test]
+fn an_upstream_ca_file_adds_each_of_its_certificates_as_a_root() {
+    let dir = crate::tls::tests::PemDir::new("settings-ca");
+    let (one, two) = (
+        crate::tls::tests::Issued::new(),
+        crate::tls::tests::Issued::new(),
+    );
+    // A key in the bundle is skipped, not refused.
+    let bundle = dir.write(
+        "bundle.pem",
+        &format!("{}{}{}", one.cert_pem, one.key_pem, two.cert_pem),
+    );
+    let path = bundle.display().to_string();
+    let settings = parse(&[("UPSTREAM_CA_FILE", &format!(" {path} "))]).unwrap();
+    let ca = settings.upstream_ca.as_ref().expect("extra roots");
+    assert_eq!(ca.file, bundle);
+    assert_eq!(ca.roots.len(), 2);
+    assert!(
+        settings
+            .summary()
+            .contains(&format!("upstream_ca_file={path} (2 roots)")),
+        "{}",
+        settings.summary()
+    );
+    let unset = parse(&[("UPSTREAM_CA_FILE", " ")]).unwrap();
+    assert!(unset.upstream_ca.is_none());
+    assert!(unset.summary().contains("upstream_ca_file=none"));
+}
+
+#[test]
+fn an_upstream_ca_file_that_gives_no_usable_root_stops_start_up() {
+    let dir = crate::tls::tests::PemDir::new("settings-ca-bad");
+    let issued = crate::tls::tests::Issued::new();
+    let key_only = dir.write("key.pem", &issued.key_pem);
+    let not_pem = dir.write("notes.txt", "just some words\n");
+    // Valid PEM and base64, but not a certificate inside.
+    let not_x509 = dir.write(
+        "garbage.pem",
+        &format!(
+            "{}-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+            issued.cert_pem
+        ),
+    );
+    let truncated = dir.write(
+        "truncated.pem",
+        issued
+            .cert_pem
+            .lines()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str(),
+    );
+    let missing = dir.dir.join("missing.pem");
+    for (file, says) in [
+        (&missing, "cannot be read"),
+        (&dir.dir, "cannot be read"),
+        (&key_only, "holds no PEM certificate"),
+        (&not_pem, "holds no PEM certificate"),
+        (
+            &not_x509,
+            "certificate 2 of 2 is not a valid X.509 certificate",
+        ),
+        (&truncated, "no `-----END` line"),
+    ] {
+        let path = file.display().to_string();
+        let err = parse(&[("UPSTREAM_CA_FILE", &path)]).expect_err("should be refused");
+        assert_eq!(err.variable, "UPSTREAM_CA_FILE", "{path}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("UPSTREAM_CA_FILE: {path}: ")),
+            "{text}"
+        );
+        assert!(text.contains(says), "{path}: {text}");
+        assert!(
+            !text.contains(issued.key_pem.lines().nth(1).unwrap()),
+            "{text}"
+        );
+        assert!(!text.contains("aGVsbG8"), "{text}");
+    }
+}

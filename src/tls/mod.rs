@@ -7,8 +7,12 @@
 //! new handshakes without restarting the listener; connections already open
 //! keep the certificate they were made with. A file that fails to load leaves
 //! the certificate in force as it was.
+//!
+//! `roots` reads the other PEM file the service takes, `UPSTREAM_CA_FILE`, the
+//! same way and with the same kind of error.
 
 pub mod probe;
+pub mod roots;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};

@@ -1,12 +1,12 @@
 //! The upstream actor: owns one awc client (and so one connection pool) on its
 //! own thread, and makes the calls handlers hand it.
 
+use super::client::UpstreamConnect;
 use super::live::{self, LiveCall, LiveOutcome};
 use super::pipeline::{self, CallOutcome, UpstreamCall, UpstreamContext};
 use super::pool::Permit;
 use actix::prelude::*;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Asks the actor to make a call to Gemini and answer how it ended: the
@@ -40,10 +40,10 @@ pub struct Live {
 
 impl UpstreamActor {
     /// Must run on the actor's own arbiter: awc clients cannot move between threads.
-    pub fn new(context: Arc<UpstreamContext>, connect_timeout: Duration) -> Self {
+    pub fn new(context: Arc<UpstreamContext>, connect: &UpstreamConnect) -> Self {
         UpstreamActor {
-            client: super::client::build(connect_timeout),
-            ws_client: super::client::build_for_websockets(connect_timeout),
+            client: super::client::build(connect),
+            ws_client: super::client::build_for_websockets(connect),
             context,
         }
     }

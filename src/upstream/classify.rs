@@ -426,6 +426,19 @@ pub fn classify_send_error(error: &SendRequestError) -> Failure {
     }
 }
 
+/// Whether the call failed because rustls refused the upstream's certificate
+/// (an unknown issuer, say). Worth a warning that names `UPSTREAM_CA_FILE`:
+/// behind a TLS-inspecting egress, every call fails this way until its root is there.
+pub fn is_refused_certificate(error: &SendRequestError) -> bool {
+    let SendRequestError::Connect(ConnectError::Io(io)) = error else {
+        return false;
+    };
+    // tokio-rustls hands the handshake's rustls error inside the io::Error.
+    io.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)))
+}
+
 /// Classifies a body that could not be read to its end.
 pub fn classify_payload_error(error: &PayloadError) -> Failure {
     match error {

@@ -176,3 +176,30 @@ fn retry_delays_parse_as_gemini_writes_them() {
     assert_eq!(parse_retry_delay("-1s"), None);
     assert_eq!(parse_retry_delay("NaNs"), None);
 }
+
+#[test]
+fn only_a_certificate_rustls_refused_is_a_refused_certificate() {
+    use awc::error::{ConnectError, SendRequestError};
+    use std::io;
+    let tls = |error: rustls::Error| {
+        SendRequestError::Connect(ConnectError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            error,
+        )))
+    };
+    let unknown_issuer = tls(rustls::Error::InvalidCertificate(
+        rustls::CertificateError::UnknownIssuer,
+    ));
+    assert!(is_refused_certificate(&unknown_issuer));
+    let no_alpn = tls(rustls::Error::NoApplicationProtocol);
+    assert!(!is_refused_certificate(&no_alpn));
+    let refused =
+        SendRequestError::Connect(ConnectError::Io(io::ErrorKind::ConnectionRefused.into()));
+    assert!(!is_refused_certificate(&refused));
+    assert!(!is_refused_certificate(&SendRequestError::Timeout));
+    // Still the same code as any connection failure.
+    assert_eq!(
+        classify_send_error(&unknown_issuer).code,
+        ErrorCode::UpstreamUnavailable
+    );
+}

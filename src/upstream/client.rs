@@ -2,6 +2,7 @@
 //! for an LLM proxy set deliberately (docs/architecture.md#awcs-defaults-are-wrong-for-an-llm-proxy).
 
 use awc::{Client, Connector};
+use rustls::pki_types::TrustAnchor;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -23,16 +24,38 @@ pub fn install_crypto_provider() {
     });
 }
 
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    tls_config_with(&[b"h2", b"http/1.1"])
+/// How every upstream client connects: the connect (and TLS handshake)
+/// timeout, and the TLS configurations with the roots it trusts. Built once
+/// at start-up and shared by every actor: the configurations are immutable,
+/// and sharing them shares the TLS session cache too.
+#[derive(Clone)]
+pub struct UpstreamConnect {
+    timeout: Duration,
+    http: Arc<rustls::ClientConfig>,
+    websocket: Arc<rustls::ClientConfig>,
 }
 
-fn tls_config_with(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+impl UpstreamConnect {
+    /// The built-in (webpki) roots plus `extra_roots` (`UPSTREAM_CA_FILE`).
+    pub fn new(timeout: Duration, extra_roots: &[TrustAnchor<'static>]) -> UpstreamConnect {
+        install_crypto_provider();
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        roots.extend(extra_roots.iter().cloned());
+        let roots = Arc::new(roots);
+        UpstreamConnect {
+            timeout,
+            http: tls_config(&roots, &[b"h2", b"http/1.1"]),
+            // A WebSocket upgrade is HTTP/1.1, so no `h2`, which a server would otherwise pick.
+            websocket: tls_config(&roots, &[b"http/1.1"]),
+        }
+    }
+}
+
+fn tls_config(roots: &Arc<rustls::RootCertStore>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
+        .with_root_certificates(roots.clone())
         .with_no_client_auth();
     // Set here, not with max_http_version(), which would replace this config (docs/architecture.md#alpn-in-our-own-rustls-config).
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -40,18 +63,16 @@ fn tls_config_with(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 }
 
 /// Builds a client; call it on the thread that will use it (awc clients are `!Send`).
-pub fn build(connect_timeout: Duration) -> Client {
-    with_tls(connect_timeout, tls_config())
+pub fn build(connect: &UpstreamConnect) -> Client {
+    with_tls(connect.timeout, connect.http.clone())
 }
 
-/// The client of the Live API's WebSockets: a WebSocket upgrade is HTTP/1.1,
-/// so it offers no `h2`, which a server would otherwise pick.
-pub fn build_for_websockets(connect_timeout: Duration) -> Client {
-    with_tls(connect_timeout, tls_config_with(&[b"http/1.1"]))
+/// The client of the Live API's WebSockets, which offers HTTP/1.1 only.
+pub fn build_for_websockets(connect: &UpstreamConnect) -> Client {
+    with_tls(connect.timeout, connect.websocket.clone())
 }
 
 fn with_tls(connect_timeout: Duration, tls: Arc<rustls::ClientConfig>) -> Client {
-    install_crypto_provider();
     let connector = Connector::new()
         .rustls_0_23(tls)
         .timeout(connect_timeout)

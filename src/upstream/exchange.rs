@@ -83,7 +83,13 @@ pub(super) async fn attempt(
     let mut response = match sent {
         Err(_) => return failed(classify::deadline_passed()),
         Ok(Err(e)) => {
-            log::debug!("upstream call failed before an answer: {e}");
+            if classify::is_refused_certificate(&e) {
+                log::warn!(
+                    "upstream TLS certificate refused ({e}); an upstream or a TLS-inspecting egress with a private CA needs its root in UPSTREAM_CA_FILE"
+                );
+            } else {
+                log::debug!("upstream call failed before an answer: {e}");
+            }
             return failed(classify::classify_send_error(&e));
         }
         Ok(Ok(response)) => response,

@@ -6,13 +6,13 @@
 //! waiting behind a queue that only grows.
 
 use super::actor::{Call, Live, UpstreamActor};
+use super::client::UpstreamConnect;
 use super::live::{LiveCall, LiveOutcome};
 use super::pipeline::{CallOutcome, UpstreamCall, UpstreamContext};
 use crate::errors::{ApiError, ErrorCode};
 use actix::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// `Retry-After` when the pool is full: load sheds in about a second.
@@ -30,7 +30,7 @@ struct PoolInner {
     in_flight: AtomicUsize,
     max_in_flight: usize,
     context: Arc<UpstreamContext>,
-    connect_timeout: Duration,
+    connect: UpstreamConnect,
 }
 
 /// One admitted call; releases its place when dropped, however the call ends.
@@ -52,15 +52,16 @@ impl UpstreamPool {
         context: Arc<UpstreamContext>,
         actors: usize,
         max_in_flight: usize,
-        connect_timeout: Duration,
+        connect: UpstreamConnect,
     ) -> UpstreamPool {
         let mut addrs = Vec::with_capacity(actors);
         let mut arbiters = Vec::with_capacity(actors);
         for _ in 0..actors {
             let arbiter = Arbiter::new().handle();
             let ctx = context.clone();
+            let connect = connect.clone();
             addrs.push(UpstreamActor::start_in_arbiter(&arbiter, move |_| {
-                UpstreamActor::new(ctx, connect_timeout)
+                UpstreamActor::new(ctx, &connect)
             }));
             arbiters.push(arbiter);
         }
@@ -72,7 +73,7 @@ impl UpstreamPool {
                 in_flight: AtomicUsize::new(0),
                 max_in_flight,
                 context,
-                connect_timeout,
+                connect,
             }),
         }
     }
@@ -86,9 +87,10 @@ impl UpstreamPool {
     /// this worker's thread, so a call never crosses threads — which on a busy
     /// core saves the context switches a hop to another thread costs.
     pub fn for_this_worker(&self) -> Upstream {
-        let local = self.inner.actors.is_empty().then(|| {
-            UpstreamActor::new(self.inner.context.clone(), self.inner.connect_timeout).start()
-        });
+        let local =
+            self.inner.actors.is_empty().then(|| {
+                UpstreamActor::new(self.inner.context.clone(), &self.inner.connect).start()
+            });
         Upstream {
             pool: self.inner.clone(),
             local,

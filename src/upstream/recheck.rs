@@ -11,6 +11,7 @@
 //!   itself too, so no client can take a key out by naming someone's file.
 
 use super::classify::{self, KeyOwner, KeyVerdict};
+use super::client::UpstreamConnect;
 use super::pipeline::UpstreamContext;
 use actix::prelude::*;
 use std::rc::Rc;
@@ -37,11 +38,11 @@ impl KeyRecheck {
     pub fn new(
         context: Arc<UpstreamContext>,
         interval: Duration,
-        connect_timeout: Duration,
+        connect: &UpstreamConnect,
         model_resource: &str,
     ) -> Self {
         KeyRecheck {
-            client: super::client::build(connect_timeout),
+            client: super::client::build(connect),
             interval,
             url: format!("{}/v1beta/{model_resource}", context.base_url).into(),
             context,
@@ -167,7 +168,7 @@ async fn check(client: &awc::Client, url: &str, key: &awc::http::header::HeaderV
 pub fn start(
     context: Arc<UpstreamContext>,
     interval: Duration,
-    connect_timeout: Duration,
+    connect: UpstreamConnect,
     model_resource: String,
 ) -> (Addr<KeyRecheck>, ArbiterHandle) {
     let (probes, mut asked) = tokio::sync::mpsc::unbounded_channel::<usize>();
@@ -181,7 +182,7 @@ pub fn start(
                 own.do_send(ProbeKey(index));
             }
         });
-        KeyRecheck::new(context, interval, connect_timeout, &model_resource)
+        KeyRecheck::new(context, interval, &connect, &model_resource)
     });
     (addr, arbiter)
 }

@@ -134,6 +134,23 @@ async fn spawn_app_full(
     let mock = MockGemini::start(MockConfig::default())
         .await
         .expect("mock starts");
+    spawn_app_in_front_of(mock, configure, clocks)
+}
+
+/// As [`spawn_app_with`], in front of a mock the test started itself (one
+/// serving TLS, say).
+pub async fn spawn_app_against(
+    mock: MockGemini,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    spawn_app_in_front_of(mock, configure, None)
+}
+
+fn spawn_app_in_front_of(
+    mock: MockGemini,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+    clocks: Option<(FakeRelativeClock, Option<gemini_proxy::quota::WallClock>)>,
+) -> TestApp {
     let mut settings = base_settings(&mock);
     configure(&mut settings);
     let settings = Settings::from_map(&settings).expect("valid settings");
@@ -203,6 +220,21 @@ impl TestApp {
             body.to_owned(),
         )
         .await
+    }
+
+    /// `POST /gemini-proxy` from a client that gives up waiting for the
+    /// answer's head after `patience` and goes away; panics if an answer came.
+    pub async fn proxy_and_give_up(&self, body: &serde_json::Value, patience: Duration) {
+        let impatient = awc::Client::builder().timeout(patience).finish();
+        let sent = impatient
+            .post(format!("{}/gemini-proxy", self.address))
+            .insert_header(("X-API-KEY", CLIENT_KEY))
+            .send_json(body)
+            .await;
+        assert!(
+            sent.is_err(),
+            "the call answered within {patience:?}: {body}"
+        );
     }
 
     pub async fn metrics(&self) -> String {

@@ -25,3 +25,4 @@ mod secrets;
 mod shared_keys;
 mod tls;
 mod upstream_request;
+mod upstream_tls;

@@ -16,6 +16,8 @@ use super::{Exhaustion, MockConfig};
 #[derive(Serialize)]
 struct RequestView<'a> {
     method: &'a str,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    version: String,
     path_and_query: &'a str,
     headers: &'a [(String, String)],
     body: String,
@@ -27,6 +29,7 @@ pub(crate) async fn requests(shared: web::Data<Shared>) -> HttpResponse {
         .iter()
         .map(|r| RequestView {
             method: &r.method,
+            version: format!("{:?}", r.version),
             path_and_query: &r.path_and_query,
             headers: &r.headers,
             body: String::from_utf8_lossy(&r.body).into_owned(),

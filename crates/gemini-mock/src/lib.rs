@@ -24,6 +24,11 @@
 //! module's documentation has the whole behaviour, and `testing::LiveClient` is a
 //! WebSocket client for tests.
 //!
+//! `start_tls` serves the same over TLS with a certificate signed by a CA made at start
+//! (`ca_pem` hands it out), offering `h2`, `http/1.1` or both by ALPN (`Alpn`), so a
+//! client's HTTP/2 and HTTP/1.1 paths can each be forced; every `RecordedRequest` says
+//! which HTTP version it came in.
+//!
 //! Known limits:
 //! - No file upload routes, and no files or cached contents are held: every
 //!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403.
@@ -36,6 +41,9 @@
 //!   size (cuts never split a character).
 //! - `split_usage` applies to normal deliveries only: the transport scenarios (trickle,
 //!   cuts, truncation) slice the body their own way.
+//! - Over HTTP/2, a handler that has not written yet (`hang`, a long first-byte delay)
+//!   learns that the client reset its stream only when it writes (actix-http runs it
+//!   to its first write), so `in_flight` stays up until then.
 //! - No gzip; recorded headers come sorted by name (actix does not keep arrival order
 //!   across names).
 //! - Live sessions answer in text only (no audio, transcriptions, session resumption
@@ -64,13 +72,14 @@ mod split;
 mod state;
 mod stream;
 pub mod testing;
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpServer};
 
 pub use live::{LiveFault, LiveMessage, LiveSession};
@@ -78,6 +87,7 @@ pub use not_http::{start_not_http, NotHttpUpstream};
 pub use refusal::KeyRefusal;
 pub use state::RecordedRequest;
 use state::Shared;
+pub use tls::Alpn;
 
 /// Request bodies the mock accepts; well above any prompt a test sends.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -178,6 +188,8 @@ pub struct MockGemini {
     shared: Arc<Shared>,
     addr: SocketAddr,
     handle: ServerHandle,
+    /// With TLS: the PEM certificate of the CA that signed the mock's own.
+    ca_pem: Option<String>,
 }
 
 impl MockGemini {
@@ -196,21 +208,16 @@ impl MockGemini {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config, format!("http://{addr}")));
         let data = web::Data::from(Arc::clone(&shared));
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(MAX_BODY))
-                .configure(routes)
-        })
-        .workers(workers.max(1))
-        // The owner of the mock (a test, or the binary) decides when it stops.
-        .disable_signals()
-        // A client that closes its side has given up: drop the handler, so `hang` and
-        // slow answers end and `in_flight` falls, as an upstream would cancel the call.
-        .h1_allow_half_closed(false)
-        .shutdown_timeout(1)
-        .listen(listener)?
-        .run();
+        let server = HttpServer::new(move || app(data.clone()))
+            .workers(workers.max(1))
+            // The owner of the mock (a test, or the binary) decides when it stops.
+            .disable_signals()
+            // A client that closes its side has given up: drop the handler, so `hang` and
+            // slow answers end and `in_flight` falls, as an upstream would cancel the call.
+            .h1_allow_half_closed(false)
+            .shutdown_timeout(1)
+            .listen(listener)?
+            .run();
         let handle = server.handle();
         tokio::spawn(server);
         log::info!("mock-gemini listening on http://{addr}");
@@ -218,10 +225,49 @@ impl MockGemini {
             shared,
             addr,
             handle,
+            ca_pem: None,
         })
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// Binds 127.0.0.1 on a free port and serves TLS, offering `alpn`, with a
+    /// certificate for `127.0.0.1` and `localhost` signed by a CA made now
+    /// ([`MockGemini::ca_pem`]). `base_url` is then `https://127.0.0.1:PORT`.
+    pub async fn start_tls(config: MockConfig, alpn: Alpn) -> std::io::Result<MockGemini> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        Self::start_tls_on(listener, config, 1, alpn).await
+    }
+
+    /// As [`MockGemini::start_tls`], on an already-bound listener with
+    /// `workers` worker threads (at least 1).
+    pub async fn start_tls_on(
+        listener: TcpListener,
+        config: MockConfig,
+        workers: usize,
+        alpn: Alpn,
+    ) -> std::io::Result<MockGemini> {
+        let addr = listener.local_addr()?;
+        let certificates = tls::MockCertificates::generate(alpn)?;
+        let shared = Arc::new(Shared::new(config, format!("https://{addr}")));
+        let data = web::Data::from(Arc::clone(&shared));
+        let server = tls::serve(listener, workers, alpn, &certificates, data)?;
+        let handle = server.handle();
+        tokio::spawn(server);
+        log::info!("mock-gemini listening on https://{addr} (ALPN {alpn:?})");
+        Ok(MockGemini {
+            shared,
+            addr,
+            handle,
+            ca_pem: Some(certificates.ca_pem),
+        })
+    }
+
+    /// With TLS, the PEM certificate of the CA that signed the mock's
+    /// certificate, for a client to trust; `None` in cleartext.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` with TLS.
     pub fn base_url(&self) -> String {
         self.shared.base_url.clone()
     }
@@ -291,6 +337,24 @@ impl MockGemini {
     pub async fn stop(self) {
         self.handle.stop(false).await;
     }
+}
+
+/// The mock's app, for the cleartext and the TLS servers alike.
+fn app(
+    data: web::Data<Shared>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(data)
+        .app_data(web::PayloadConfig::new(MAX_BODY))
+        .configure(routes)
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {

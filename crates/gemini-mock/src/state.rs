@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use actix_web::http::Version;
 use actix_web::HttpRequest;
 use bytes::Bytes;
 
@@ -19,6 +20,8 @@ use super::MockConfig;
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
     pub method: String,
+    /// The HTTP version it came in: `HTTP/2.0` when `h2` was negotiated over TLS.
+    pub version: Version,
     /// Exactly as received, e.g. `/v1beta/models/gemini-2.5-flash:generateContent?alt=sse`.
     pub path_and_query: String,
     /// Names lower-cased. actix keeps headers in a hash map, so the order across names is
@@ -67,6 +70,7 @@ impl RecordedRequest {
             .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
         RecordedRequest {
             method: req.method().as_str().to_owned(),
+            version: req.version(),
             path_and_query,
             headers,
             body: body.clone(),

@@ -48,6 +48,32 @@ pub fn client() -> awc::Client {
         .finish()
 }
 
+/// As [`client`], for a TLS mock: trusts only the CA in `ca_pem` (the mock's
+/// [`crate::MockGemini::ca_pem`]) and offers `alpn` (`b"h2"`, `b"http/1.1"`).
+pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> awc::Client {
+    use rustls::pki_types::pem::PemObject;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    // awc asks for the process default in places; one installed is enough.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(certificate.expect("a PEM certificate"))
+            .expect("a root rustls accepts");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(config)))
+        .timeout(Duration::from_secs(30))
+        .disable_redirects()
+        .finish()
+}
+
 /// Sends a request to `origin` (`http://127.0.0.1:PORT`) and reads the whole answer.
 pub async fn send_to(
     origin: &str,

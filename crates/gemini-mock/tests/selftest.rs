@@ -30,5 +30,7 @@ mod split_usage;
 mod streams;
 #[path = "selftest/surface.rs"]
 mod surface;
+#[path = "selftest/tls.rs"]
+mod tls;
 #[path = "selftest/transport.rs"]
 mod transport;

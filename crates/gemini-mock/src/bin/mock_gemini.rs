@@ -9,13 +9,18 @@
 //! MOCK_RECORD (true; false keeps memory flat under load); for the Live API,
 //! MOCK_LIVE_BINARY (false), MOCK_LIVE_FAULT (unset; a `LiveFault` name such as `goaway`),
 //! MOCK_LIVE_CHUNKS (3), MOCK_LIVE_CHUNK_BYTES (unset), MOCK_LIVE_DELAY_MS (0).
+//!
+//! TLS: MOCK_TLS (false; true serves `https://` with a certificate for 127.0.0.1 and
+//! localhost signed by a CA made at start), MOCK_TLS_CA_FILE (where the CA's PEM
+//! certificate is written, for the client to trust: the proxy's `UPSTREAM_CA_FILE`;
+//! required with MOCK_TLS), MOCK_TLS_ALPN (`both`, `h2` or `http/1.1`; default `both`).
 
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::str::FromStr;
 use std::time::Duration;
 
-use gemini_mock::{MockConfig, MockGemini};
+use gemini_mock::{Alpn, MockConfig, MockGemini};
 
 /// Parses an optional variable, failing start-up with a message that names it.
 fn var<T: FromStr>(name: &str, default: T) -> io::Result<T> {
@@ -75,6 +80,43 @@ fn config() -> io::Result<MockConfig> {
     })
 }
 
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+fn alpn() -> io::Result<Alpn> {
+    match std::env::var("MOCK_TLS_ALPN").unwrap_or_default().trim() {
+        "" | "both" => Ok(Alpn::Both),
+        "h2" => Ok(Alpn::H2),
+        "http/1.1" => Ok(Alpn::Http1),
+        other => Err(invalid(format!(
+            "MOCK_TLS_ALPN={other:?}: use both, h2 or http/1.1"
+        ))),
+    }
+}
+
+/// Starts the mock, with TLS when MOCK_TLS says so (writing the CA first, so a
+/// script that waits for the address line finds the file there).
+async fn start(
+    listener: TcpListener,
+    config: MockConfig,
+    workers: usize,
+) -> io::Result<MockGemini> {
+    if !flag("MOCK_TLS", false)? {
+        return MockGemini::start_on(listener, config, workers).await;
+    }
+    let Some(ca_file) = optional::<String>("MOCK_TLS_CA_FILE")? else {
+        return Err(invalid(
+            "MOCK_TLS_CA_FILE is required with MOCK_TLS: where to write the CA certificate clients must trust".into(),
+        ));
+    };
+    let mock = MockGemini::start_tls_on(listener, config, workers, alpn()?).await?;
+    let pem = mock.ca_pem().unwrap_or_default();
+    std::fs::write(&ca_file, pem)
+        .map_err(|e| io::Error::new(e.kind(), format!("MOCK_TLS_CA_FILE={ca_file:?}: {e}")))?;
+    Ok(mock)
+}
+
 async fn shutdown_signal() -> io::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -90,7 +132,7 @@ async fn main() -> io::Result<()> {
     let workers: usize = var("MOCK_WORKERS", 1)?;
     let config = config()?;
     let listener = TcpListener::bind((host.as_str(), port))?;
-    let mock = MockGemini::start_on(listener, config, workers).await?;
+    let mock = start(listener, config, workers).await?;
     {
         let mut out = io::stdout().lock();
         writeln!(out, "mock-gemini listening on {}", mock.base_url())?;
