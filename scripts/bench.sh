@@ -6,6 +6,8 @@
 #
 #   scripts/bench.sh              # the full run (about 4 minutes)
 #   DURATION=5 scripts/bench.sh   # shorter runs
+#   ONLY=tls scripts/bench.sh     # the upstream over TLS: HTTP/2, and HTTP/1.1 for
+#                                 # comparison, with upstream connections counted
 #
 # Needs nginx-light, libnginx-mod-http-echo and wrk (installed with apt-get
 # when missing and running as root). Prints a Markdown table.
@@ -50,6 +52,17 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 UP_FAST=$(free_port); UP_SLOW=$(free_port); UP_SECOND=$(free_port); FLOOR=$(free_port); PROXY=$(free_port)
+# The same answers over TLS: HTTP/2 (as Google's front end speaks it, 100
+# streams a connection) and, for the 1 s upstream, HTTP/1.1 for comparison.
+TLS_FAST=$(free_port); TLS_SLOW=$(free_port); TLS_SECOND=$(free_port); TLS1_SECOND=$(free_port)
+mkdir -p "$WORK/tls"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" \
+  -keyout "$WORK/tls/ca.key" -out "$WORK/tls/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+  -keyout "$WORK/tls/server.key" -out "$WORK/tls/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$WORK/tls/san.ext"
+openssl x509 -req -in "$WORK/tls/server.csr" -CA "$WORK/tls/ca.pem" -CAkey "$WORK/tls/ca.key" \
+  -CAcreateserial -days 2 -extfile "$WORK/tls/san.ext" -out "$WORK/tls/server.pem" 2>/dev/null
 
 # A real-sized generateContent answer (docs/gemini-wire.md#generatecontent), and a 3-event SSE stream.
 ANSWER='{"candidates": [{"content": {"parts": [{"text": "The capital of France is Paris."}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 7,"totalTokenCount": 15},"modelVersion": "gemini-2.5-flash","responseId": "IZI2acSKMoWl0-kPmYj2yQc"}'
@@ -57,12 +70,17 @@ EVENT1='data: {"candidates": [{"content": {"parts": [{"text": "The capital"}],"r
 EVENT2='data: {"candidates": [{"content": {"parts": [{"text": " of France is"}],"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 5,"totalTokenCount": 13},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
 EVENT3='data: {"candidates": [{"content": {"parts": [{"text": " Paris."}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 7,"totalTokenCount": 15},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
 
-upstream_server() { # port delay
-  local sleep=""
+upstream_server() { # port delay [h2|h1 over TLS]
+  local sleep="" listen="listen 127.0.0.1:$1 backlog=65535;"
   [ "$2" != 0 ] && sleep="echo_sleep $2;"
+  case "${3:-}" in
+    h2) listen="listen 127.0.0.1:$1 ssl http2 backlog=65535; http2_max_concurrent_streams 100;" ;;
+    h1) listen="listen 127.0.0.1:$1 ssl backlog=65535;" ;;
+  esac
+  [ -n "${3:-}" ] && listen="$listen ssl_certificate $WORK/tls/server.pem; ssl_certificate_key $WORK/tls/server.key;"
   cat <<EOF
   server {
-    listen 127.0.0.1:$1 backlog=65535;
+    $listen
     location ~ :streamGenerateContent\$ {
       default_type text/event-stream;
       $sleep
@@ -93,10 +111,19 @@ http {
 $(upstream_server "$UP_FAST" 0)
 $(upstream_server "$UP_SLOW" 0.2)
 $(upstream_server "$UP_SECOND" 1)
+$(upstream_server "$TLS_FAST" 0 h2)
+$(upstream_server "$TLS_SLOW" 0.2 h2)
+$(upstream_server "$TLS_SECOND" 1 h2)
+$(upstream_server "$TLS1_SECOND" 1 h1)
 }
 EOF
 
-floor_conf() { # upstream-port
+floor_conf() { # upstream-port [tls]
+  local scheme=http tls=""
+  if [ -n "${2:-}" ]; then
+    scheme=https
+    tls="proxy_ssl_trusted_certificate $WORK/tls/ca.pem; proxy_ssl_verify on; proxy_ssl_name 127.0.0.1; proxy_ssl_session_reuse on;"
+  fi
   cat > "$WORK/floor.conf" <<EOF
 worker_processes 1;
 worker_rlimit_nofile 100000;
@@ -110,7 +137,8 @@ http {
   server {
     listen 127.0.0.1:$FLOOR backlog=65535;
     location / {
-      proxy_pass http://gemini;
+      $tls
+      proxy_pass $scheme://gemini;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering off;
@@ -180,8 +208,9 @@ hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 HZ=$(getconf CLK_TCK)
 
-start_proxy() { # upstream-port
-  GEMINI_BASE_URL="http://127.0.0.1:$1" GEMINI_API_KEY=server-key KEYS_FILE="$WORK/config/keys.toml" \
+start_proxy() { # upstream-port [https]
+  GEMINI_BASE_URL="${2:-http}://127.0.0.1:$1" GEMINI_API_KEY=server-key KEYS_FILE="$WORK/config/keys.toml" \
+    UPSTREAM_CA_FILE="$WORK/tls/ca.pem" \
     HOST=127.0.0.1 PORT=$PROXY WORKERS=1 LOG_LEVEL=info UPSTREAM_TIMEOUT_SECS=30 RUST_LOG=${BENCH_RUST_LOG:-} \
     taskset -c 0 "$ROOT/target/release/gemini-proxy" serve 2>"$WORK/proxy.log" &
   PROXY_PID=$!
@@ -196,20 +225,41 @@ stop_proxy() {
   grep -v 'gemini_proxy::access' "$WORK/proxy.log" | grep -E 'WARN|ERROR|DEBUG' | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' >&2 || true
   : > "$WORK/proxy.log"
 }
-start_floor() { floor_conf "$1"; taskset -c 0 nginx -c "$WORK/floor.conf" -p "$WORK" -e "$WORK/floor.err"; sleep 0.3; }
+start_floor() { floor_conf "$1" "${2:-}"; taskset -c 0 nginx -c "$WORK/floor.conf" -p "$WORK" -e "$WORK/floor.err"; sleep 0.3; }
 stop_floor() { kill "$(cat "$WORK/floor.pid")"; sleep 0.3; }
 floor_pids() { pgrep -f "nginx.*$WORK/floor.conf" | tr '\n' ' '; pgrep -P "$(cat "$WORK/floor.pid")" | tr '\n' ' '; }
 
 ROWS=()
+TLS_ROWS=()
+# The most established connections to the upstream port during a run
+# (UPSTREAM_PORT set), sampled every half second.
+sample_upstream() { # port file
+  local most=0 now
+  while [ -e "$2.run" ]; do
+    now=$(ss -Htn state established "( dport = :$1 )" 2>/dev/null | wc -l)
+    [ "$now" -gt "$most" ] && most=$now
+    echo "$most" > "$2"
+    sleep 0.5
+  done
+}
 # measure label connections url lua [pids to account]
 measure() {
   local label=$1 conns=$2 url=$3 script=$4; shift 4
   local pids=("$@") before=0 after=0
   [ ${#pids[@]} -gt 0 ] && before=$(ticks "${pids[@]}")
   local threads=2
-  local out
+  local out upstream_conns="-"
+  if [ -n "${UPSTREAM_PORT:-}" ]; then
+    touch "$WORK/conns.run"; echo 0 > "$WORK/conns"
+    sample_upstream "$UPSTREAM_PORT" "$WORK/conns" &
+    local sampler=$!
+  fi
   out=$(taskset -c 1 wrk -t"$threads" -c"$conns" -d"${DURATION}s" --timeout 10s --latency -s "$script" "$url" 2>&1)
   [ ${#pids[@]} -gt 0 ] && after=$(ticks "${pids[@]}")
+  if [ -n "${UPSTREAM_PORT:-}" ]; then
+    rm -f "$WORK/conns.run"; wait "$sampler" 2>/dev/null || true
+    upstream_conns=$(cat "$WORK/conns")
+  fi
   local rps p50 p99 total errors non2xx cpu rss
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -223,8 +273,12 @@ measure() {
   else
     cpu="-"; rss="-"
   fi
-  ROWS+=("| $label | $conns | $rps | $p50 | $p99 | $cpu | $rss | $errors | $non2xx |")
-  echo "  $label c=$conns: $rps req/s, p50 $p50, p99 $p99, cpu/req ${cpu}µs, peak RSS ${rss} MB, errors $errors, non-2xx $non2xx" >&2
+  if [ -n "${UPSTREAM_PORT:-}" ]; then
+    TLS_ROWS+=("| $label | $conns | $rps | $p50 | $p99 | $cpu | $rss | $upstream_conns | $errors | $non2xx |")
+  else
+    ROWS+=("| $label | $conns | $rps | $p50 | $p99 | $cpu | $rss | $errors | $non2xx |")
+  fi
+  echo "  $label c=$conns: $rps req/s, p50 $p50, p99 $p99, cpu/req ${cpu}µs, peak RSS ${rss} MB, upstream connections $upstream_conns, errors $errors, non-2xx $non2xx" >&2
 }
 
 # ONLY=instant: the instant-upstream rows alone (a quick before/after check);
@@ -232,6 +286,7 @@ measure() {
 ONLY=${ONLY:-all}
 for scenario in "instant:$UP_FAST:64" "200ms:$UP_SLOW:1000"; do
   [ "$ONLY" = 10k ] && break
+  [ "$ONLY" = tls ] && break
   [ "$ONLY" = instant ] && [ "${scenario%%:*}" != instant ] && continue
   IFS=: read -r name port conns <<<"$scenario"
   echo "scenario: $name upstream, $conns connections" >&2
@@ -265,7 +320,41 @@ if [ $((MANY * 2 + 200)) -gt "$FD_LIMIT" ]; then
   MANY=$(( (FD_LIMIT - 200) / 2 ))
   echo "note: open-file limit $FD_LIMIT (hard limit $(ulimit -Hn)) caps the run at $MANY connections" >&2
 fi
+if [ "$ONLY" = all ] || [ "$ONLY" = tls ]; then
+  for scenario in "instant:$TLS_FAST:64" "200ms:$TLS_SLOW:1000"; do
+    IFS=: read -r name port conns <<<"$scenario"
+    echo "scenario: $name upstream over TLS + HTTP/2, $conns connections" >&2
+    TLS_ROWS+=("| **$name upstream, TLS + HTTP/2** | | | | | | | | | |")
+    UPSTREAM_PORT=$port
+    start_floor "$port" tls
+    # shellcheck disable=SC2046
+    measure "(b) nginx floor (TLS, HTTP/1.1 upstream)" "$conns" "http://127.0.0.1:$FLOOR" "$WORK/direct.lua" $(floor_pids)
+    stop_floor
+    start_proxy "$port" https
+    measure "(c) POST /gemini-proxy" "$conns" "http://127.0.0.1:$PROXY" "$WORK/proxy.lua" "$PROXY_PID"
+    measure "(d) native generateContent" "$conns" "http://127.0.0.1:$PROXY" "$WORK/native.lua" "$PROXY_PID"
+    measure "(e) streamed (SSE)" "$conns" "http://127.0.0.1:$PROXY" "$WORK/stream.lua" "$PROXY_PID"
+    stop_proxy
+    UPSTREAM_PORT=
+  done
+fi
+
 if [ "$ONLY" != instant ]; then
+  if [ "$ONLY" != 10k ]; then
+    for scenario in "TLS + HTTP/2:$TLS_SECOND" "TLS + HTTP/1.1:$TLS1_SECOND"; do
+      IFS=: read -r name port <<<"$scenario"
+      echo "scenario: 1 s upstream over $name, $MANY connections" >&2
+      TLS_ROWS+=("| **1 s upstream, $name** | | | | | | | | | |")
+      UPSTREAM_PORT=$port
+      start_proxy "$port" https
+      measure "(c) POST /gemini-proxy" "$MANY" "http://127.0.0.1:$PROXY" "$WORK/proxy.lua" "$PROXY_PID"
+      stop_proxy
+      UPSTREAM_PORT=
+    done
+  fi
+fi
+
+if [ "$ONLY" != instant ] && [ "$ONLY" != tls ]; then
   echo "scenario: 1 s upstream, $MANY connections" >&2
   ROWS+=("| **1 s upstream** | | | | | | | | |")
   start_proxy "$UP_SECOND"
@@ -279,5 +368,14 @@ echo
 echo "| target | connections | req/s | p50 | p99 | CPU µs/req | peak RSS MB | socket errors | non-2xx |"
 echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
+echo
+if [ ${#TLS_ROWS[@]} -gt 0 ]; then
+  echo
+  echo "The upstream over TLS (a certificate of a CA of the run's own, trusted through UPSTREAM_CA_FILE); upstream connections are the most established at once during the run:"
+  echo
+  echo "| target | connections | req/s | p50 | p99 | CPU µs/req | peak RSS MB | upstream connections | socket errors | non-2xx |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${TLS_ROWS[@]}"
+fi
 echo
 echo "Idle RSS: ${IDLE_RSS:-?} MB. RSS after the first instant-upstream run of (c): ${RSS_FIRST:-?} MB, after a second identical run: ${RSS_SECOND:-?} MB. Open-file limit: $FD_LIMIT."
