@@ -23,7 +23,9 @@ pub fn install_crypto_provider() {
     });
 }
 
-fn tls_config() -> Arc<rustls::ClientConfig> {
+/// The trust and ALPN every upstream call uses, awc's and the HTTP/2 pool's.
+pub fn tls_config() -> Arc<rustls::ClientConfig> {
+    install_crypto_provider();
     tls_config_with(&[b"h2", b"http/1.1"])
 }
 
