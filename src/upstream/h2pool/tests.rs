@@ -2,6 +2,7 @@
 //! with a CA made here): connections counted on the server's side.
 
 use super::*;
+use crate::errors::ErrorCode;
 use futures_util::StreamExt;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::SocketAddr;
@@ -156,6 +157,15 @@ async fn answer(
 ) {
     seen.in_flight.fetch_add(1, Ordering::SeqCst);
     let path = request.uri().path().to_owned();
+    let sent_headers = ["x-goog-api-key", "content-type", "user-agent"]
+        .map(|name| {
+            request
+                .headers()
+                .get(name)
+                .map_or("-", |v| v.to_str().unwrap())
+                .to_owned()
+        })
+        .join("|");
     let mut body = request.into_body();
     let mut received = BytesMut::new();
     while let Some(Ok(chunk)) = body.data().await {
@@ -179,6 +189,11 @@ async fn answer(
                 let _ = send.send_data(Bytes::from_static(b"first"), false);
                 seen.step.notified().await;
                 let _ = send.send_data(Bytes::from_static(b"second"), true);
+            }
+        }
+        "/headers" => {
+            if let Ok(mut send) = respond.send_response(head, false) {
+                let _ = send.send_data(Bytes::from(sent_headers), true);
             }
         }
         "/hang" => {
@@ -339,4 +354,133 @@ async fn plain_http_origins_are_left_to_awc() {
     };
     assert!(pool.send(&head, Bytes::new()).await.unwrap().is_none());
     assert_eq!(server.accepted(), 0);
+}
+
+// ---------------------------------------------------------------- the adapter
+
+fn awc_client() -> awc::Client {
+    crate::upstream::client::build(Duration::from_secs(5))
+}
+
+#[actix_rt::test]
+async fn the_adapter_sends_the_call_over_http2_and_reads_the_answer_like_awcs() {
+    use adapter::Answer;
+    let server = Server::start(&[b"h2"], 100).await;
+    let pool = server.pool();
+    let headers = vec![
+        (
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        ),
+        (
+            http::HeaderName::from_static("x-goog-api-key"),
+            http::HeaderValue::from_static("key-0"),
+        ),
+        // Hop-by-hop: HTTP/2 forbids it, so it is left out rather than refused.
+        (
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("keep-alive"),
+        ),
+    ];
+    let url = format!("https://{}/headers", server.addr);
+    let mut answer = adapter::send(
+        &awc_client(),
+        &pool,
+        &Method::POST,
+        &url,
+        headers,
+        Bytes::new(),
+    )
+    .await
+    .unwrap_or_else(|f| panic!("{}", f.message));
+    assert!(matches!(answer, Answer::H2(_)));
+    assert_eq!(answer.status(), http::StatusCode::OK);
+    let connection = http::HeaderName::from_static("x-connection");
+    assert_eq!(answer.header(&connection).unwrap(), "0");
+    assert!(answer.headers().any(|(name, _)| name == connection));
+    let body = answer
+        .body(1024)
+        .await
+        .unwrap_or_else(|f| panic!("{}", f.message));
+    let expected = format!(
+        "key-0|application/json|gemini-proxy/{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(body, expected.as_bytes());
+
+    let url = format!("https://{}/echo", server.addr);
+    let mut answer = adapter::send(
+        &awc_client(),
+        &pool,
+        &Method::POST,
+        &url,
+        vec![],
+        Bytes::from(vec![b'x'; 100]),
+    )
+    .await
+    .unwrap_or_else(|f| panic!("{}", f.message));
+    let refused = answer.body(99).await.err().unwrap();
+    assert_eq!(refused.code, ErrorCode::UpstreamError);
+}
+
+#[actix_rt::test]
+async fn the_adapter_relays_a_stream_over_http2_chunk_by_chunk() {
+    let server = Server::start(&[b"h2"], 100).await;
+    let pool = server.pool();
+    let url = format!("https://{}/stream", server.addr);
+    let mut answer = adapter::send(
+        &awc_client(),
+        &pool,
+        &Method::POST,
+        &url,
+        vec![],
+        Bytes::new(),
+    )
+    .await
+    .unwrap_or_else(|f| panic!("{}", f.message));
+    assert_eq!(answer.next().await.unwrap().unwrap(), "first");
+    server.seen.step.notify_one();
+    assert_eq!(answer.next().await.unwrap().unwrap(), "second");
+    assert!(answer.next().await.is_none());
+}
+
+#[actix_rt::test]
+async fn the_adapter_leaves_plain_http_to_awc_and_classifies_its_failures() {
+    let pool = Server::start(&[b"h2"], 100).await.pool();
+    // Nothing listens on port 9 (discard): awc is refused.
+    let failure = adapter::send(
+        &awc_client(),
+        &pool,
+        &Method::GET,
+        "http://127.0.0.1:9/x",
+        vec![],
+        Bytes::new(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(failure.code, ErrorCode::UpstreamUnavailable);
+    assert!(failure.retryable);
+}
+
+#[actix_rt::test]
+async fn the_adapter_classifies_a_refused_http2_connection_as_retryable() {
+    let server = Server::start(&[b"h2"], 100).await;
+    let pool = server.pool();
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/x", closed.local_addr().unwrap());
+    drop(closed);
+    let failure = adapter::send(
+        &awc_client(),
+        &pool,
+        &Method::GET,
+        &url,
+        vec![],
+        Bytes::new(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(failure.code, ErrorCode::UpstreamUnavailable);
+    assert!(failure.retryable);
 }
