@@ -52,7 +52,14 @@ const KEEP_ALIVE: Duration = Duration::from_secs(60);
 /// A connection takes no new stream after this, so DNS changes on Google's
 /// side are picked up (awc's connection lifetime).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
-/// The server's `http/1.1` ALPN answer; anything but `h2` means awc.
+/// Unread data a stream may hold: plenty for a stream of text, and what a
+/// call whose client stopped reading pins until the stall timeout cuts it.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Room for every stream of a full connection to hold its window, so calls
+/// whose clients stopped reading never stall the others on the connection
+/// (h2's default, 64 KiB for the whole connection, would).
+const CONNECTION_WINDOW: u32 = STREAM_WINDOW * ASSUMED_MAX_STREAMS as u32;
+/// The ALPN answer that means HTTP/2; any other (or none) means awc.
 const ALPN_H2: &[u8] = b"h2";
 
 /// Why a call over HTTP/2 got no answer.
@@ -277,6 +284,8 @@ impl H2Pool {
             }
             let (send, connection) = h2::client::Builder::new()
                 .initial_max_send_streams(ASSUMED_MAX_STREAMS)
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
                 .handshake::<_, Bytes>(tls)
                 .await?;
             Ok(Some((send, connection)))

@@ -321,6 +321,19 @@ async fn a_streamed_answer_arrives_chunk_by_chunk() {
 }
 
 #[actix_rt::test]
+async fn bodies_larger_than_the_flow_control_windows_go_both_ways() {
+    let server = Server::start(&[b"h2"], 100).await;
+    let pool = server.pool();
+    let big = Bytes::from(vec![b'x'; 3 * 1024 * 1024]);
+    let mut answer = pool
+        .send(&server.head("/echo"), big.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.read_limited(4 * 1024 * 1024).await.unwrap(), big);
+}
+
+#[actix_rt::test]
 async fn a_body_past_the_limit_is_refused() {
     let server = Server::start(&[b"h2"], 100).await;
     let pool = server.pool();
