@@ -202,6 +202,19 @@ impl H2Pool {
             .unwrap_or_default()
     }
 
+    /// Connections to `uri`'s origin that take new streams; for tests.
+    #[cfg(test)]
+    fn taking_streams(&self, uri: &Uri) -> usize {
+        self.origin(uri).map_or(0, |o| {
+            o.conns
+                .borrow_mut()
+                .iter_mut()
+                .map(Conn::usable)
+                .filter(|usable| *usable)
+                .count()
+        })
+    }
+
     fn origin(&self, uri: &Uri) -> Option<Rc<Origin>> {
         if uri.scheme_str() != Some("https") {
             return None;

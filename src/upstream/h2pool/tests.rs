@@ -260,8 +260,13 @@ async fn a_connection_that_received_goaway_takes_no_new_streams_and_its_calls_fi
     assert_eq!(first.next().await.unwrap().unwrap(), "first");
 
     server.seen.goaway.notify_waiters();
-    // The GOAWAY is in flight; the next call must not wait on its timing.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let uri = server.uri("/");
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while pool.taking_streams(&uri) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    seen.await.expect("the pool never saw the GOAWAY");
     let mut second = pool
         .send(&server.head("/echo"), Bytes::from_static(b"hello"))
         .await
