@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::errors::ErrorCode;
+use crate::upstream::pipeline;
 use futures_util::StreamExt;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use tokio::sync::{watch, Notify};
 #[derive(Default)]
 struct Seen {
     accepted: AtomicUsize,
+    requests: AtomicUsize,
     in_flight: AtomicUsize,
     resets: AtomicUsize,
     /// Sends GOAWAY (graceful) on every open connection.
@@ -148,6 +150,9 @@ async fn serve(
     }
 }
 
+/// A stream's last event, as Gemini ends one.
+const LAST_EVENT: &str = "data: {\"candidates\":[{\"finishReason\":\"STOP\"}]}\n\n";
+
 async fn answer(
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
@@ -156,6 +161,7 @@ async fn answer(
     mut gate: watch::Receiver<bool>,
 ) {
     seen.in_flight.fetch_add(1, Ordering::SeqCst);
+    seen.requests.fetch_add(1, Ordering::SeqCst);
     let path = request.uri().path().to_owned();
     let sent_headers = ["x-goog-api-key", "content-type", "user-agent"]
         .map(|name| {
@@ -194,6 +200,32 @@ async fn answer(
         "/headers" => {
             if let Ok(mut send) = respond.send_response(head, false) {
                 let _ = send.send_data(Bytes::from(sent_headers), true);
+            }
+        }
+        "/sse" => {
+            if let Ok(mut send) = respond.send_response(head, false) {
+                let _ = send.send_data(Bytes::from_static(b"data: {\"n\":1}\n\n"), false);
+                tokio::select! {
+                    _ = seen.step.notified() => {
+                        let _ = send.send_data(Bytes::from_static(LAST_EVENT.as_bytes()), true);
+                    }
+                    reset = futures_util::future::poll_fn(|cx| send.poll_reset(cx)) => {
+                        if reset.is_ok() {
+                            seen.resets.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+        }
+        "/busy" => {
+            let head = http::Response::builder()
+                .status(503)
+                .header("content-type", "application/json")
+                .body(())
+                .unwrap();
+            if let Ok(mut send) = respond.send_response(head, false) {
+                let busy = r#"{"error":{"code":503,"message":"busy","status":"UNAVAILABLE"}}"#;
+                let _ = send.send_data(Bytes::from_static(busy.as_bytes()), true);
             }
         }
         "/hang" => {
@@ -501,4 +533,130 @@ async fn the_adapter_classifies_a_refused_http2_connection_as_retryable() {
     .unwrap();
     assert_eq!(failure.code, ErrorCode::UpstreamUnavailable);
     assert!(failure.retryable);
+}
+
+// ---------------------------------------------------------------- the pipeline
+
+fn context(server: &Server) -> Arc<crate::upstream::UpstreamContext> {
+    use crate::upstream::key_pool::KeyPool;
+    use crate::upstream::leak_guard::LeakGuard;
+    use crate::upstream::relay::StreamTimeouts;
+    use crate::upstream::retry_budget::RetryBudget;
+    let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+    Arc::new(crate::upstream::UpstreamContext {
+        base_url: format!("https://{}", server.addr),
+        keys: KeyPool::new(&[], metrics.clone()),
+        leak_guard: LeakGuard::new(&[]),
+        metrics,
+        retry_budget: RetryBudget::default(),
+        stream_timeouts: StreamTimeouts {
+            gap: Duration::from_secs(5),
+            stall: Duration::from_secs(5),
+        },
+    })
+}
+
+fn call(path: &str) -> crate::upstream::UpstreamCall {
+    use crate::upstream::{Credential, Expect, KeyStyle, UpstreamCall};
+    UpstreamCall {
+        method: Method::POST,
+        path: path.to_owned(),
+        query: String::new(),
+        credential: Credential::Client(http::HeaderValue::from_static("client-key")),
+        key_style: KeyStyle::GoogHeader,
+        headers: Vec::new(),
+        body: Bytes::from_static(br#"{"contents":[]}"#),
+        framing: crate::upstream::stream_reader::Framing::Unary,
+        expect: Expect::Relay,
+        model: "m".to_owned(),
+        client: Arc::from("client"),
+        counts_tokens: false,
+        deadline: Instant::now() + Duration::from_secs(10),
+        charge: crate::quota::Charge::none(),
+    }
+}
+
+#[actix_rt::test]
+async fn the_pipeline_relays_an_answer_that_came_over_http2() {
+    use crate::upstream::{pool::Permit, ReplyBody};
+    let server = Server::start(&[b"h2"], 100).await;
+    let (pool, context) = (server.pool(), context(&server));
+    let permit = Permit::for_tests(context.clone());
+    let outcome = pipeline::run(&awc_client(), &pool, &context, call("/headers"), permit).await;
+    let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(reply.status, http::StatusCode::OK);
+    let ReplyBody::Full(body) = reply.body else {
+        panic!("a unary answer")
+    };
+    let expected = format!(
+        "client-key|application/json|gemini-proxy/{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(body, expected.as_bytes());
+    assert_eq!(server.accepted(), 1);
+}
+
+#[actix_rt::test]
+async fn the_pipeline_retries_a_503_over_http2_on_the_same_connection() {
+    use crate::upstream::pool::Permit;
+    let server = Server::start(&[b"h2"], 100).await;
+    let (pool, context) = (server.pool(), context(&server));
+    let permit = Permit::for_tests(context.clone());
+    let outcome = pipeline::run(&awc_client(), &pool, &context, call("/busy"), permit).await;
+    assert_eq!(outcome.attempts, 3, "the first try and two retries");
+    // Gemini's own answer goes back once the retries are spent.
+    let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(reply.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(server.seen.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(server.accepted(), 1);
+}
+
+fn stream_call() -> crate::upstream::UpstreamCall {
+    crate::upstream::UpstreamCall {
+        framing: crate::upstream::stream_reader::Framing::GeminiSse,
+        ..call("/sse")
+    }
+}
+
+#[actix_rt::test]
+async fn the_pipeline_relays_a_stream_over_http2_event_by_event() {
+    use crate::upstream::{pool::Permit, ReplyBody};
+    let server = Server::start(&[b"h2"], 100).await;
+    let (pool, context) = (server.pool(), context(&server));
+    let permit = Permit::for_tests(context.clone());
+    let outcome = pipeline::run(&awc_client(), &pool, &context, stream_call(), permit).await;
+    let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
+    let ReplyBody::Stream(mut relay) = reply.body else {
+        panic!("a stream")
+    };
+    assert_eq!(
+        relay.chunks.recv().await.unwrap().unwrap(),
+        "data: {\"n\":1}\n\n"
+    );
+    server.seen.step.notify_one();
+    assert_eq!(relay.chunks.recv().await.unwrap().unwrap(), LAST_EVENT);
+    let end = relay.chunks.recv().await;
+    assert!(end.is_none(), "{:?}", end.map(|e| e.map_err(|b| b.0)));
+    relay.end.drained();
+    assert_eq!(relay.end.code(), Some("OK"));
+    assert_eq!(pool.streams(&server.uri("/")), vec![0]);
+}
+
+#[actix_rt::test]
+async fn a_client_gone_mid_stream_resets_the_http2_stream_and_frees_its_place() {
+    use crate::upstream::{pool::Permit, ReplyBody};
+    let server = Server::start(&[b"h2"], 100).await;
+    let (pool, context) = (server.pool(), context(&server));
+    let permit = Permit::for_tests(context.clone());
+    let outcome = pipeline::run(&awc_client(), &pool, &context, stream_call(), permit).await;
+    let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
+    let ReplyBody::Stream(mut relay) = reply.body else {
+        panic!("a stream")
+    };
+    assert!(relay.chunks.recv().await.unwrap().is_ok());
+    drop(relay);
+    server
+        .until("a reset", |s| s.resets.load(Ordering::SeqCst) == 1)
+        .await;
+    assert_eq!(pool.streams(&server.uri("/")), vec![0]);
 }
