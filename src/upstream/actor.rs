@@ -2,6 +2,7 @@
 //! own thread, and makes the calls handlers hand it.
 
 use super::client::UpstreamConnect;
+use super::h2pool::H2Pool;
 use super::live::{self, LiveCall, LiveOutcome};
 use super::pipeline::{self, CallOutcome, UpstreamCall, UpstreamContext};
 use super::pool::Permit;
@@ -24,6 +25,9 @@ pub struct Call {
 
 pub struct UpstreamActor {
     client: awc::Client,
+    /// Calls to an HTTP/2 origin share its connections here; awc would
+    /// hold one per call.
+    h2: H2Pool,
     /// HTTP/1.1 only, for the Live API's WebSockets.
     ws_client: awc::Client,
     context: Arc<UpstreamContext>,
@@ -43,6 +47,7 @@ impl UpstreamActor {
     pub fn new(context: Arc<UpstreamContext>, connect: &UpstreamConnect) -> Self {
         UpstreamActor {
             client: super::client::build(connect),
+            h2: H2Pool::new(connect.http_tls(), connect.timeout()),
             ws_client: super::client::build_for_websockets(connect),
             context,
         }
@@ -59,12 +64,14 @@ impl Handler<Call> for UpstreamActor {
 
     fn handle(&mut self, msg: Call, _: &mut Context<Self>) -> Self::Result {
         let client = self.client.clone();
+        let h2 = self.h2.clone();
         let context = self.context.clone();
         Box::pin(async move {
-            let work = pipeline::run(&client, &context, msg.call, msg.permit);
+            let work = pipeline::run(&client, &h2, &context, msg.call, msg.permit);
             tokio::select! {
                 outcome = work => outcome,
-                // Dropping `work` drops the awc request and closes its connection.
+                // Dropping `work` drops the request: awc closes its connection, h2
+                // resets its stream.
                 _ = msg.cancelled => CallOutcome::cancelled(),
             }
         })

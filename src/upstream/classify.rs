@@ -110,7 +110,7 @@ impl Failure {
         }
     }
 
-    fn retryable(mut self) -> Self {
+    pub(crate) fn retryable(mut self) -> Self {
         self.retryable = true;
         self
     }

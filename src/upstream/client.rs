@@ -36,6 +36,15 @@ pub struct UpstreamConnect {
 }
 
 impl UpstreamConnect {
+    /// The trust and ALPN of every call, awc's and the HTTP/2 pool's.
+    pub fn http_tls(&self) -> &Arc<rustls::ClientConfig> {
+        &self.http
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The built-in (webpki) roots plus `extra_roots` (`UPSTREAM_CA_FILE`).
     pub fn new(timeout: Duration, extra_roots: &[TrustAnchor<'static>]) -> UpstreamConnect {
         install_crypto_provider();

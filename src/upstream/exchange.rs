@@ -4,6 +4,7 @@
 
 use super::classify::{self, Failure, KeyOwner};
 use super::client::MAX_RESPONSE_BYTES;
+use super::h2pool::{adapter, H2Pool};
 use super::pipeline::{Expect, KeyStyle, Reply, ReplyBody, UpstreamCall, UpstreamContext};
 use super::pool::Permit;
 use super::relay::{self, TokenSink};
@@ -43,6 +44,7 @@ pub(super) struct ErrorAnswer {
 #[derive(Clone, Copy)]
 pub(super) struct Plan<'a> {
     pub(super) client: &'a Client,
+    pub(super) h2: &'a H2Pool,
     pub(super) context: &'a UpstreamContext,
     pub(super) call: &'a UpstreamCall,
     pub(super) url: &'a str,
@@ -59,39 +61,27 @@ pub(super) async fn attempt(
 ) -> Attempt {
     let Plan {
         client,
+        h2,
         context,
         call,
         url,
         started: call_started,
     } = plan;
     let deadline = tokio::time::Instant::from_std(call.deadline);
-    let mut request = client.request(call.method.clone(), url);
-    for (name, value) in &call.headers {
-        request = request.insert_header((name.clone(), value.clone()));
-    }
+    let mut headers = call.headers.clone();
     // Bodies always go as JSON, whatever the client said: an answer the
     // service cannot read (protobuf, say) would slip its tokens and errors past it.
     if call.method == awc::http::Method::POST {
-        request =
-            request.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
     }
-    request = match call.key_style {
-        KeyStyle::GoogHeader => request.insert_header(("x-goog-api-key", key)),
-        KeyStyle::Bearer => request.insert_header((AUTHORIZATION, bearer(&key))),
-    };
-    let sent = tokio::time::timeout_at(deadline, request.send_body(call.body.clone())).await;
-    let mut response = match sent {
+    headers.push(match call.key_style {
+        KeyStyle::GoogHeader => (HeaderName::from_static("x-goog-api-key"), key),
+        KeyStyle::Bearer => (AUTHORIZATION, bearer(&key)),
+    });
+    let sent = adapter::send(client, h2, &call.method, url, headers, call.body.clone());
+    let mut response = match tokio::time::timeout_at(deadline, sent).await {
         Err(_) => return failed(classify::deadline_passed()),
-        Ok(Err(e)) => {
-            if classify::is_refused_certificate(&e) {
-                log::warn!(
-                    "upstream TLS certificate refused ({e}); an upstream or a TLS-inspecting egress with a private CA needs its root in UPSTREAM_CA_FILE"
-                );
-            } else {
-                log::debug!("upstream call failed before an answer: {e}");
-            }
-            return failed(classify::classify_send_error(&e));
-        }
+        Ok(Err(failure)) => return failed(failure),
         Ok(Ok(response)) => response,
     };
     let status = response.status();
@@ -102,11 +92,10 @@ pub(super) async fn attempt(
     };
 
     if !status.is_success() {
-        let body =
-            tokio::time::timeout_at(deadline, response.body().limit(MAX_ERROR_BODY_BYTES)).await;
+        let body = tokio::time::timeout_at(deadline, response.body(MAX_ERROR_BODY_BYTES)).await;
         let body = match body {
             Err(_) => return failed(classify::deadline_passed()),
-            Ok(Err(e)) => return failed(classify::classify_payload_error(&e)),
+            Ok(Err(failure)) => return failed(failure),
             Ok(Ok(body)) => body,
         };
         return Attempt::Failure {
@@ -120,10 +109,10 @@ pub(super) async fn attempt(
     }
 
     if call.framing == Framing::Unary {
-        let body = tokio::time::timeout_at(deadline, response.body().limit(MAX_RESPONSE_BYTES));
+        let body = tokio::time::timeout_at(deadline, response.body(MAX_RESPONSE_BYTES));
         let body = match body.await {
             Err(_) => return failed(classify::deadline_passed()),
-            Ok(Err(e)) => return failed(classify::classify_payload_error(&e)),
+            Ok(Err(failure)) => return failed(failure),
             Ok(Ok(body)) => body,
         };
         let answer = match call.expect {
@@ -156,8 +145,7 @@ pub(super) async fn attempt(
     }
 
     let declared_length = response
-        .headers()
-        .get(CONTENT_LENGTH)
+        .header(&CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let sink = TokenSink {
@@ -201,9 +189,10 @@ fn bearer(key: &HeaderValue) -> HeaderValue {
     header
 }
 
-fn passed_headers(headers: &awc::http::header::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+fn passed_headers<'h>(
+    headers: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+) -> Vec<(HeaderName, HeaderValue)> {
     headers
-        .iter()
         .filter(|(name, _)| PASSED_RESPONSE_HEADERS.contains(&name.as_str()))
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect()

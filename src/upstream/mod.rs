@@ -8,6 +8,7 @@ pub mod client;
 pub mod day;
 mod exchange;
 pub mod gemini;
+pub mod h2pool;
 pub mod key_pool;
 pub mod leak_guard;
 pub mod live;

@@ -10,6 +10,7 @@
 
 use super::classify::{self, Answer, Failure, KeyOwner, KeyVerdict};
 use super::exchange::{attempt, Attempt, ErrorAnswer, Plan};
+use super::h2pool::H2Pool;
 use super::key_pool::{KeyPool, NoKey, RestScope};
 use super::leak_guard::LeakGuard;
 use super::pool::Permit;
@@ -166,6 +167,7 @@ impl CallOutcome {
 /// stream until it ends.
 pub async fn run(
     client: &Client,
+    h2: &H2Pool,
     context: &UpstreamContext,
     mut call: UpstreamCall,
     permit: Permit,
@@ -224,6 +226,7 @@ pub async fn run(
         let started = Instant::now();
         let plan = Plan {
             client,
+            h2,
             context,
             call: &call,
             url: &url,

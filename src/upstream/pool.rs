@@ -43,6 +43,22 @@ impl Drop for Permit {
     }
 }
 
+#[cfg(test)]
+impl Permit {
+    /// A place in a pool of no actors, for tests that run the pipeline themselves.
+    pub(crate) fn for_tests(context: Arc<UpstreamContext>) -> Permit {
+        Permit(Arc::new(PoolInner {
+            actors: Vec::new(),
+            arbiters: Vec::new(),
+            next: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(1),
+            max_in_flight: 1,
+            context,
+            connect: super::client::UpstreamConnect::new(std::time::Duration::from_secs(1), &[]),
+        }))
+    }
+}
+
 impl UpstreamPool {
     /// Starts `actors` dedicated upstream actors, each on an arbiter (thread)
     /// of its own, used in turn. With none, each HTTP worker starts its own

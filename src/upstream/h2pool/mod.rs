@@ -1,0 +1,437 @@
+//! HTTP/2 to Gemini with calls sharing connections.
+//!
+//! awc checks an HTTP/2 connection out for one request at a time, so every
+//! call in flight would hold a TLS connection of its own
+//! (docs/architecture.md#http2-upstream-calls-share-connections). This pool
+//! keeps a few HTTP/2 connections per origin and opens streams on them: a
+//! connection takes new streams up to the server's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS`, another one is opened only when every
+//! connection is full, and a connection that received `GOAWAY` (or broke)
+//! takes no new stream while the calls already on it finish.
+//!
+//! Whether an origin speaks HTTP/2 is the server's ALPN answer, learned on the
+//! first connection and kept: an origin that picks `http/1.1` (or a plain
+//! `http://` one) is left to awc, as before.
+//!
+//! Built on the `h2` crate (the one awc itself uses, so nothing new in the
+//! graph) rather than hyper's `client::conn::http2`: hyper's `SendRequest` is
+//! always ready and queues streams past the server's limit inside one
+//! connection, and hides the server's limit, so a pool on top of it cannot tell
+//! when to open another connection.
+//!
+//! Like the awc client beside it, a pool belongs to one upstream actor and
+//! its thread: connections are driven by tasks on that thread.
+
+pub(super) mod adapter;
+mod body;
+#[cfg(test)]
+mod tests;
+
+pub use body::{BodyError, H2Response};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http::{HeaderMap, Method, Request, Uri};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Streams assumed per connection until the server's SETTINGS say otherwise:
+/// what RFC 9113 recommends as a floor, and what Google's front end allows.
+const ASSUMED_MAX_STREAMS: usize = 100;
+/// An idle connection is closed after this, like awc's keep-alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+/// A connection takes no new stream after this, so DNS changes on Google's
+/// side are picked up (awc's connection lifetime).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Unread data a stream may hold: plenty for a stream of text, and what a
+/// call whose client stopped reading pins until the stall timeout cuts it.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Room for every stream of a full connection to hold its window, so calls
+/// whose clients stopped reading never stall the others on the connection
+/// (h2's default, 64 KiB for the whole connection, would).
+const CONNECTION_WINDOW: u32 = STREAM_WINDOW * ASSUMED_MAX_STREAMS as u32;
+/// The ALPN answer that means HTTP/2; any other (or none) means awc.
+const ALPN_H2: &[u8] = b"h2";
+
+/// Why a call over HTTP/2 got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum H2Error {
+    #[error("could not connect to Gemini in time")]
+    ConnectTimeout,
+    #[error("could not connect to Gemini: {0}")]
+    Connect(String),
+    /// The upstream's certificate is not one the service trusts.
+    #[error("upstream TLS certificate refused ({0})")]
+    RefusedCertificate(String),
+    /// The stream or its connection broke before an answer.
+    #[error("the HTTP/2 stream to Gemini failed: {0}")]
+    Stream(#[from] h2::Error),
+    #[error("the request cannot go over HTTP/2: {0}")]
+    Request(String),
+}
+
+/// The head of a request to send: everything but the body.
+pub struct Head {
+    pub method: Method,
+    /// Absolute: scheme and authority name the origin.
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+/// The HTTP/2 connections of one upstream actor, by origin. Cheap to clone.
+#[derive(Clone)]
+pub struct H2Pool {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    origins: RefCell<HashMap<String, Rc<Origin>>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Protocol {
+    Unknown,
+    H2,
+    Http1,
+}
+
+struct Origin {
+    host: String,
+    port: u16,
+    protocol: Cell<Protocol>,
+    conns: RefCell<Vec<Conn>>,
+    /// One connection opened at a time per origin, so a burst of calls fills
+    /// the new connection instead of each opening its own.
+    opening: tokio::sync::Mutex<()>,
+}
+
+struct Conn {
+    send: SendRequest<Bytes>,
+    state: Rc<ConnState>,
+}
+
+/// What the pool knows of a connection; its driver task keeps it current.
+struct ConnState {
+    in_flight: Cell<usize>,
+    max_streams: Cell<usize>,
+    closed: Cell<bool>,
+    opened: Instant,
+    idle_since: Cell<Instant>,
+}
+
+/// A stream's place on its connection, given back when dropped.
+pub(crate) struct StreamSlot(Rc<ConnState>);
+
+impl StreamSlot {
+    fn take(state: &Rc<ConnState>) -> StreamSlot {
+        state.in_flight.set(state.in_flight.get() + 1);
+        StreamSlot(state.clone())
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let left = self.0.in_flight.get().saturating_sub(1);
+        self.0.in_flight.set(left);
+        if left == 0 {
+            self.0.idle_since.set(Instant::now());
+        }
+    }
+}
+
+impl H2Pool {
+    /// `tls` is the same trust as awc's client (`client::tls_config`); its
+    /// ALPN list is replaced with `h2`, `http/1.1`, since the answer decides
+    /// the protocol.
+    pub fn new(tls: &rustls::ClientConfig, connect_timeout: Duration) -> H2Pool {
+        let mut tls = tls.clone();
+        tls.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
+        H2Pool {
+            inner: Rc::new(Inner {
+                tls: TlsConnector::from(Arc::new(tls)),
+                connect_timeout,
+                origins: RefCell::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Sends a request over HTTP/2 when its origin speaks it; `Ok(None)` when
+    /// the origin is HTTP/1.1 (or plain HTTP), for awc to send. Dropping the
+    /// future, or the answer's body, resets the stream.
+    pub async fn send(&self, head: &Head, body: Bytes) -> Result<Option<H2Response>, H2Error> {
+        let Some(origin) = self.origin(&head.uri) else {
+            return Ok(None);
+        };
+        // A request refused by a connection that is going away never reached
+        // the server: one more try, on another connection.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let Some((send, slot)) = self.acquire(&origin).await? else {
+                return Ok(None);
+            };
+            match send_on(send, head, body.clone(), slot).await {
+                Err(H2Error::Stream(e)) if tries < 2 && never_processed(&e) => {
+                    log::debug!("an HTTP/2 connection to Gemini refused a stream: {e}");
+                    continue;
+                }
+                result => return result.map(Some),
+            }
+        }
+    }
+
+    /// Connections open to `uri`'s origin and streams in flight on each; for tests.
+    #[cfg(test)]
+    fn streams(&self, uri: &Uri) -> Vec<usize> {
+        self.origin(uri)
+            .map(|o| {
+                o.conns
+                    .borrow()
+                    .iter()
+                    .map(|c| c.state.in_flight.get())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Connections to `uri`'s origin that take new streams; for tests.
+    #[cfg(test)]
+    fn taking_streams(&self, uri: &Uri) -> usize {
+        self.origin(uri).map_or(0, |o| {
+            o.conns
+                .borrow_mut()
+                .iter_mut()
+                .map(Conn::usable)
+                .filter(|usable| *usable)
+                .count()
+        })
+    }
+
+    fn origin(&self, uri: &Uri) -> Option<Rc<Origin>> {
+        if uri.scheme_str() != Some("https") {
+            return None;
+        }
+        let authority = uri.authority()?;
+        let key = authority.as_str().to_ascii_lowercase();
+        let mut origins = self.inner.origins.borrow_mut();
+        let origin = origins.entry(key).or_insert_with(|| {
+            Rc::new(Origin {
+                host: authority
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                port: authority.port_u16().unwrap_or(443),
+                protocol: Cell::new(Protocol::Unknown),
+                conns: RefCell::new(Vec::new()),
+                opening: tokio::sync::Mutex::new(()),
+            })
+        });
+        (origin.protocol.get() != Protocol::Http1).then(|| origin.clone())
+    }
+
+    /// A connection with room for one more stream, opened if none has;
+    /// `None` when the origin turned out to speak HTTP/1.1.
+    async fn acquire(
+        &self,
+        origin: &Origin,
+    ) -> Result<Option<(SendRequest<Bytes>, StreamSlot)>, H2Error> {
+        if let Some(found) = origin.pick() {
+            return Ok(Some(found));
+        }
+        let _opening = origin.opening.lock().await;
+        // Another call may have opened one while this one waited.
+        if let Some(found) = origin.pick() {
+            return Ok(Some(found));
+        }
+        if origin.protocol.get() == Protocol::Http1 {
+            return Ok(None);
+        }
+        match self.connect(origin).await? {
+            None => {
+                log::info!(
+                    "{}:{} answered ALPN without h2; its calls use HTTP/1.1",
+                    origin.host,
+                    origin.port
+                );
+                origin.protocol.set(Protocol::Http1);
+                Ok(None)
+            }
+            Some(conn) => {
+                origin.protocol.set(Protocol::H2);
+                let slot = StreamSlot::take(&conn.state);
+                let send = conn.send.clone();
+                origin.conns.borrow_mut().push(conn);
+                Ok(Some((send, slot)))
+            }
+        }
+    }
+
+    /// Opens a connection over TCP and TLS; `None` when the server did not
+    /// pick `h2`.
+    async fn connect(&self, origin: &Origin) -> Result<Option<Conn>, H2Error> {
+        let connecting = async {
+            let tcp = TcpStream::connect((origin.host.as_str(), origin.port))
+                .await
+                .map_err(|e| H2Error::Connect(e.to_string()))?;
+            // Small frames (a chunk of a stream) must not wait for more.
+            let _ = tcp.set_nodelay(true);
+            let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
+                .map_err(|e| H2Error::Connect(e.to_string()))?;
+            let tls = self.inner.tls.connect(name, tcp).await.map_err(|e| {
+                // tokio-rustls hands the handshake's rustls error inside the io::Error.
+                let refused = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)));
+                if refused {
+                    H2Error::RefusedCertificate(e.to_string())
+                } else {
+                    H2Error::Connect(e.to_string())
+                }
+            })?;
+            if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+                return Ok(None);
+            }
+            let (send, connection) = h2::client::Builder::new()
+                .initial_max_send_streams(ASSUMED_MAX_STREAMS)
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .handshake::<_, Bytes>(tls)
+                .await?;
+            Ok(Some((send, connection)))
+        };
+        let (send, connection) =
+            match tokio::time::timeout(self.inner.connect_timeout, connecting).await {
+                Err(_) => return Err(H2Error::ConnectTimeout),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(None)) => return Ok(None),
+                Ok(Ok(Some(pair))) => pair,
+            };
+        let now = Instant::now();
+        let state = Rc::new(ConnState {
+            in_flight: Cell::new(0),
+            max_streams: Cell::new(ASSUMED_MAX_STREAMS),
+            closed: Cell::new(false),
+            opened: now,
+            idle_since: Cell::new(now),
+        });
+        // The driver runs until the connection closes: when it breaks, when
+        // the server ends it after GOAWAY, or when the pool and every stream
+        // on it let go.
+        actix_rt::spawn(Driver {
+            connection,
+            state: state.clone(),
+        });
+        Ok(Some(Conn { send, state }))
+    }
+}
+
+impl Origin {
+    /// The first connection with room, so streams pack into as few
+    /// connections as the server allows; drops connections that can take no
+    /// new stream.
+    fn pick(&self) -> Option<(SendRequest<Bytes>, StreamSlot)> {
+        let mut conns = self.conns.borrow_mut();
+        conns.retain_mut(|conn| conn.usable());
+        conns.iter().find_map(|conn| {
+            let state = &conn.state;
+            (state.in_flight.get() < state.max_streams.get())
+                .then(|| (conn.send.clone(), StreamSlot::take(state)))
+        })
+    }
+}
+
+impl Conn {
+    /// Whether the connection may take new streams. `poll_ready` on the
+    /// pool's own handle (which never opens a stream) fails once the
+    /// connection received GOAWAY or broke.
+    fn usable(&mut self) -> bool {
+        let state = &self.state;
+        if state.closed.get() || state.opened.elapsed() > CONNECTION_LIFETIME {
+            return false;
+        }
+        if state.in_flight.get() == 0 && state.idle_since.get().elapsed() > KEEP_ALIVE {
+            return false;
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match self.send.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) | Poll::Pending => true,
+            Poll::Ready(Err(e)) => {
+                log::debug!("an HTTP/2 connection to Gemini takes no new streams: {e}");
+                state.closed.set(true);
+                false
+            }
+        }
+    }
+}
+
+/// Opens the stream and waits for the answer's head; the slot travels with
+/// the body.
+async fn send_on(
+    mut send: SendRequest<Bytes>,
+    head: &Head,
+    body: Bytes,
+    slot: StreamSlot,
+) -> Result<H2Response, H2Error> {
+    let mut request = Request::builder()
+        .method(head.method.clone())
+        .uri(head.uri.clone())
+        .body(())
+        .map_err(|e| H2Error::Request(e.to_string()))?;
+    *request.headers_mut() = head.headers.clone();
+    let end_of_stream = body.is_empty();
+    let (response, mut stream) = send.send_request(request, end_of_stream)?;
+    if !end_of_stream {
+        // h2 holds what the window does not take yet and sends it as the
+        // server opens it; the body is already whole in memory.
+        stream.send_data(body, true)?;
+    }
+    let response = response.await?;
+    Ok(H2Response::new(response, slot))
+}
+
+/// Whether a failed stream was refused before the server worked on it, so
+/// it can go again (RFC 9113 §8.7).
+fn never_processed(error: &h2::Error) -> bool {
+    (error.is_go_away() && error.is_remote()) || error.reason() == Some(h2::Reason::REFUSED_STREAM)
+}
+
+/// Drives one connection and tells the pool what it learns: the server's
+/// stream limit (from its SETTINGS) and the end.
+struct Driver {
+    connection: h2::client::Connection<TlsStream<TcpStream>, Bytes>,
+    state: Rc<ConnState>,
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let polled = Pin::new(&mut self.connection).poll(cx);
+        let max = self.connection.max_concurrent_send_streams();
+        self.state.max_streams.set(max);
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                if let Err(e) = result {
+                    log::debug!("an HTTP/2 connection to Gemini ended: {e}");
+                }
+                self.state.closed.set(true);
+                Poll::Ready(())
+            }
+        }
+    }
+}

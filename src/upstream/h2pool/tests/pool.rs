@@ -1,0 +1,158 @@
+//! The pool: connections shared, GOAWAY, cancellation, streams, caps, ALPN.
+
+use super::*;
+use futures_util::StreamExt;
+
+#[actix_rt::test]
+async fn two_hundred_calls_in_flight_share_two_connections_of_a_hundred_streams() {
+    let server = Server::start(&[b"h2"], 100).await;
+    let pool = server.pool();
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let (pool, head) = (pool.clone(), server.head("/slow"));
+            actix_rt::spawn(async move {
+                let mut answer = pool.send(&head, Bytes::from(format!("call {i}"))).await;
+                let answer = answer.as_mut().unwrap().as_mut().unwrap();
+                answer.read_limited(1024).await.unwrap()
+            })
+        })
+        .collect();
+    server
+        .until("200 calls", |s| s.in_flight.load(Ordering::SeqCst) == 200)
+        .await;
+    assert_eq!(server.accepted(), 2);
+    assert_eq!(pool.streams(&server.uri("/")), vec![100, 100]);
+    server.gate.send_replace(true);
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap(), format!("call {i}").as_bytes());
+    }
+    assert_eq!(server.accepted(), 2);
+    assert_eq!(pool.streams(&server.uri("/")), vec![0, 0]);
+}
+
+#[actix_rt::test]
+async fn a_connection_that_received_goaway_takes_no_new_streams_and_its_calls_finish() {
+    let server = Server::start(&[b"h2"], 100).await;
+    let pool = server.pool();
+    let mut first = pool
+        .send(&server.head("/stream"), Bytes::new())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(connection_of(&first), "0");
+    assert_eq!(first.next().await.unwrap().unwrap(), "first");
+
+    server.seen.goaway.notify_waiters();
+    let uri = server.uri("/");
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while pool.taking_streams(&uri) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    seen.await.expect("the pool never saw the GOAWAY");
+    let mut second = pool
+        .send(&server.head("/echo"), Bytes::from_static(b"hello"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(connection_of(&second), "1");
+    assert_eq!(second.read_limited(1024).await.unwrap(), "hello");
+    assert_eq!(server.accepted(), 2);
+
+    server.seen.step.notify_one();
+    assert_eq!(first.next().await.unwrap().unwrap(), "second");
+    assert!(
+        first.next().await.is_none(),
+        "the call on the old connection ends cleanly"
+    );
+    assert_eq!(pool.streams(&server.uri("/")), vec![0]);
+}
+
+#[actix_rt::test]
+async fn a_dropped_call_resets_its_stream_and_frees_its_place() {
+    let server = Server::start(&[b"h2"], 1).await;
+    let pool = server.pool();
+    let head = server.head("/hang");
+    let hanging = pool.send(&head, Bytes::new());
+    let dropped = tokio::time::timeout(Duration::from_millis(300), hanging).await;
+    assert!(dropped.is_err(), "the server never answers /hang");
+    server
+        .until("a reset", |s| s.resets.load(Ordering::SeqCst) == 1)
+        .await;
+    assert_eq!(pool.streams(&server.uri("/")), vec![0]);
+
+    // The server allows one stream: the freed one carries the next call.
+    let mut next = pool
+        .send(&server.head("/echo"), Bytes::from_static(b"again"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.read_limited(1024).await.unwrap(), "again");
+    assert_eq!(server.accepted(), 1);
+}
+
+#[actix_rt::test]
+async fn a_streamed_answer_arrives_chunk_by_chunk() {
+    let server = Server::start(&[b"h2"], 100).await;
+    let pool = server.pool();
+    let mut answer = pool
+        .send(&server.head("/stream"), Bytes::new())
+        .await
+        .unwrap()
+        .unwrap();
+    // The second chunk is sent only after the first was read here.
+    let first = tokio::time::timeout(Duration::from_secs(5), answer.next()).await;
+    assert_eq!(first.unwrap().unwrap().unwrap(), "first");
+    server.seen.step.notify_one();
+    assert_eq!(answer.next().await.unwrap().unwrap(), "second");
+    assert!(answer.next().await.is_none());
+}
+
+#[actix_rt::test]
+async fn bodies_larger_than_the_flow_control_windows_go_both_ways() {
+    let server = Server::start(&[b"h2"], 100).await;
+    let pool = server.pool();
+    let big = Bytes::from(vec![b'x'; 3 * 1024 * 1024]);
+    let mut answer = pool
+        .send(&server.head("/echo"), big.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.read_limited(4 * 1024 * 1024).await.unwrap(), big);
+}
+
+#[actix_rt::test]
+async fn a_body_past_the_limit_is_refused() {
+    let server = Server::start(&[b"h2"], 100).await;
+    let pool = server.pool();
+    let mut answer = pool
+        .send(&server.head("/echo"), Bytes::from(vec![b'x'; 100]))
+        .await
+        .unwrap()
+        .unwrap();
+    let read = answer.read_limited(99).await;
+    assert!(matches!(read, Err(BodyError::Overflow(99))), "{read:?}");
+}
+
+#[actix_rt::test]
+async fn an_origin_that_picks_http1_by_alpn_is_left_to_awc_from_then_on() {
+    let server = Server::start(&[b"http/1.1"], 100).await;
+    let pool = server.pool();
+    let head = server.head("/echo");
+    assert!(pool.send(&head, Bytes::new()).await.unwrap().is_none());
+    assert!(pool.send(&head, Bytes::new()).await.unwrap().is_none());
+    assert_eq!(server.accepted(), 1, "the answer is kept per origin");
+}
+
+#[actix_rt::test]
+async fn plain_http_origins_are_left_to_awc() {
+    let server = Server::start(&[b"h2"], 100).await;
+    let pool = server.pool();
+    let head = Head {
+        method: Method::GET,
+        uri: format!("http://{}/echo", server.addr).parse().unwrap(),
+        headers: HeaderMap::new(),
+    };
+    assert!(pool.send(&head, Bytes::new()).await.unwrap().is_none());
+    assert_eq!(server.accepted(), 0);
+}
