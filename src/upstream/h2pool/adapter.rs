@@ -176,7 +176,7 @@ fn classify_h2_error(error: &H2Error) -> Failure {
             "could not connect to Gemini",
         )
         .retryable(),
-        H2Error::Stream(_) => Failure::new(
+        H2Error::Stream(_) | H2Error::NotSent(_) => Failure::new(
             ErrorCode::UpstreamUnavailable,
             "the connection to Gemini closed before an answer",
         )

@@ -59,6 +59,9 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 /// whose clients stopped reading never stall the others on the connection
 /// (h2's default, 64 KiB for the whole connection, would).
 const CONNECTION_WINDOW: u32 = STREAM_WINDOW * ASSUMED_MAX_STREAMS as u32;
+/// Tries of one request over HTTP/2 when connections refuse it unprocessed.
+const MAX_TRIES: u32 = 4;
+
 /// The ALPN answer that means HTTP/2; any other (or none) means awc.
 const ALPN_H2: &[u8] = b"h2";
 
@@ -77,6 +80,10 @@ pub enum H2Error {
     Stream(#[from] h2::Error),
     #[error("the request cannot go over HTTP/2: {0}")]
     Request(String),
+    /// The connection took no new stream (it is going away or broke): the
+    /// request never left.
+    #[error("the HTTP/2 connection to Gemini took no new stream: {0}")]
+    NotSent(h2::Error),
 }
 
 /// The head of a request to send: everything but the body.
@@ -174,7 +181,9 @@ impl H2Pool {
             return Ok(None);
         };
         // A request refused by a connection that is going away never reached
-        // the server: one more try, on another connection.
+        // the server: it tries again, on another connection. Servers rotate
+        // connections (nginx after 1,000 requests each), and under load
+        // several may be going away at once.
         let mut tries = 0;
         loop {
             tries += 1;
@@ -182,7 +191,11 @@ impl H2Pool {
                 return Ok(None);
             };
             match send_on(send, head, body.clone(), slot).await {
-                Err(H2Error::Stream(e)) if tries < 2 && never_processed(&e) => {
+                Err(H2Error::NotSent(e)) if tries < MAX_TRIES => {
+                    log::debug!("an HTTP/2 connection to Gemini took no new stream: {e}");
+                    continue;
+                }
+                Err(H2Error::Stream(e)) if tries < MAX_TRIES && never_processed(&e) => {
                     log::debug!("an HTTP/2 connection to Gemini refused a stream: {e}");
                     continue;
                 }
@@ -393,7 +406,10 @@ async fn send_on(
         .map_err(|e| H2Error::Request(e.to_string()))?;
     *request.headers_mut() = head.headers.clone();
     let end_of_stream = body.is_empty();
-    let (response, mut stream) = send.send_request(request, end_of_stream)?;
+    // Refused here, the request never left: always safe to send elsewhere.
+    let (response, mut stream) = send
+        .send_request(request, end_of_stream)
+        .map_err(H2Error::NotSent)?;
     if !end_of_stream {
         // h2 holds what the window does not take yet and sends it as the
         // server opens it; the body is already whole in memory.
