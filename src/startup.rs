@@ -410,6 +410,7 @@ impl UpstreamSide {
                 gap: settings.upstream_timeout,
                 stall: settings.client_stall_timeout,
             },
+            egress: settings.upstream_proxy.clone(),
         });
         let (recheck, recheck_arbiter) = recheck::start(
             context.clone(),

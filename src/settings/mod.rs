@@ -5,9 +5,11 @@
 //! names the variable and never repeats a secret.
 
 mod parse;
+mod proxy;
 
 use crate::model_id::ModelId;
 use crate::tls::TlsFiles;
+use crate::upstream::egress::Egress;
 use awc::http::Uri;
 use parse::{
     cors, log_level, non_zero, number, rate_limit_backend, seconds, secret_list, socket_address,
@@ -53,6 +55,13 @@ pub const ALL_VARIABLES: &[&str] = &[
     "QUOTA_STATE_FILE",
     "TLS_CERT_FILE",
     "TLS_KEY_FILE",
+    "UPSTREAM_PROXY",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
 ];
 
 #[derive(Clone)]
@@ -98,6 +107,9 @@ pub struct Settings {
     /// With both `TLS_CERT_FILE` and `TLS_KEY_FILE`: the public listener
     /// speaks TLS. The files were read and checked when the settings were.
     pub tls: Option<TlsFiles>,
+    /// The proxies upstream calls leave through (`UPSTREAM_PROXY`, else the
+    /// conventional variables); none = straight to Gemini.
+    pub upstream_proxy: Egress,
 }
 
 /// `QUOTA_TIMEZONE`: the zone and the name it was given by.
@@ -260,6 +272,12 @@ impl Settings {
             .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into());
         let gemini_base_url =
             BaseUrl::parse(base_url.trim()).map_err(|e| invalid("GEMINI_BASE_URL", e))?;
+        let upstream_host = gemini_base_url
+            .as_str()
+            .parse::<Uri>()
+            .ok()
+            .and_then(|uri| uri.host().map(str::to_owned))
+            .unwrap_or_default();
 
         Ok(Settings {
             host: get("HOST").map_or_else(|| "0.0.0.0".into(), |h| h.trim().to_owned()),
@@ -304,6 +322,7 @@ impl Settings {
                 None => Some(crate::quota::state_file::beside(&keys_file_path)),
             },
             tls: parse::tls(&get)?,
+            upstream_proxy: proxy::egress(&get, &upstream_host)?,
         })
     }
 
@@ -315,7 +334,7 @@ impl Settings {
              upstream_connect_timeout={}s cors_allowed_origins={} log_format={:?} \
              max_in_flight={} upstream_actors={} workers={} rate_limit_backend={} \
              metrics_addr={} drain_timeout={}s quota_timezone={} quota_state_file={} \
-             live_idle_timeout={}s tls={}",
+             live_idle_timeout={}s tls={} upstream_proxy={}",
             self.host,
             self.port,
             masked_count(&self.gemini_api_keys),
@@ -362,6 +381,7 @@ impl Settings {
                 || "off".to_owned(),
                 |files| format!("cert {} key {}", files.cert.display(), files.key.display())
             ),
+            self.upstream_proxy.describe(),
         )
     }
 }

@@ -1,6 +1,7 @@
 //! The upstream actor: owns one awc client (and so one connection pool) on its
 //! own thread, and makes the calls handlers hand it.
 
+use super::egress::Clients;
 use super::live::{self, LiveCall, LiveOutcome};
 use super::pipeline::{self, CallOutcome, UpstreamCall, UpstreamContext};
 use super::pool::Permit;
@@ -23,9 +24,10 @@ pub struct Call {
 }
 
 pub struct UpstreamActor {
-    client: awc::Client,
-    /// HTTP/1.1 only, for the Live API's WebSockets.
-    ws_client: awc::Client,
+    /// One per egress proxy (or the one direct client).
+    clients: Clients,
+    /// HTTP/1.1 only, for the Live API's WebSockets; one per egress proxy too.
+    ws_clients: Clients,
     context: Arc<UpstreamContext>,
 }
 
@@ -42,8 +44,12 @@ impl UpstreamActor {
     /// Must run on the actor's own arbiter: awc clients cannot move between threads.
     pub fn new(context: Arc<UpstreamContext>, connect_timeout: Duration) -> Self {
         UpstreamActor {
-            client: super::client::build(connect_timeout),
-            ws_client: super::client::build_for_websockets(connect_timeout),
+            clients: Clients::build(&context.egress, |proxy| {
+                super::client::build(connect_timeout, proxy)
+            }),
+            ws_clients: Clients::build(&context.egress, |proxy| {
+                super::client::build_for_websockets(connect_timeout, proxy)
+            }),
             context,
         }
     }
@@ -58,10 +64,10 @@ impl Handler<Call> for UpstreamActor {
     type Result = ResponseFuture<CallOutcome>;
 
     fn handle(&mut self, msg: Call, _: &mut Context<Self>) -> Self::Result {
-        let client = self.client.clone();
+        let clients = self.clients.clone();
         let context = self.context.clone();
         Box::pin(async move {
-            let work = pipeline::run(&client, &context, msg.call, msg.permit);
+            let work = pipeline::run(&clients, &context, msg.call, msg.permit);
             tokio::select! {
                 outcome = work => outcome,
                 // Dropping `work` drops the awc request and closes its connection.
@@ -75,8 +81,8 @@ impl Handler<Live> for UpstreamActor {
     type Result = ResponseFuture<LiveOutcome>;
 
     fn handle(&mut self, msg: Live, _: &mut Context<Self>) -> Self::Result {
-        let client = self.ws_client.clone();
+        let clients = self.ws_clients.clone();
         let context = self.context.clone();
-        Box::pin(async move { live::run(&client, &context, msg.call, msg.permit).await })
+        Box::pin(async move { live::run(&clients, &context, msg.call, msg.permit).await })
     }
 }
