@@ -356,3 +356,47 @@ async fn the_binary_logs_what_the_proxy_did_at_trace_level_but_never_its_passwor
     let encoded = base64::engine::general_purpose::STANDARD.encode(&wrong);
     assert!(!logs.contains(&encoded), "{logs}");
 }
+
+#[actix_rt::test]
+async fn a_clients_own_key_always_leaves_through_the_proxy_its_hash_picks() {
+    use gemini_proxy::upstream::egress::{Egress, Proxy};
+    let Some(proxy) = ProxyServer::tinyproxy(None).await else {
+        return;
+    };
+    let good = proxy.url("http", None);
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let egress = Egress::through(vec![
+        Proxy::parse(&good).unwrap(),
+        Proxy::parse(&down).unwrap(),
+    ]);
+    // One own key the hash sends through the working proxy, one through the dead one.
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("AIzaClientOwnKey{i:0>23}"))
+        .take(64)
+        .collect();
+    let through_good = keys
+        .iter()
+        .find(|k| egress.route_of_client_key(k.as_bytes()) == 0)
+        .expect("a key for proxy 0")
+        .clone();
+    let through_down = keys
+        .iter()
+        .find(|k| egress.route_of_client_key(k.as_bytes()) == 1)
+        .expect("a key for proxy 1")
+        .clone();
+    let app = app_through(&format!("{good},{down}")).await;
+    for _ in 0..3 {
+        let body = json!({"prompt": "hi", "model": "gemini-2.5-flash", "api_key": through_good});
+        assert_eq!(app.proxy(&body).await.status, 200);
+        let body = json!({"prompt": "hi", "model": "gemini-2.5-flash", "api_key": through_down});
+        let answer = app.proxy(&body).await;
+        assert_eq!(code_of(&answer).as_deref(), Some("UPSTREAM_UNAVAILABLE"));
+        assert!(!answer.text().contains(&through_down), "{}", answer.text());
+    }
+    let sent: Vec<String> = app
+        .upstream_requests()
+        .iter()
+        .filter_map(|r| r.header("x-goog-api-key").map(str::to_owned))
+        .collect();
+    assert_eq!(sent, vec![through_good; 3]);
+}
