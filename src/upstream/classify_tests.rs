@@ -176,3 +176,14 @@ fn retry_delays_parse_as_gemini_writes_them() {
     assert_eq!(parse_retry_delay("-1s"), None);
     assert_eq!(parse_retry_delay("NaNs"), None);
 }
+
+#[test]
+fn a_refused_connection_is_retried_but_a_proxy_refusing_credentials_is_not() {
+    let io = |kind| SendRequestError::Connect(ConnectError::Io(std::io::Error::new(kind, "x")));
+    let refused = classify_send_error(&io(std::io::ErrorKind::ConnectionRefused));
+    assert_eq!(refused.code, ErrorCode::UpstreamUnavailable);
+    assert!(refused.retryable);
+    let denied = classify_send_error(&io(std::io::ErrorKind::PermissionDenied));
+    assert_eq!(denied.code, ErrorCode::UpstreamUnavailable);
+    assert!(!denied.retryable);
+}

@@ -349,6 +349,8 @@ async fn the_binary_logs_what_the_proxy_did_at_trace_level_but_never_its_passwor
     );
     // tinyproxy answers a wrong password with 401 rather than 407.
     assert!(logs.contains("asked for authentication (401)"), "{logs}");
+    // Credentials the proxy refused once are not tried again.
+    assert!(logs.contains("attempts=1 "), "{logs}");
     assert_no_password(&logs);
     assert!(!logs.contains(&wrong), "{logs}");
     // base64 of the credentials, as the Proxy-Authorization header carries them.
