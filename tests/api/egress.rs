@@ -402,3 +402,17 @@ async fn a_clients_own_key_always_leaves_through_the_proxy_its_hash_picks() {
         .collect();
     assert_eq!(sent, vec![through_good; 3]);
 }
+
+#[actix_rt::test]
+async fn a_proxy_that_refuses_the_tunnel_is_an_unreachable_upstream() {
+    // Tunnels to port 443 only: the mock's port is refused (403).
+    let Some(proxy) = ProxyServer::tinyproxy_with(None, "ConnectPort 443\n").await else {
+        return;
+    };
+    let app = app_through(&proxy.url("http", None)).await;
+    let answer = app.proxy(&json!({"prompt": "hello"})).await;
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(code_of(&answer).as_deref(), Some("UPSTREAM_UNAVAILABLE"));
+    assert_eq!(app.mock.request_count(), 0);
+    assert!(proxy.tunnels_to(&target(&app)) >= 1, "{}", proxy.log());
+}

@@ -72,18 +72,23 @@ impl ProxyServer {
     /// No `ConnectPort` line: tinyproxy then allows CONNECT to any port (the
     /// mock's is a random one).
     pub async fn tinyproxy(auth: Option<(&str, &str)>) -> Option<ProxyServer> {
+        ProxyServer::tinyproxy_with(auth, "").await
+    }
+
+    /// As [`ProxyServer::tinyproxy`], with `extra` lines of configuration.
+    pub async fn tinyproxy_with(auth: Option<(&str, &str)>, extra: &str) -> Option<ProxyServer> {
         if !installed("tinyproxy") {
             return None;
         }
         for _ in 0..START_ATTEMPTS {
-            if let Some(server) = ProxyServer::try_tinyproxy(auth).await {
+            if let Some(server) = ProxyServer::try_tinyproxy(auth, extra).await {
                 return Some(server);
             }
         }
         panic!("tinyproxy did not start");
     }
 
-    async fn try_tinyproxy(auth: Option<(&str, &str)>) -> Option<ProxyServer> {
+    async fn try_tinyproxy(auth: Option<(&str, &str)>, extra: &str) -> Option<ProxyServer> {
         let dir = private_dir("tinyproxy");
         let port = free_port();
         let log = dir.join("tinyproxy.log");
@@ -95,6 +100,7 @@ impl ProxyServer {
         if let Some((user, password)) = auth {
             config.push_str(&format!("BasicAuth {user} {password}\n"));
         }
+        config.push_str(extra);
         std::fs::write(dir.join("tinyproxy.conf"), config).expect("tinyproxy config");
         let child = Command::new("tinyproxy")
             .arg("-d")
