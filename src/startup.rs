@@ -411,6 +411,7 @@ impl UpstreamSide {
                 gap: settings.upstream_timeout,
                 stall: settings.client_stall_timeout,
             },
+            egress: settings.upstream_proxy.clone(),
         });
         let extra_roots = settings
             .upstream_ca

@@ -5,10 +5,12 @@
 //! names the variable and never repeats a secret.
 
 mod parse;
+mod proxy;
 
 use crate::model_id::ModelId;
 use crate::tls::roots::ExtraRoots;
 use crate::tls::TlsFiles;
+use crate::upstream::egress::Egress;
 use awc::http::Uri;
 use parse::{
     cors, log_level, non_zero, number, rate_limit_backend, seconds, secret_list, socket_address,
@@ -55,6 +57,13 @@ pub const ALL_VARIABLES: &[&str] = &[
     "TLS_CERT_FILE",
     "TLS_KEY_FILE",
     "UPSTREAM_CA_FILE",
+    "UPSTREAM_PROXY",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
 ];
 
 #[derive(Clone)]
@@ -103,6 +112,9 @@ pub struct Settings {
     /// `UPSTREAM_CA_FILE`: roots every upstream call trusts besides the
     /// built-in ones; read and checked when the settings were.
     pub upstream_ca: Option<ExtraRoots>,
+    /// The proxies upstream calls leave through (`UPSTREAM_PROXY`, else the
+    /// conventional variables); none = straight to Gemini.
+    pub upstream_proxy: Egress,
 }
 
 /// `QUOTA_TIMEZONE`: the zone and the name it was given by.
@@ -265,6 +277,12 @@ impl Settings {
             .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into());
         let gemini_base_url =
             BaseUrl::parse(base_url.trim()).map_err(|e| invalid("GEMINI_BASE_URL", e))?;
+        let upstream_host = gemini_base_url
+            .as_str()
+            .parse::<Uri>()
+            .ok()
+            .and_then(|uri| uri.host().map(str::to_owned))
+            .unwrap_or_default();
 
         Ok(Settings {
             host: get("HOST").map_or_else(|| "0.0.0.0".into(), |h| h.trim().to_owned()),
@@ -310,6 +328,7 @@ impl Settings {
             },
             tls: parse::tls(&get)?,
             upstream_ca: parse::upstream_ca(&get)?,
+            upstream_proxy: proxy::egress(&get, &upstream_host)?,
         })
     }
 
@@ -321,7 +340,7 @@ impl Settings {
              upstream_connect_timeout={}s cors_allowed_origins={} log_format={:?} \
              max_in_flight={} upstream_actors={} workers={} rate_limit_backend={} \
              metrics_addr={} drain_timeout={}s quota_timezone={} quota_state_file={} \
-             live_idle_timeout={}s tls={} upstream_ca_file={}",
+             live_idle_timeout={}s tls={} upstream_ca_file={} upstream_proxy={}",
             self.host,
             self.port,
             masked_count(&self.gemini_api_keys),
@@ -372,6 +391,7 @@ impl Settings {
                 || "none".to_owned(),
                 |ca| format!("{} ({} roots)", ca.file.display(), ca.roots.len())
             ),
+            self.upstream_proxy.describe(),
         )
     }
 }

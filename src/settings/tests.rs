@@ -366,3 +366,90 @@ fn an_upstream_ca_file_that_gives_no_usable_root_stops_start_up() {
         assert!(!text.contains("aGVsbG8"), "{text}");
     }
 }
+
+#[test]
+fn upstream_proxy_wins_over_the_conventional_variables_and_no_proxy() {
+    let proxies = |pairs: &[(&str, &str)]| parse(pairs).unwrap().upstream_proxy.describe();
+    assert_eq!(proxies(&[]), "none");
+    assert_eq!(
+        proxies(&[
+            (
+                "UPSTREAM_PROXY",
+                "http://me:hunter2@p1:3128, socks5h://p2:1080"
+            ),
+            ("HTTPS_PROXY", "http://other:3128"),
+            ("NO_PROXY", "*"),
+        ]),
+        "http://me:***@p1:3128,socks5h://p2:1080"
+    );
+    assert_eq!(proxies(&[("https_proxy", "p:3128")]), "http://p:3128");
+    assert_eq!(
+        proxies(&[("HTTPS_PROXY", "http://a:1"), ("ALL_PROXY", "socks5://b:2")]),
+        "http://a:1"
+    );
+    assert_eq!(proxies(&[("all_proxy", "socks5://b:2")]), "socks5://b:2");
+    for no_proxy in [
+        "googleapis.com",
+        ".googleapis.com",
+        "*",
+        "localhost,generativelanguage.googleapis.com",
+    ] {
+        assert_eq!(
+            proxies(&[("HTTPS_PROXY", "http://a:1"), ("no_proxy", no_proxy)]),
+            "none",
+            "{no_proxy}"
+        );
+    }
+    assert_eq!(
+        proxies(&[
+            ("HTTPS_PROXY", "http://a:1"),
+            ("NO_PROXY", "127.0.0.1"),
+            ("GEMINI_BASE_URL", "http://127.0.0.1:8080"),
+        ]),
+        "none"
+    );
+    assert_eq!(
+        proxies(&[("HTTPS_PROXY", "http://a:1"), ("NO_PROXY", "example.com")]),
+        "http://a:1"
+    );
+}
+
+#[test]
+fn a_bad_proxy_url_names_its_variable_and_never_its_password() {
+    for (name, value, expected) in [
+        (
+            "UPSTREAM_PROXY",
+            "socks4://me:hunter2@p:1080",
+            "unknown proxy scheme",
+        ),
+        (
+            "UPSTREAM_PROXY",
+            "http://p:1,http://me:hunter2@q",
+            "entry 2: a proxy URL needs a port",
+        ),
+        (
+            "UPSTREAM_PROXY",
+            "http://p:1,,http://q:2",
+            "entry 2 is empty",
+        ),
+        (
+            "HTTPS_PROXY",
+            "ftp://me:hunter2@p:21",
+            "unknown proxy scheme",
+        ),
+        ("ALL_PROXY", "socks5://me:hunter2@p", "needs a port"),
+    ] {
+        let error = parse(&[(name, value)])
+            .err()
+            .unwrap_or_else(|| panic!("{value} parsed"));
+        assert_eq!(error.variable, name, "{value}");
+        assert!(error.problem.contains(expected), "{value}: {error}");
+        assert!(!error.to_string().contains("hunter2"), "{value}: {error}");
+    }
+    let settings = parse(&[("UPSTREAM_PROXY", "socks5://me:hunter2@p:1080")]).unwrap();
+    assert!(!settings.summary().contains("hunter2"));
+    assert!(settings
+        .summary()
+        .contains("upstream_proxy=socks5://me:***@p:1080"));
+    assert!(!format!("{settings:?}").contains("hunter2"));
+}

@@ -2,6 +2,7 @@
 //! own thread, and makes the calls handlers hand it.
 
 use super::client::UpstreamConnect;
+use super::egress::Clients;
 use super::h2pool::H2Pool;
 use super::live::{self, LiveCall, LiveOutcome};
 use super::pipeline::{self, CallOutcome, UpstreamCall, UpstreamContext};
@@ -24,12 +25,13 @@ pub struct Call {
 }
 
 pub struct UpstreamActor {
-    client: awc::Client,
-    /// Calls to an HTTP/2 origin share its connections here; awc would
-    /// hold one per call.
-    h2: H2Pool,
-    /// HTTP/1.1 only, for the Live API's WebSockets.
-    ws_client: awc::Client,
+    /// One per egress proxy (or the one direct client).
+    clients: Clients,
+    /// Calls to an HTTP/2 origin share its connections here (awc would hold
+    /// one per call); one pool per egress proxy too.
+    h2: Clients<H2Pool>,
+    /// HTTP/1.1 only, for the Live API's WebSockets; one per egress proxy too.
+    ws_clients: Clients,
     context: Arc<UpstreamContext>,
 }
 
@@ -46,9 +48,15 @@ impl UpstreamActor {
     /// Must run on the actor's own arbiter: awc clients cannot move between threads.
     pub fn new(context: Arc<UpstreamContext>, connect: &UpstreamConnect) -> Self {
         UpstreamActor {
-            client: super::client::build(connect),
-            h2: H2Pool::new(connect.http_tls(), connect.timeout()),
-            ws_client: super::client::build_for_websockets(connect),
+            clients: Clients::build(&context.egress, |proxy| {
+                super::client::build(connect, proxy)
+            }),
+            h2: Clients::build(&context.egress, |proxy| {
+                H2Pool::new(connect.http_tls(), connect.timeout(), proxy)
+            }),
+            ws_clients: Clients::build(&context.egress, |proxy| {
+                super::client::build_for_websockets(connect, proxy)
+            }),
             context,
         }
     }
@@ -63,11 +71,11 @@ impl Handler<Call> for UpstreamActor {
     type Result = ResponseFuture<CallOutcome>;
 
     fn handle(&mut self, msg: Call, _: &mut Context<Self>) -> Self::Result {
-        let client = self.client.clone();
+        let clients = self.clients.clone();
         let h2 = self.h2.clone();
         let context = self.context.clone();
         Box::pin(async move {
-            let work = pipeline::run(&client, &h2, &context, msg.call, msg.permit);
+            let work = pipeline::run(&clients, &h2, &context, msg.call, msg.permit);
             tokio::select! {
                 outcome = work => outcome,
                 // Dropping `work` drops the request: awc closes its connection, h2
@@ -82,8 +90,8 @@ impl Handler<Live> for UpstreamActor {
     type Result = ResponseFuture<LiveOutcome>;
 
     fn handle(&mut self, msg: Live, _: &mut Context<Self>) -> Self::Result {
-        let client = self.ws_client.clone();
+        let clients = self.ws_clients.clone();
         let context = self.context.clone();
-        Box::pin(async move { live::run(&client, &context, msg.call, msg.permit).await })
+        Box::pin(async move { live::run(&clients, &context, msg.call, msg.permit).await })
     }
 }

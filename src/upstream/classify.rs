@@ -403,6 +403,16 @@ pub fn classify_send_error(error: &SendRequestError) -> Failure {
             "could not connect to Gemini in time",
         )
         .retryable(),
+        // An egress proxy that refused the service's credentials will refuse
+        // them again: not worth a retry (docs/upstream.md#egress-proxies).
+        SendRequestError::Connect(ConnectError::Io(e))
+            if e.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Failure::new(
+                ErrorCode::UpstreamUnavailable,
+                "could not connect to Gemini",
+            )
+        }
         SendRequestError::Connect(_) => Failure::new(
             ErrorCode::UpstreamUnavailable,
             "could not connect to Gemini",

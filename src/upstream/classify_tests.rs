@@ -203,3 +203,14 @@ fn only_a_certificate_rustls_refused_is_a_refused_certificate() {
         ErrorCode::UpstreamUnavailable
     );
 }
+
+#[test]
+fn a_refused_connection_is_retried_but_a_proxy_refusing_credentials_is_not() {
+    let io = |kind| SendRequestError::Connect(ConnectError::Io(std::io::Error::new(kind, "x")));
+    let refused = classify_send_error(&io(std::io::ErrorKind::ConnectionRefused));
+    assert_eq!(refused.code, ErrorCode::UpstreamUnavailable);
+    assert!(refused.retryable);
+    let denied = classify_send_error(&io(std::io::ErrorKind::PermissionDenied));
+    assert_eq!(denied.code, ErrorCode::UpstreamUnavailable);
+    assert!(!denied.retryable);
+}

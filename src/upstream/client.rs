@@ -1,6 +1,9 @@
 //! The HTTP client each upstream actor owns, with every awc default that is wrong
 //! for an LLM proxy set deliberately (docs/architecture.md#awcs-defaults-are-wrong-for-an-llm-proxy).
 
+use super::egress::{Proxy, ProxyConnector};
+use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
+use awc::http::Uri;
 use awc::{Client, Connector};
 use rustls::pki_types::TrustAnchor;
 use std::sync::{Arc, Once};
@@ -71,18 +74,49 @@ fn tls_config(roots: &Arc<rustls::RootCertStore>, alpn: &[&[u8]]) -> Arc<rustls:
     Arc::new(config)
 }
 
-/// Builds a client; call it on the thread that will use it (awc clients are `!Send`).
-pub fn build(connect: &UpstreamConnect) -> Client {
-    with_tls(connect.timeout, connect.http.clone())
+/// Builds a client; call it on the thread that will use it (awc clients are
+/// `!Send`). With `proxy`, every connection is a tunnel through it.
+pub fn build(connect: &UpstreamConnect, proxy: Option<&Proxy>) -> Client {
+    with_tls(connect.timeout, connect.http.clone(), proxy)
 }
 
 /// The client of the Live API's WebSockets, which offers HTTP/1.1 only.
-pub fn build_for_websockets(connect: &UpstreamConnect) -> Client {
-    with_tls(connect.timeout, connect.websocket.clone())
+pub fn build_for_websockets(connect: &UpstreamConnect, proxy: Option<&Proxy>) -> Client {
+    with_tls(connect.timeout, connect.websocket.clone(), proxy)
 }
 
-fn with_tls(connect_timeout: Duration, tls: Arc<rustls::ClientConfig>) -> Client {
-    let connector = Connector::new()
+fn with_tls(
+    connect_timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+    proxy: Option<&Proxy>,
+) -> Client {
+    install_crypto_provider();
+    match proxy {
+        None => finish(Connector::new(), connect_timeout, tls),
+        Some(proxy) => finish(
+            Connector::new().connector(ProxyConnector::new(proxy.clone(), connect_timeout)),
+            connect_timeout,
+            tls,
+        ),
+    }
+}
+
+/// The same settings whichever TCP connector opens the connections.
+fn finish<S, Io>(
+    connector: Connector<S>,
+    connect_timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+) -> Client
+where
+    Io: actix_rt::net::ActixStream + std::fmt::Debug + 'static,
+    S: actix_service::Service<
+            ConnectInfo<Uri>,
+            Response = Connection<Uri, Io>,
+            Error = ConnectError,
+        > + Clone
+        + 'static,
+{
+    let connector = connector
         .rustls_0_23(tls)
         .timeout(connect_timeout)
         .handshake_timeout(connect_timeout)

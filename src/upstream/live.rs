@@ -5,7 +5,8 @@
 //! on a message it does not know. Every buffer between the two sockets is
 //! bounded: a client that stops reading stops the relay reading Gemini.
 
-use super::pipeline::{Credential, UpstreamContext};
+use super::egress::Clients;
+use super::pipeline::{self, Credential, UpstreamContext};
 use super::pool::Permit;
 use super::relay::StreamEnd;
 use super::usage::Tokens;
@@ -210,7 +211,7 @@ async fn open(
 /// Connects with a key (the next server key after a key-level refusal or a
 /// quota, as for every other call), then relays until either side ends.
 pub async fn run(
-    ws: &awc::Client,
+    ws: &Clients,
     context: &UpstreamContext,
     call: LiveCall,
     permit: Permit,
@@ -233,7 +234,7 @@ pub fn finish(end: &StreamEnd, tally: &LiveTally, code: &'static str) {
 }
 
 async fn connect_and_relay(
-    ws: &awc::Client,
+    ws: &Clients,
     context: &UpstreamContext,
     mut call: LiveCall,
     _permit: Permit,
@@ -262,7 +263,8 @@ async fn connect_and_relay(
                 }
             },
         };
-        match open(ws, context, &call, key).await {
+        let client = ws.route(pipeline::route(&context.egress, &call.credential, index));
+        match open(client, context, &call, key).await {
             Opened::Ready(upstream, frame) => {
                 // The client's setup, the first of its messages to reach Gemini.
                 call.tally.to_gemini.fetch_add(1, Ordering::Relaxed);

@@ -6,6 +6,7 @@ pub mod actor;
 pub mod classify;
 pub mod client;
 pub mod day;
+pub mod egress;
 mod exchange;
 pub mod gemini;
 pub mod h2pool;

@@ -9,6 +9,7 @@
 //! failure is never relayed: the client gets the service's own error.
 
 use super::classify::{self, Answer, Failure, KeyOwner, KeyVerdict};
+use super::egress::{Clients, Egress};
 use super::exchange::{attempt, Attempt, ErrorAnswer, Plan};
 use super::h2pool::H2Pool;
 use super::key_pool::{KeyPool, NoKey, RestScope};
@@ -22,7 +23,6 @@ use crate::metrics::Metrics;
 use crate::quota::Charge;
 use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::{Method, StatusCode};
-use awc::Client;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,6 +83,18 @@ pub struct UpstreamContext {
     pub retry_budget: RetryBudget,
     /// The same for every stream: they come from the settings.
     pub stream_timeouts: StreamTimeouts,
+    /// The proxies calls leave through, if any.
+    pub egress: Egress,
+}
+
+/// The way out (an index into [`Clients`]) of a call made with this key: a
+/// server key's is fixed by its place in the pool, a client's own by its hash.
+pub fn route(egress: &Egress, credential: &Credential, server_key: Option<usize>) -> usize {
+    match (server_key, credential) {
+        (Some(index), _) => egress.route_of_server_key(index),
+        (None, Credential::Client(key)) => egress.route_of_client_key(key.as_bytes()),
+        (None, Credential::Server) => 0,
+    }
 }
 
 /// A call to Gemini, as a route describes it.
@@ -166,8 +178,8 @@ impl CallOutcome {
 /// client's own key is the only key its calls use. `permit` travels with a
 /// stream until it ends.
 pub async fn run(
-    client: &Client,
-    h2: &H2Pool,
+    clients: &Clients,
+    h2: &Clients<H2Pool>,
     context: &UpstreamContext,
     mut call: UpstreamCall,
     permit: Permit,
@@ -225,8 +237,8 @@ pub async fn run(
         attempts += 1;
         let started = Instant::now();
         let plan = Plan {
-            client,
-            h2,
+            client: clients.route(route(&context.egress, &call.credential, index)),
+            h2: h2.route(route(&context.egress, &call.credential, index)),
             context,
             call: &call,
             url: &url,

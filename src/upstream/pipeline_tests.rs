@@ -36,6 +36,7 @@ fn a_quota_naming_another_model_rests_the_model_asked_for_too() {
             gap: Duration::from_secs(1),
             stall: Duration::from_secs(1),
         },
+        egress: Default::default(),
     };
     // The call named an alias; Gemini's quota answer names what it resolved to.
     let hits = [classify::QuotaHit {

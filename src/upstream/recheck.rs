@@ -12,6 +12,7 @@
 
 use super::classify::{self, KeyOwner, KeyVerdict};
 use super::client::UpstreamConnect;
+use super::egress::Clients;
 use super::pipeline::UpstreamContext;
 use actix::prelude::*;
 use std::rc::Rc;
@@ -27,7 +28,8 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// own, which owns its HTTP client.
 pub struct KeyRecheck {
     context: Arc<UpstreamContext>,
-    client: awc::Client,
+    /// One per egress proxy: a key is asked through its own proxy.
+    clients: Clients,
     interval: Duration,
     /// The `models.get` of the default model, which any working key can read.
     url: Rc<str>,
@@ -42,7 +44,9 @@ impl KeyRecheck {
         model_resource: &str,
     ) -> Self {
         KeyRecheck {
-            client: super::client::build(connect),
+            clients: Clients::build(&context.egress, |proxy| {
+                super::client::build(connect, proxy)
+            }),
             interval,
             url: format!("{}/v1beta/{model_resource}", context.base_url).into(),
             context,
@@ -70,12 +74,13 @@ impl Handler<RecheckNow> for KeyRecheck {
 
     fn handle(&mut self, _: RecheckNow, _: &mut Context<Self>) -> Self::Result {
         let context = self.context.clone();
-        let client = self.client.clone();
+        let clients = self.clients.clone();
         let url = self.url.clone();
         Box::pin(async move {
             let mut restored = 0;
             for key in context.keys.refused() {
-                match check(&client, &url, &key.header).await {
+                let client = clients.route(context.egress.route_of_server_key(key.index));
+                match check(client, &url, &key.header).await {
                     Check::Accepted => {
                         context.keys.restore(key.index);
                         restored += 1;
@@ -103,13 +108,14 @@ impl Handler<ProbeKey> for KeyRecheck {
 
     fn handle(&mut self, ProbeKey(index): ProbeKey, _: &mut Context<Self>) -> Self::Result {
         let context = self.context.clone();
-        let client = self.client.clone();
+        let clients = self.clients.clone();
         let url = self.url.clone();
         Box::pin(async move {
             let Some(header) = context.keys.header(index) else {
                 return;
             };
-            match check(&client, &url, &header).await {
+            let client = clients.route(context.egress.route_of_server_key(index));
+            match check(client, &url, &header).await {
                 Check::Refused => {
                     log::warn!("server key #{index} is refused by itself too (a probe after a 403 without a reason)");
                     context.keys.refuse(index);

@@ -5,6 +5,7 @@
 
 mod binary;
 mod container;
+mod egress;
 mod errors;
 mod h2c;
 mod helpers;

@@ -103,6 +103,8 @@ pub struct H2Pool {
 struct Inner {
     tls: TlsConnector,
     connect_timeout: Duration,
+    /// The egress proxy this pool's connections go through, if any.
+    proxy: Option<crate::upstream::egress::Proxy>,
     origins: RefCell<HashMap<String, Rc<Origin>>>,
 }
 
@@ -161,13 +163,19 @@ impl H2Pool {
     /// `tls` is the same trust as awc's client (`client::tls_config`); its
     /// ALPN list is replaced with `h2`, `http/1.1`, since the answer decides
     /// the protocol.
-    pub fn new(tls: &rustls::ClientConfig, connect_timeout: Duration) -> H2Pool {
+    /// With `proxy`, every connection is a tunnel through it, as awc's are.
+    pub fn new(
+        tls: &rustls::ClientConfig,
+        connect_timeout: Duration,
+        proxy: Option<&crate::upstream::egress::Proxy>,
+    ) -> H2Pool {
         let mut tls = tls.clone();
         tls.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
         H2Pool {
             inner: Rc::new(Inner {
                 tls: TlsConnector::from(Arc::new(tls)),
                 connect_timeout,
+                proxy: proxy.cloned(),
                 origins: RefCell::new(HashMap::new()),
             }),
         }
@@ -295,9 +303,19 @@ impl H2Pool {
     /// pick `h2`.
     async fn connect(&self, origin: &Origin) -> Result<Option<Conn>, H2Error> {
         let connecting = async {
-            let tcp = TcpStream::connect((origin.host.as_str(), origin.port))
+            let tcp = match &self.inner.proxy {
+                Some(proxy) => crate::upstream::egress::connect(
+                    proxy,
+                    &origin.host,
+                    origin.port,
+                    self.inner.connect_timeout,
+                )
                 .await
-                .map_err(|e| H2Error::Connect(e.to_string()))?;
+                .map_err(|e| H2Error::Connect(e.to_string()))?,
+                None => TcpStream::connect((origin.host.as_str(), origin.port))
+                    .await
+                    .map_err(|e| H2Error::Connect(e.to_string()))?,
+            };
             // Small frames (a chunk of a stream) must not wait for more.
             let _ = tcp.set_nodelay(true);
             let name = rustls::pki_types::ServerName::try_from(origin.host.clone())

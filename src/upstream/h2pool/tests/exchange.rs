@@ -138,6 +138,7 @@ fn context(server: &Server) -> Arc<crate::upstream::UpstreamContext> {
     use crate::upstream::retry_budget::RetryBudget;
     let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
     Arc::new(crate::upstream::UpstreamContext {
+        egress: Default::default(),
         base_url: format!("https://{}", server.addr),
         keys: KeyPool::new(&[], metrics.clone()),
         leak_guard: LeakGuard::new(&[]),
@@ -176,7 +177,14 @@ async fn the_pipeline_relays_an_answer_that_came_over_http2() {
     let server = Server::start(&[b"h2"], 100).await;
     let (pool, context) = (server.pool(), context(&server));
     let permit = Permit::for_tests(context.clone());
-    let outcome = pipeline::run(&awc_client(), &pool, &context, call("/headers"), permit).await;
+    let outcome = pipeline::run(
+        &direct(awc_client()),
+        &direct(pool.clone()),
+        &context,
+        call("/headers"),
+        permit,
+    )
+    .await;
     let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(reply.status, http::StatusCode::OK);
     let ReplyBody::Full(body) = reply.body else {
@@ -196,7 +204,14 @@ async fn the_pipeline_retries_a_503_over_http2_on_the_same_connection() {
     let server = Server::start(&[b"h2"], 100).await;
     let (pool, context) = (server.pool(), context(&server));
     let permit = Permit::for_tests(context.clone());
-    let outcome = pipeline::run(&awc_client(), &pool, &context, call("/busy"), permit).await;
+    let outcome = pipeline::run(
+        &direct(awc_client()),
+        &direct(pool.clone()),
+        &context,
+        call("/busy"),
+        permit,
+    )
+    .await;
     assert_eq!(outcome.attempts, 3, "the first try and two retries");
     // Gemini's own answer goes back once the retries are spent.
     let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
@@ -218,7 +233,14 @@ async fn the_pipeline_relays_a_stream_over_http2_event_by_event() {
     let server = Server::start(&[b"h2"], 100).await;
     let (pool, context) = (server.pool(), context(&server));
     let permit = Permit::for_tests(context.clone());
-    let outcome = pipeline::run(&awc_client(), &pool, &context, stream_call(), permit).await;
+    let outcome = pipeline::run(
+        &direct(awc_client()),
+        &direct(pool.clone()),
+        &context,
+        stream_call(),
+        permit,
+    )
+    .await;
     let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
     let ReplyBody::Stream(mut relay) = reply.body else {
         panic!("a stream")
@@ -242,7 +264,14 @@ async fn a_client_gone_mid_stream_resets_the_http2_stream_and_frees_its_place() 
     let server = Server::start(&[b"h2"], 100).await;
     let (pool, context) = (server.pool(), context(&server));
     let permit = Permit::for_tests(context.clone());
-    let outcome = pipeline::run(&awc_client(), &pool, &context, stream_call(), permit).await;
+    let outcome = pipeline::run(
+        &direct(awc_client()),
+        &direct(pool.clone()),
+        &context,
+        stream_call(),
+        permit,
+    )
+    .await;
     let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
     let ReplyBody::Stream(mut relay) = reply.body else {
         panic!("a stream")
@@ -253,4 +282,9 @@ async fn a_client_gone_mid_stream_resets_the_http2_stream_and_frees_its_place() 
         .until("a reset", |s| s.resets.load(Ordering::SeqCst) == 1)
         .await;
     assert_eq!(pool.streams(&server.uri("/")), vec![0]);
+}
+
+/// The one direct route, as an actor without egress proxies has it.
+fn direct<T: Clone>(client: T) -> crate::upstream::egress::Clients<T> {
+    crate::upstream::egress::Clients::build(&Default::default(), |_| client.clone())
 }

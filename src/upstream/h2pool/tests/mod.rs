@@ -93,7 +93,7 @@ impl Server {
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        H2Pool::new(&tls, Duration::from_secs(5))
+        H2Pool::new(&tls, Duration::from_secs(5), None)
     }
 
     fn uri(&self, path: &str) -> Uri {
@@ -254,8 +254,8 @@ fn connection_of(response: &H2Response) -> String {
 }
 
 fn awc_client() -> awc::Client {
-    crate::upstream::client::build(&crate::upstream::client::UpstreamConnect::new(
-        Duration::from_secs(5),
-        &[],
-    ))
+    crate::upstream::client::build(
+        &crate::upstream::client::UpstreamConnect::new(Duration::from_secs(5), &[]),
+        None,
+    )
 }
