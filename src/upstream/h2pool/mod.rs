@@ -198,12 +198,21 @@ impl H2Pool {
             let Some((send, slot)) = self.acquire(&origin).await? else {
                 return Ok(None);
             };
+            let conn = slot.0.clone();
             match send_on(send, head, body.clone(), slot).await {
                 Err(H2Error::NotSent(e)) if tries < MAX_TRIES => {
                     log::debug!("an HTTP/2 connection to Gemini took no new stream: {e}");
+                    // Its driver may not have seen the GOAWAY yet: the next
+                    // try must not pick the same connection.
+                    conn.closed.set(true);
                     continue;
                 }
                 Err(H2Error::Stream(e)) if tries < MAX_TRIES && never_processed(&e) => {
+                    // A GOAWAY ends the connection for new streams; one
+                    // refused stream alone does not.
+                    if e.is_go_away() {
+                        conn.closed.set(true);
+                    }
                     log::debug!("an HTTP/2 connection to Gemini refused a stream: {e}");
                     continue;
                 }
