@@ -331,13 +331,15 @@ impl Registry {
             }
             _ => None,
         };
+        let memory = matches!(settings.rate_limit_backend, RateLimitBackend::Memory);
         let quota = Arc::new(QuotaContext::new(
             Days::new(settings.quota_timezone.zone.clone()),
             wall,
             store,
             metrics.clone(),
+            memory,
         ));
-        if matches!(settings.rate_limit_backend, RateLimitBackend::Memory) {
+        if memory {
             // Weak: the metrics must not keep the windows alive (nor the reverse).
             let weak = Arc::downgrade(&quota);
             metrics.before_scrape(move || {

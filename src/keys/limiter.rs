@@ -52,6 +52,22 @@ pub struct RateLimitSnapshot {
     pub reset_secs: u64,
 }
 
+impl RateLimitSnapshot {
+    /// A bucket with `limits` that is full again after `until_full`, without
+    /// taking a token (`GET /usage`; either backend).
+    pub fn of_bucket(limits: Limits, until_full: Duration) -> RateLimitSnapshot {
+        let burst = limits.burst.get();
+        let interval = Duration::from_secs(60) / limits.requests_per_minute.get();
+        // Tokens missing from a full bucket: the time it needs to refill, in intervals, rounded up.
+        let missing = until_full.as_nanos().div_ceil(interval.as_nanos().max(1));
+        RateLimitSnapshot {
+            limit: burst,
+            remaining: burst.saturating_sub(u32::try_from(missing).unwrap_or(u32::MAX)),
+            reset_secs: whole_seconds_up(until_full),
+        }
+    }
+}
+
 /// The outcome of taking one token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -102,17 +118,7 @@ impl<C: Clock + Clone> ClientLimiter<C> {
 
     /// The bucket now, without taking a token.
     pub fn peek(&self) -> RateLimitSnapshot {
-        let burst = self.limits.burst.get();
-        let until_full = self.until_full();
-        let interval = Duration::from_secs(60) / self.limits.requests_per_minute.get();
-        // Tokens missing from a full bucket: the time it needs to refill, in intervals, rounded up.
-        let missing = until_full.as_nanos().div_ceil(interval.as_nanos().max(1));
-        let missing = u32::try_from(missing).unwrap_or(u32::MAX);
-        RateLimitSnapshot {
-            limit: burst,
-            remaining: burst.saturating_sub(missing),
-            reset_secs: whole_seconds_up(until_full),
-        }
+        RateLimitSnapshot::of_bucket(self.limits, self.until_full())
     }
 
     /// Takes one token if there is one.

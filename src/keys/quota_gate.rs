@@ -19,6 +19,10 @@ pub struct QuotaContext {
     /// The clients with quotas as the registry last set them, for the gauges
     /// refreshed at each scrape.
     pub clients: RwLock<Vec<(Arc<ClientPolicy>, Arc<ClientUsage>)>>,
+    /// Each scrape sets the gauges from these windows (the memory backend),
+    /// so a request need not. With Redis they are only the fallback, and
+    /// their gauges are set as they change.
+    refreshed_at_scrape: bool,
 }
 
 impl QuotaContext {
@@ -27,6 +31,7 @@ impl QuotaContext {
         clock: WallClock,
         store: Arc<UsageStore>,
         metrics: Arc<Metrics>,
+        refreshed_at_scrape: bool,
     ) -> Self {
         QuotaContext {
             days,
@@ -34,6 +39,7 @@ impl QuotaContext {
             store,
             metrics,
             clients: RwLock::new(Vec::new()),
+            refreshed_at_scrape,
         }
     }
 
@@ -59,8 +65,16 @@ impl QuotaContext {
     ) -> Result<(), QuotaRefusal> {
         let now = self.clock.now();
         let result = usage.admit(&client.quotas.total, None, now, &self.days);
-        self.publish(client, usage);
+        self.changed(client, usage);
         result
+    }
+
+    /// After a change of the client's windows: sets its gauges now, unless
+    /// the next scrape does.
+    pub fn changed(&self, client: &ClientPolicy, usage: &ClientUsage) {
+        if !self.refreshed_at_scrape {
+            self.publish(client, usage);
+        }
     }
 
     /// Sets the client's `gemini_proxy_client_quota_remaining` gauges.
@@ -73,10 +87,7 @@ impl QuotaContext {
 /// Sets one client's remaining gauges from its windows.
 pub fn publish_remaining(metrics: &Metrics, client: &str, windows: &[ScopedUsage]) {
     for (group, kind, usage) in windows {
-        let limit = match group {
-            None => kind.name().to_owned(),
-            Some(group) => format!("{}:{group}", kind.name()),
-        };
+        let limit = kind.label(group.as_deref());
         let remaining = i64::try_from(usage.remaining).unwrap_or(i64::MAX);
         metrics
             .client_quota_remaining
@@ -96,10 +107,7 @@ pub fn forget_remaining(metrics: &Metrics, client: &ClientPolicy) {
     );
     for (group, limits) in scopes {
         for (kind, _) in limits.windows() {
-            let limit = match group {
-                None => kind.name().to_owned(),
-                Some(group) => format!("{}:{group}", kind.name()),
-            };
+            let limit = kind.label(group);
             let _ = metrics
                 .client_quota_remaining
                 .remove_label_values(&[&*client.name, limit.as_str()]);
@@ -149,16 +157,16 @@ impl QuotaGate {
                     if let Err(refusal) = usage.admit(&g.limits, Some(&g.name), now, &context.days)
                     {
                         usage.undo(&client.quotas.total, None, now, &context.days);
-                        context.publish(client, usage);
+                        context.changed(client, usage);
                         return Err(refusal);
                     }
                 }
-                context.publish(client, usage);
+                context.changed(client, usage);
                 let (usage, context, client) = (usage.clone(), context.clone(), client.clone());
                 Ok(Charge::new(move |tokens, _| {
                     let now = context.clock.now();
                     usage.charge(&client.quotas, group, tokens, now, &context.days);
-                    context.publish(&client, &usage);
+                    context.changed(&client, &usage);
                 }))
             }
             QuotaGate::Shared(gate) => gate.for_model(client, group),

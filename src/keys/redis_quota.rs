@@ -257,13 +257,13 @@ impl SharedQuotas {
             .ok_or_else(|| CheckError::Redis("an answer of an unexpected shape".into()))?;
         let [bucket_ok, remaining, retry_us, reset_us, kind, wait_us] = answer.head;
         let decision = decision(client.limits, bucket_ok == 1, remaining, retry_us, reset_us);
-        let refusal = refusal(&client.quotas.total, None, kind, wait_us);
+        let own = refusal(&client.quotas.total, None, kind, wait_us);
         let group_states = client
             .quotas
             .groups
             .iter()
             .zip(&answer.groups)
-            .map(|(g, (kind, wait))| refusal_for_group(&g.limits, &g.name, *kind, *wait))
+            .map(|(g, (kind, wait))| refusal(&g.limits, Some(&g.name), *kind, *wait))
             .collect();
         let now = self.context.clock.now();
         publish_remaining(
@@ -273,7 +273,7 @@ impl SharedQuotas {
         );
         Ok(SharedAdmission {
             decision,
-            refusal,
+            refusal: own,
             gate: SharedGate {
                 groups: group_states,
                 charger: Arc::new(Charger {
@@ -316,15 +316,6 @@ impl SharedQuotas {
         let now = self.context.clock.now();
         Ok((tat, windows(client, &answer, now)))
     }
-}
-
-fn refusal_for_group(
-    limits: &QuotaLimits,
-    name: &str,
-    kind: i64,
-    wait: i64,
-) -> Option<QuotaRefusal> {
-    refusal(limits, Some(name), kind, wait)
 }
 
 impl SharedGate {

@@ -313,7 +313,7 @@ impl<C: Clock + Clone> KeyRegistry<C> {
                 // Kept by name whatever the limits: a change keeps today's usage.
                 let usage = self.quota.as_ref().and_then(|q| q.usage_of(&policy));
                 if let (Some(context), Some(usage)) = (&self.quota, &usage) {
-                    context.publish(&policy, usage);
+                    context.changed(&policy, usage);
                 }
                 Entry {
                     shared_key: bucket_key(&policy.name, policy.limits).into(),
@@ -562,17 +562,10 @@ fn bucket_from_tat(
     tat: Option<jiff::Timestamp>,
     now: jiff::Timestamp,
 ) -> RateLimitSnapshot {
-    let burst = limits.burst.get();
     let until_full = tat.map_or(std::time::Duration::ZERO, |tat| {
         crate::quota::clock::until(now, tat)
     });
-    let interval = std::time::Duration::from_secs(60) / limits.requests_per_minute.get();
-    let missing = until_full.as_nanos().div_ceil(interval.as_nanos().max(1));
-    RateLimitSnapshot {
-        limit: burst,
-        remaining: burst.saturating_sub(u32::try_from(missing).unwrap_or(u32::MAX)),
-        reset_secs: crate::errors::whole_seconds_up(until_full),
-    }
+    RateLimitSnapshot::of_bucket(limits, until_full)
 }
 
 impl<C: Clock + Clone + Unpin + 'static> Handler<BucketCount> for KeyRegistry<C>

@@ -49,6 +49,15 @@ impl WindowKind {
         }
     }
 
+    /// The window's name in `/usage`, metrics and messages: the keys file's
+    /// own, and for a group's window `…:{group}` (the group's first model).
+    pub fn label(self, group: Option<&str>) -> String {
+        match group {
+            None => self.name().to_owned(),
+            Some(group) => format!("{}:{group}", self.name()),
+        }
+    }
+
     /// The short name of the `RateLimit-Policy` header.
     fn policy_name(self) -> &'static str {
         match self {

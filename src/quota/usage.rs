@@ -24,10 +24,7 @@ pub struct QuotaRefusal {
 impl QuotaRefusal {
     /// The limit's name as the keys file writes it, and for a group which one.
     pub fn limit_name(&self) -> String {
-        match &self.group {
-            None => self.kind.name().to_owned(),
-            Some(group) => format!("{}:{group}", self.kind.name()),
-        }
+        self.kind.label(self.group.as_deref())
     }
 
     pub fn retry_after_secs(&self) -> u64 {

@@ -7,6 +7,22 @@ fn n(v: u64) -> Option<NonZeroU64> {
     NonZeroU64::new(v)
 }
 
+/// Requests per day alone.
+fn per_day(requests: u64) -> QuotaLimits {
+    QuotaLimits {
+        requests_per_day: n(requests),
+        ..QuotaLimits::default()
+    }
+}
+
+/// A client's quotas without groups.
+fn alone(total: QuotaLimits) -> Quotas {
+    Quotas {
+        total,
+        groups: vec![],
+    }
+}
+
 fn at(rfc3339: &str) -> Timestamp {
     rfc3339.parse().unwrap()
 }
@@ -65,14 +81,8 @@ fn a_tokens_per_minute_limit_admits_until_reached_and_overshoots_by_one_answer_a
 #[test]
 fn a_refused_request_charges_nothing() {
     let days = pacific();
-    let limits = QuotaLimits {
-        requests_per_day: n(2),
-        ..QuotaLimits::default()
-    };
-    let quotas = Quotas {
-        total: limits,
-        groups: vec![],
-    };
+    let limits = per_day(2);
+    let quotas = alone(limits);
     let usage = ClientUsage::default();
     let now = at("2026-06-01T12:00:00Z");
     assert!(usage.admit(&limits, None, now, &days).is_ok());
@@ -86,10 +96,7 @@ fn a_refused_request_charges_nothing() {
 #[test]
 fn the_day_rolls_over_at_midnight_in_the_zone_also_when_clocks_change() {
     let days = pacific();
-    let limits = QuotaLimits {
-        requests_per_day: n(1),
-        ..QuotaLimits::default()
-    };
+    let limits = per_day(1);
     let usage = ClientUsage::default();
     // 2026-03-08 (23 hours) and 2026-11-01 (25 hours), and an ordinary day.
     for (before, midnight) in [
@@ -116,10 +123,7 @@ fn the_day_rolls_over_at_midnight_in_the_zone_also_when_clocks_change() {
 #[test]
 fn the_retry_after_of_a_daily_limit_runs_to_the_next_day_even_a_25_hour_one() {
     let days = pacific();
-    let limits = QuotaLimits {
-        requests_per_day: n(1),
-        ..QuotaLimits::default()
-    };
+    let limits = per_day(1);
     let usage = ClientUsage::default();
     let start = at("2026-11-01T07:00:00Z");
     usage.admit(&limits, None, start, &days).unwrap();
@@ -173,14 +177,8 @@ fn a_model_group_counts_apart_from_the_total_and_both_apply() {
 #[test]
 fn undo_takes_back_a_counted_request() {
     let days = pacific();
-    let limits = QuotaLimits {
-        requests_per_day: n(5),
-        ..QuotaLimits::default()
-    };
-    let quotas = Quotas {
-        total: limits,
-        groups: vec![],
-    };
+    let limits = per_day(5);
+    let quotas = alone(limits);
     let usage = ClientUsage::default();
     let now = at("2026-06-01T12:00:00Z");
     usage.admit(&limits, None, now, &days).unwrap();
@@ -194,18 +192,12 @@ fn usage_is_kept_by_client_name_whatever_its_limits() {
     let store = UsageStore::default();
     let name: Arc<str> = "team-a".into();
     let now = at("2026-06-01T12:00:00Z");
-    let old = QuotaLimits {
-        requests_per_day: n(10),
-        ..QuotaLimits::default()
-    };
+    let old = per_day(10);
     for _ in 0..4 {
         store.of(&name).admit(&old, None, now, &days).unwrap();
     }
     // A reload lowers the limit to 5: one more request, not five.
-    let new = QuotaLimits {
-        requests_per_day: n(5),
-        ..QuotaLimits::default()
-    };
+    let new = per_day(5);
     store.retain(std::slice::from_ref(&name));
     assert!(store.of(&name).admit(&new, None, now, &days).is_ok());
     assert!(store.of(&name).admit(&new, None, now, &days).is_err());

@@ -23,16 +23,13 @@ fn pacific() -> &'static TimeZone {
     })
 }
 
-/// How long from `now` until the next midnight in `zone`.
+/// How long from `now` until the next midnight in `zone`; the quota windows'
+/// calendar days ([`crate::quota::Days`]) are the one place days are cut.
 pub fn until_next_midnight(now: SystemTime, zone: &TimeZone) -> Duration {
-    let next = Timestamp::try_from(now).and_then(|instant| {
-        let today = instant.to_zoned_datetime(zone.clone()).date();
-        let midnight = today.tomorrow()?.to_zoned_datetime(zone.clone())?;
-        Ok((instant, midnight.timestamp()))
-    });
-    match next {
-        Ok((instant, midnight)) => {
-            Duration::try_from(midnight.duration_since(instant)).unwrap_or_default()
+    match Timestamp::try_from(now) {
+        Ok(instant) => {
+            let day = crate::quota::Days::new(zone.clone()).day_of(instant);
+            crate::quota::clock::until(instant, day.end)
         }
         // Outside jiff's range (years beyond ±9999): a day is the safe guess.
         Err(_) => Duration::from_secs(24 * 3600),

@@ -267,19 +267,9 @@ async fn a_stream_charges_its_tokens_when_it_ends() {
         c.chunks = 4;
         c.chunk_delay = Duration::from_millis(300);
     });
-    let mut socket = connect(app.port).await;
-    socket
-        .write_all(stream_request(TEAM_KEY).as_bytes())
-        .await
-        .expect("write");
-    let mut received = Vec::new();
-    let mut buffer = vec![0u8; 16 * 1024];
     // The first event arrives; nothing is charged while the stream runs.
-    while !String::from_utf8_lossy(&received).contains("data:") {
-        let n = socket.read(&mut buffer).await.expect("read");
-        assert!(n > 0, "the stream ended early");
-        received.extend_from_slice(&buffer[..n]);
-    }
+    let (mut socket, mut received) = open_stream(&app, 1).await;
+    let mut buffer = vec![0u8; 16 * 1024];
     assert_eq!(used(&usage(&app, TEAM_KEY).await, "tokens_per_day"), 0);
     loop {
         let n = socket.read(&mut buffer).await.expect("read");
@@ -304,18 +294,7 @@ async fn a_cancelled_stream_charges_what_gemini_reported_up_to_then() {
         c.chunks = 20;
         c.chunk_delay = Duration::from_millis(200);
     });
-    let mut socket = connect(app.port).await;
-    socket
-        .write_all(stream_request(TEAM_KEY).as_bytes())
-        .await
-        .expect("write");
-    let mut received = Vec::new();
-    let mut buffer = vec![0u8; 16 * 1024];
-    while String::from_utf8_lossy(&received).matches("data:").count() < 3 {
-        let n = socket.read(&mut buffer).await.expect("read");
-        assert!(n > 0, "the stream ended early");
-        received.extend_from_slice(&buffer[..n]);
-    }
+    let (socket, received) = open_stream(&app, 3).await;
     let seen = last_total(&String::from_utf8_lossy(&received));
     drop(socket);
     // The service notices at its next write, within one chunk's gap.
@@ -338,6 +317,24 @@ async fn a_cancelled_stream_charges_what_gemini_reported_up_to_then() {
         charged < whole,
         "charged {charged}, the whole stream reports {whole}"
     );
+}
+
+/// Starts a streamed `generateContent` of the team's on a raw socket and
+/// reads until `events` events have come; answers the socket and the bytes.
+async fn open_stream(app: &TestApp, events: usize) -> (tokio::net::TcpStream, Vec<u8>) {
+    let mut socket = connect(app.port).await;
+    socket
+        .write_all(stream_request(TEAM_KEY).as_bytes())
+        .await
+        .expect("write");
+    let mut received = Vec::new();
+    let mut buffer = vec![0u8; 16 * 1024];
+    while String::from_utf8_lossy(&received).matches("data:").count() < events {
+        let n = socket.read(&mut buffer).await.expect("read");
+        assert!(n > 0, "the stream ended early");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    (socket, received)
 }
 
 fn stream_request(key: &str) -> String {

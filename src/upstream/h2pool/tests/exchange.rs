@@ -173,18 +173,10 @@ fn call(path: &str) -> crate::upstream::UpstreamCall {
 
 #[actix_rt::test]
 async fn the_pipeline_relays_an_answer_that_came_over_http2() {
-    use crate::upstream::{pool::Permit, ReplyBody};
+    use crate::upstream::ReplyBody;
     let server = Server::start(&[b"h2"], 100).await;
     let (pool, context) = (server.pool(), context(&server));
-    let permit = Permit::for_tests(context.clone());
-    let outcome = pipeline::run(
-        &direct(awc_client()),
-        &direct(pool.clone()),
-        &context,
-        call("/headers"),
-        permit,
-    )
-    .await;
+    let outcome = run_pipeline(&pool, &context, call("/headers")).await;
     let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(reply.status, http::StatusCode::OK);
     let ReplyBody::Full(body) = reply.body else {
@@ -200,18 +192,9 @@ async fn the_pipeline_relays_an_answer_that_came_over_http2() {
 
 #[actix_rt::test]
 async fn the_pipeline_retries_a_503_over_http2_on_the_same_connection() {
-    use crate::upstream::pool::Permit;
     let server = Server::start(&[b"h2"], 100).await;
     let (pool, context) = (server.pool(), context(&server));
-    let permit = Permit::for_tests(context.clone());
-    let outcome = pipeline::run(
-        &direct(awc_client()),
-        &direct(pool.clone()),
-        &context,
-        call("/busy"),
-        permit,
-    )
-    .await;
+    let outcome = run_pipeline(&pool, &context, call("/busy")).await;
     assert_eq!(outcome.attempts, 3, "the first try and two retries");
     // Gemini's own answer goes back once the retries are spent.
     let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
@@ -229,18 +212,10 @@ fn stream_call() -> crate::upstream::UpstreamCall {
 
 #[actix_rt::test]
 async fn the_pipeline_relays_a_stream_over_http2_event_by_event() {
-    use crate::upstream::{pool::Permit, ReplyBody};
+    use crate::upstream::ReplyBody;
     let server = Server::start(&[b"h2"], 100).await;
     let (pool, context) = (server.pool(), context(&server));
-    let permit = Permit::for_tests(context.clone());
-    let outcome = pipeline::run(
-        &direct(awc_client()),
-        &direct(pool.clone()),
-        &context,
-        stream_call(),
-        permit,
-    )
-    .await;
+    let outcome = run_pipeline(&pool, &context, stream_call()).await;
     let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
     let ReplyBody::Stream(mut relay) = reply.body else {
         panic!("a stream")
@@ -260,18 +235,10 @@ async fn the_pipeline_relays_a_stream_over_http2_event_by_event() {
 
 #[actix_rt::test]
 async fn a_client_gone_mid_stream_resets_the_http2_stream_and_frees_its_place() {
-    use crate::upstream::{pool::Permit, ReplyBody};
+    use crate::upstream::ReplyBody;
     let server = Server::start(&[b"h2"], 100).await;
     let (pool, context) = (server.pool(), context(&server));
-    let permit = Permit::for_tests(context.clone());
-    let outcome = pipeline::run(
-        &direct(awc_client()),
-        &direct(pool.clone()),
-        &context,
-        stream_call(),
-        permit,
-    )
-    .await;
+    let outcome = run_pipeline(&pool, &context, stream_call()).await;
     let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
     let ReplyBody::Stream(mut relay) = reply.body else {
         panic!("a stream")
@@ -287,4 +254,21 @@ async fn a_client_gone_mid_stream_resets_the_http2_stream_and_frees_its_place() 
 /// The one direct route, as an actor without egress proxies has it.
 fn direct<T: Clone>(client: T) -> crate::upstream::egress::Clients<T> {
     crate::upstream::egress::Clients::build(&Default::default(), |_| client.clone())
+}
+
+/// Runs the pipeline once with `pool` (and a direct awc client beside it).
+async fn run_pipeline(
+    pool: &H2Pool,
+    context: &Arc<crate::upstream::UpstreamContext>,
+    call: crate::upstream::UpstreamCall,
+) -> crate::upstream::pipeline::CallOutcome {
+    let permit = crate::upstream::pool::Permit::for_tests(context.clone());
+    pipeline::run(
+        &direct(awc_client()),
+        &direct(pool.clone()),
+        context,
+        call,
+        permit,
+    )
+    .await
 }
