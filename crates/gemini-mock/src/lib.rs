@@ -62,6 +62,7 @@ mod handler;
 mod live;
 mod not_http;
 mod openai;
+mod project;
 mod refusal;
 mod reply;
 mod request;
@@ -104,6 +105,10 @@ pub struct MockConfig {
     /// Keys whose quota is exhausted: every model call with them answers the 429
     /// RESOURCE_EXHAUSTED body of a per-minute violation for the request's model.
     pub exhausted_keys: HashSet<String>,
+    /// The project each key belongs to; a key not listed is a project of its own.
+    /// Files, cached contents, batches and interactions are visible to every key of
+    /// the project that made them, and to no other.
+    pub projects: HashMap<String, String>,
     /// Quotas that ran out, per key and model: a model call matching an entry answers
     /// 429 with that entry's violation. The first matching entry wins.
     pub exhausted: Vec<Exhaustion>,
@@ -154,6 +159,7 @@ impl Default for MockConfig {
             accepted_keys: None,
             key_refusals: HashMap::new(),
             exhausted_keys: HashSet::new(),
+            projects: HashMap::new(),
             exhausted: Vec::new(),
             retry_delay: Some("26s".to_owned()),
             first_byte_delay: Duration::ZERO,
