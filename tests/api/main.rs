@@ -22,6 +22,7 @@ mod quotas;
 mod redis;
 mod resilience;
 mod sdk;
+mod sdk_resources;
 mod secrets;
 mod shared_keys;
 mod tls;

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 /// Far above what a script needs (a few seconds), but bounded.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(120);
 
-fn sdk_dir() -> PathBuf {
+pub(crate) fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk")
 }
 
 /// Whether the SDKs at `marker` are installed; if not, fails when they are required,
 /// else prints why the test does nothing.
-fn installed(marker: &Path, what: &str) -> bool {
+pub(crate) fn installed(marker: &Path, what: &str) -> bool {
     if marker.exists() {
         return true;
     }
@@ -66,7 +66,7 @@ async fn run_script(app: &TestApp, program: &Path, script: &str) -> (ExitStatus,
 }
 
 /// As [`run_script`], with the service at `url` and extra variables.
-async fn run_script_at(
+pub(crate) async fn run_script_at(
     app: &TestApp,
     url: &str,
     env: &[(&str, &str)],

@@ -326,6 +326,15 @@ def batch_listed(a):
 # Interactions -----------------------------------------------------------------------
 
 
+def fetched(a, interaction_id):
+    """The stored interaction, read back at once: the Rust test ties each resource to
+    the create call just before the first call that names it."""
+    got = a.interactions.get(interaction_id)
+    expect(got.id == interaction_id, f"get answered {got.id!r}")
+    expect(got.status == "completed", f"get: status {got.status}")
+    return got
+
+
 def interaction_text(interaction):
     """The text of an interaction's model output."""
     text = getattr(interaction, "output_text", None)
@@ -345,6 +354,7 @@ def interaction_create(a):
     expect(first.id, f"no id: {first!r:.300}")
     named("interaction", first.id)
     expect(first.status == "completed", f"status {first.status}")
+    fetched(a, first.id)
     text = interaction_text(first)
     expect("Hello interactions" in text, f"text {text!r}")
     return f"{first.id}, {text!r}"
@@ -359,6 +369,7 @@ def interaction_continue(a):
     expect(second.id, f"no id: {second!r:.300}")
     named("interaction", second.id)
     expect(second.status == "completed", f"status {second.status}")
+    fetched(a, second.id)
     text = interaction_text(second)
     expect("and once more" in text, f"text {text!r}")
     return f"{second.id}, {text!r}"
@@ -374,6 +385,7 @@ def interaction_stream(a):
     expect(interaction.status == "completed", f"status {interaction.status}")
     expect(interaction.id, "no id on interaction.completed")
     named("interaction", interaction.id)
+    fetched(a, interaction.id)
     deltas = "".join(
         getattr(getattr(e, "delta", None), "text", None) or ""
         for e in events
