@@ -52,6 +52,7 @@
 
 mod answer;
 mod auth;
+mod batches;
 mod bodies;
 mod catalogue;
 mod control;
@@ -59,6 +60,8 @@ mod deliver;
 mod errors;
 mod events;
 mod handler;
+mod interactions;
+mod jobs;
 mod live;
 mod not_http;
 mod openai;
@@ -83,6 +86,8 @@ use std::time::Duration;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpServer};
 
+pub use batches::{BatchRecord, BatchState};
+pub use interactions::InteractionRecord;
 pub use live::{LiveFault, LiveMessage, LiveSession};
 pub use not_http::{start_not_http, NotHttpUpstream};
 pub use refusal::KeyRefusal;
@@ -151,6 +156,12 @@ pub struct MockConfig {
     /// Live API: the pause before each message of a turn after the first. Per
     /// connection: `x-mock-live-delay-ms`.
     pub live_delay: Duration,
+    /// Batches: how long a batch takes from creation to `BATCH_STATE_SUCCEEDED`; it is
+    /// pending for the first half and running for the second. Zero = done at once.
+    pub batch_delay: Duration,
+    /// Interactions: how long a `background: true` interaction stays `in_progress`
+    /// before it completes (others complete at once).
+    pub interaction_delay: Duration,
 }
 
 impl Default for MockConfig {
@@ -173,6 +184,8 @@ impl Default for MockConfig {
             live_chunks: 3,
             live_chunk_bytes: None,
             live_delay: Duration::ZERO,
+            batch_delay: Duration::from_secs(1),
+            interaction_delay: Duration::from_secs(1),
         }
     }
 }
@@ -337,6 +350,19 @@ impl MockGemini {
     /// messages it received.
     pub fn live_sessions(&self) -> Vec<LiveSession> {
         self.shared.live.sessions()
+    }
+
+    /// Every batch made since the start (deleted ones included), oldest first: which
+    /// key and project made it and where it stands.
+    pub fn batches(&self) -> Vec<BatchRecord> {
+        batches::records(&self.shared.jobs)
+    }
+
+    /// Every interaction made since the start (`store: false` and deleted ones
+    /// included), oldest first: which key and project made it, its status and the
+    /// interaction it continued.
+    pub fn interactions(&self) -> Vec<InteractionRecord> {
+        interactions::records(&self.shared.jobs)
     }
 
     /// Stops accepting and drops open connections without waiting for them.
