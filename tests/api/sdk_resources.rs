@@ -141,9 +141,13 @@ fn describe(request: &RecordedRequest) -> String {
 /// Every resource a script made is tied to the server key of the call that made it
 /// (the scripts read each resource back right after making it, so that call is the
 /// last one of its kind before the first call naming the resource), and every call
-/// naming it, and every chunk of a file's upload, carried that key. Returns the key
-/// of each resource.
-fn assert_key_affinity(sent: &[RecordedRequest], resources: &[(String, String)]) -> Vec<String> {
+/// naming it, and every chunk of a file's upload, carried that key; the mock's own
+/// record of batches and interactions agrees. Returns the key of each resource.
+fn assert_key_affinity(app: &TestApp, resources: &[(String, String)]) -> Vec<String> {
+    let sent = app.upstream_requests();
+    // Where the mock keeps the key that made a resource, it must be the one found here.
+    let mock_batches = app.mock.batches();
+    let mock_interactions = app.mock.interactions();
     let mut keys = Vec::new();
     for (kind, name) in resources {
         let naming: Vec<usize> = (0..sent.len()).filter(|&i| names(&sent[i], name)).collect();
@@ -153,10 +157,18 @@ fn assert_key_affinity(sent: &[RecordedRequest], resources: &[(String, String)])
         let made = (0..first)
             .rev()
             .find(|&i| creates(kind, &sent[i]))
-            .unwrap_or_else(|| panic!("no call made {kind} {name} before {}", describe(&sent[first])));
-        let key = sent[made]
-            .api_key()
-            .unwrap_or_else(|| panic!("{kind} {name} made without a key: {}", describe(&sent[made])));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no call made {kind} {name} before {}",
+                    describe(&sent[first])
+                )
+            });
+        let key = sent[made].api_key().unwrap_or_else(|| {
+            panic!(
+                "{kind} {name} made without a key: {}",
+                describe(&sent[made])
+            )
+        });
         assert!(
             SERVER_KEYS.contains(&key),
             "{kind} {name} made with a key outside the pool: {}",
@@ -168,10 +180,19 @@ fn assert_key_affinity(sent: &[RecordedRequest], resources: &[(String, String)])
             // upload, every chunk on the key that started it (python sends none).
             let chunks: Vec<usize> = (made + 1..first).filter(|&i| is_upload(&sent[i])).collect();
             assert!(!chunks.is_empty(), "no upload chunks for {name}");
-            let ids: BTreeSet<Option<&str>> =
-                chunks.iter().map(|&i| query_param(&sent[i], "upload_id")).collect();
-            assert_eq!(ids.len(), 1, "chunks of {name} name several uploads: {ids:?}");
-            assert!(ids.iter().all(Option::is_some), "a chunk of {name} has no upload_id");
+            let ids: BTreeSet<Option<&str>> = chunks
+                .iter()
+                .map(|&i| query_param(&sent[i], "upload_id"))
+                .collect();
+            assert_eq!(
+                ids.len(),
+                1,
+                "chunks of {name} name several uploads: {ids:?}"
+            );
+            assert!(
+                ids.iter().all(Option::is_some),
+                "a chunk of {name} has no upload_id"
+            );
             tied.extend(chunks);
         }
         for &i in &tied {
@@ -186,28 +207,57 @@ fn assert_key_affinity(sent: &[RecordedRequest], resources: &[(String, String)])
         eprintln!(
             "{kind} {name}: made and used {} times with server key #{}",
             tied.len(),
-            SERVER_KEYS.iter().position(|k| *k == key).unwrap_or_default()
+            SERVER_KEYS
+                .iter()
+                .position(|k| *k == key)
+                .unwrap_or_default()
         );
         keys.push(key.to_owned());
+    }
+    for ((kind, name), key) in resources.iter().zip(&keys) {
+        let recorded = match kind.as_str() {
+            "batch" => mock_batches
+                .iter()
+                .find(|b| &b.name == name)
+                .map(|b| &b.key),
+            "interaction" => mock_interactions
+                .iter()
+                .find(|i| &i.id == name)
+                .map(|i| &i.key),
+            _ => continue,
+        };
+        assert_eq!(recorded, Some(key), "the mock's record of {kind} {name}");
     }
     // Round-robin spreads the resources over the pool; all on one key would prove
     // nothing about affinity.
     let distinct: BTreeSet<&String> = keys.iter().collect();
-    assert!(distinct.len() > 1, "every resource was made with one server key: {keys:?}");
+    assert!(
+        distinct.len() > 1,
+        "every resource was made with one server key: {keys:?}"
+    );
     keys
 }
 
 /// No call went upstream with a client key, or with a key in its URL.
 fn assert_server_keys_only(sent: &[RecordedRequest]) {
     for request in sent {
-        assert!(!request.path_and_query.contains("key="), "{}", describe(request));
+        assert!(
+            !request.path_and_query.contains("key="),
+            "{}",
+            describe(request)
+        );
         let key = request.api_key();
         assert!(
             key.is_some_and(|k| SERVER_KEYS.contains(&k)),
             "not a server key: {}",
             describe(request)
         );
-        assert_eq!(request.header("authorization"), None, "{}", describe(request));
+        assert_eq!(
+            request.header("authorization"),
+            None,
+            "{}",
+            describe(request)
+        );
     }
 }
 
@@ -242,7 +292,10 @@ async fn the_python_sdk_keeps_each_resource_on_its_server_key_and_its_client() {
             "check_resources.py",
         )
         .await;
-        assert!(status.success(), "check_resources.py {version} {status}:\n{output}");
+        assert!(
+            status.success(),
+            "check_resources.py {version} {status}:\n{output}"
+        );
         assert!(output.contains("all checks passed"), "{output}");
         let made = created(&output);
         let kinds: BTreeSet<&str> = made.iter().map(|(k, _)| k.as_str()).collect();
@@ -256,7 +309,7 @@ async fn the_python_sdk_keeps_each_resource_on_its_server_key_and_its_client() {
 
     let sent = app.upstream_requests();
     assert_server_keys_only(&sent);
-    assert_key_affinity(&sent, &resources);
+    assert_key_affinity(&app, &resources);
     assert_called(
         &sent,
         &[
@@ -306,10 +359,14 @@ async fn the_node_sdk_keeps_each_resource_on_its_server_key() {
     assert!(output.contains("all checks passed"), "{output}");
     let made = created(&output);
     let kinds: BTreeSet<&str> = made.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(kinds, BTreeSet::from(["cache", "file", "interaction"]), "{output}");
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["cache", "file", "interaction"]),
+        "{output}"
+    );
     let sent = app.upstream_requests();
     assert_server_keys_only(&sent);
-    assert_key_affinity(&sent, &made);
+    assert_key_affinity(&app, &made);
     // 2.x defaults to v1beta.
     assert_called(
         &sent,
@@ -320,4 +377,21 @@ async fn the_node_sdk_keeps_each_resource_on_its_server_key() {
             ("POST", "/v1beta/cachedContents"),
         ],
     );
+}
+
+#[test]
+fn a_resource_is_named_only_by_whole_segments() {
+    let cases = [
+        ("/v1/files/abc", "files/abc", true),
+        ("/v1beta/files/abc:download", "files/abc", true),
+        ("https://host/v1/files/abc", "files/abc", true),
+        ("files/abc", "files/abc", true),
+        ("/v1/files/abcd", "files/abc", false),
+        ("/v1/myfiles/abc", "files/abc", false),
+        ("/v1/interactions/v1_x/cancel", "v1_x", true),
+        ("/v1/interactions/v1_xy", "v1_x", false),
+    ];
+    for (text, token, expected) in cases {
+        assert_eq!(names_segment(text, token), expected, "{text} {token}");
+    }
 }
