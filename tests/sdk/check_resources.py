@@ -16,8 +16,9 @@ project's resource with 403 or 404, where the service answers 404 for another
 client's resource.
 """
 
-import hashlib
 import base64
+import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -278,6 +279,33 @@ def cache_update(a):
     return f"expires {before} -> {cache.expire_time}"
 
 
+def cache_from_file(a):
+    """A cached content built on the uploaded file: its create call names the file."""
+    file = a.files.get(name=made["file"][0])
+    cache = a.caches.create(
+        model=MODEL,
+        config={
+            "contents": [
+                types.Content(
+                    role="user",
+                    parts=[
+                        types.Part.from_uri(file_uri=file.uri, mime_type=file.mime_type),
+                        types.Part(text=CACHED_TEXT),
+                    ],
+                )
+            ],
+            "ttl": "300s",
+        },
+    )
+    expect(cache.name and cache.name.startswith("cachedContents/"), f"name {cache.name!r}")
+    named("cache", cache.name)
+    reply = a.models.generate_content(
+        model=MODEL, contents="and the file?", config={"cached_content": cache.name}
+    )
+    expect(reply.text and "and the file?" in reply.text, f"text {reply.text!r}")
+    return f"{cache.name} on {file.name}, {reply.text!r}"
+
+
 # Batches --------------------------------------------------------------------------
 
 BATCH_PROMPTS = ["first batched prompt", "second batched prompt"]
@@ -314,6 +342,35 @@ def batch_done(a):
     for prompt, text in zip(BATCH_PROMPTS, texts):
         expect(text and prompt in text, f"texts {texts}")
     return f"{job.state}, {texts}"
+
+
+def batch_from_file(a):
+    """A batch whose input is an uploaded JSONL file: its create call names the file."""
+    lines = [
+        json.dumps(
+            {"key": f"r{i}", "request": {"contents": [{"role": "user", "parts": [{"text": p}]}]}}
+        )
+        for i, p in enumerate(BATCH_PROMPTS)
+    ]
+    handle = tempfile.NamedTemporaryFile("w", prefix="sdk-batch-", suffix=".jsonl", delete=False)
+    with handle:
+        handle.write("\n".join(lines) + "\n")
+    try:
+        source = a.files.upload(
+            file=handle.name,
+            config={"mime_type": "application/jsonl", "display_name": "sdk-check-batch-input"},
+        )
+    finally:
+        os.unlink(handle.name)
+    named("file", source.name)
+    a.files.get(name=source.name)
+    job = a.batches.create(model=MODEL, src=source.name, config={"display_name": "sdk-check-file-batch"})
+    expect(job.name and job.name.startswith("batches/"), f"name {job.name!r}")
+    named("batch", job.name)
+    job = poll(job.name, lambda: a.batches.get(name=job.name), lambda j: j.state in TERMINAL)
+    expect(job.state == types.JobState.JOB_STATE_SUCCEEDED, f"state {job.state}")
+    expect(job.dest and job.dest.file_name, f"dest {job.dest!r:.300}")
+    return f"{job.name} from {source.name}: {job.state}, results in {job.dest.file_name}"
 
 
 def batch_listed(a):
@@ -542,9 +599,12 @@ def main():
         check("caches.get", lambda: cache_get(a))
         check("caches.list", lambda: cache_listed(a))
         check("caches.update ttl", lambda: cache_update(a))
+    if made.get("file"):
+        check("caches.create from the uploaded file", lambda: cache_from_file(a))
     if check("batches.create inline", lambda: batch_create(a)):
         check("batches.get until done", lambda: batch_done(a))
         check("batches.list", lambda: batch_listed(a))
+    check("batches.create from an uploaded JSONL file", lambda: batch_from_file(a))
     if check("interactions.create", lambda: interaction_create(a)):
         check("interactions.create previous_interaction_id", lambda: interaction_continue(a))
     check("interactions.create stream", lambda: interaction_stream(a))
