@@ -18,7 +18,8 @@ use super::jobs::{self, empty, lock, not_found, opaque_id, timestamp, Call};
 use super::reply::Reply;
 use super::request::{count_words, embed, parse_json, EmbedRequest, GenerateRequest};
 
-const BATCH_TYPE: &str = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch";
+const BATCH_TYPE: &str =
+    "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch";
 const OUTPUT_TYPE: &str =
     "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput";
 const EMBED_BATCH_TYPE: &str =
