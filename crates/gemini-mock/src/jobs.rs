@@ -203,6 +203,15 @@ fn answer(
     }
 }
 
+/// `GET /__mock/jobs`: every batch and interaction with the key and project that made
+/// it, for a mock running as its own process. Neither counted nor recorded.
+pub(crate) async fn control(shared: actix_web::web::Data<Shared>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "batches": batches::records(&shared.jobs),
+        "interactions": interactions::records(&shared.jobs),
+    }))
+}
+
 /// Google's answer for a resource id that names nothing the caller can see: another
 /// project's, deleted, or never made. The same body for all three, so it tells nobody
 /// which ids exist; and a 404 without ErrorInfo, so no proxy takes it for a key refusal.

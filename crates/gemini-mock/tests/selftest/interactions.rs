@@ -360,3 +360,23 @@ async fn models_agents_and_keys_are_checked() {
     assert_eq!(bearer.status, 401);
     mock.stop().await;
 }
+
+#[actix_rt::test]
+async fn the_control_route_lists_who_made_what() {
+    let mock = start(Duration::ZERO).await;
+    create(
+        &mock,
+        "a",
+        json!({"model": "gemini-2.5-flash", "input": "x"}),
+    )
+    .await;
+    let r = call(&mock, "GET", "/__mock/jobs", &[], None).await;
+    assert_eq!(r.status, 200);
+    let jobs = r.json();
+    assert_eq!(jobs["batches"], json!([]));
+    assert_eq!(jobs["interactions"][0]["key"], "a");
+    assert_eq!(jobs["interactions"][0]["project"], "p1");
+    assert_eq!(jobs["interactions"][0]["status"], "completed");
+    assert_eq!(mock.request_count(), 1, "control calls are not counted");
+    mock.stop().await;
+}
