@@ -11,13 +11,14 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::auth::check_quota;
 use super::bodies::{self, Answer, Shape};
 use super::catalogue;
 use super::errors::ApiError;
 use super::jobs::{self, empty, lock, not_found, opaque_id, timestamp, Call};
 use super::reply::Reply;
-use super::state::Shared;
 use super::request::{count_words, embed, parse_json, EmbedRequest, GenerateRequest};
+use super::state::Shared;
 
 const BATCH_TYPE: &str =
     "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch";
@@ -366,6 +367,9 @@ pub(crate) fn create(
             verb,
         ));
     }
+    // A batch spends the model's quota like the calls it queues (inferred), so an
+    // exhausted quota refuses it with the same 429.
+    check_quota(call.cfg, &call.key, model)?;
     let body: CreateBody = parse_json(body)?;
     let batch = body
         .batch

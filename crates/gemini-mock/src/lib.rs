@@ -45,11 +45,12 @@
 //!   while a batch's `fileName` input is taken as the caller's file unchecked
 //!   (`batches::input_file_exists`) and its `responsesFile` cannot be downloaded.
 //! - Batches never fail or expire, and answer every request with the plain echo (no
-//!   scenarios, no files read); each request's usage is in its `usageMetadata`.
+//!   scenarios, no files read); each request's usage is in its `usageMetadata`. Their
+//!   create and an interaction's are refused by an exhausted quota like a model call;
+//!   scenarios do not reach them.
 //! - Interactions answer text only: tools, function calls (`requires_action`),
 //!   multimodal output, `requires_continuation`, webhooks and the Live Interactions
-//!   WebSocket are not served; `include_input` is ignored, scenarios and quotas do not
-//!   reach them except an exhausted quota on create. A stream opened on a background
+//!   WebSocket are not served; `include_input` is ignored. A stream opened on a background
 //!   interaction shows the events as planned when it was opened, so a cancel made
 //!   meanwhile is not seen on it. `reset` keeps batches and interactions.
 //! - Quotas are switched on and off, never counted: no request or token is metered,

@@ -338,3 +338,22 @@ async fn another_projects_batch_is_not_found_on_every_route() {
     assert_eq!((never.status, never.text().as_str()), (404, NOT_FOUND));
     mock.stop().await;
 }
+
+#[actix_rt::test]
+async fn an_exhausted_quota_refuses_the_batch_with_429() {
+    let mut config = MockConfig::default();
+    config.exhausted_keys.insert("spent".into());
+    let mock = MockGemini::start(config).await.unwrap();
+    let r = call(
+        &mock,
+        "POST",
+        CREATE,
+        &[("x-goog-api-key", "spent")],
+        Some(&two_requests()),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert!(mock.batches().is_empty());
+    mock.stop().await;
+}
