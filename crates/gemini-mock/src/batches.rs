@@ -11,14 +11,17 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::auth::check_quota;
 use super::bodies::{self, Answer, Shape};
 use super::catalogue;
 use super::errors::ApiError;
 use super::jobs::{self, empty, lock, not_found, opaque_id, timestamp, Call};
 use super::reply::Reply;
 use super::request::{count_words, embed, parse_json, EmbedRequest, GenerateRequest};
+use super::state::Shared;
 
-const BATCH_TYPE: &str = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch";
+const BATCH_TYPE: &str =
+    "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch";
 const OUTPUT_TYPE: &str =
     "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput";
 const EMBED_BATCH_TYPE: &str =
@@ -83,8 +86,14 @@ impl BatchState {
     }
 }
 
-/// A batch as tests see it ([`crate::MockGemini::batches`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl Serialize for BatchState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A batch as tests see it ([`crate::MockGemini::batches`], `GET /__mock/jobs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BatchRecord {
     /// `batches/<id>`.
     pub name: String,
@@ -332,10 +341,11 @@ struct Item {
     metadata: Option<Value>,
 }
 
-/// Whether `files/<id>` is a file of `project` the batch may read.
-// TODO(files): look the file up in the Files store once it exists; until then every
-// well-formed file name is taken as the caller's.
-fn input_file_exists(_call: &Call<'_>, _id: &str) -> bool {
+/// Whether `files/<id>` is a file of `project` the batch may read; when it is not, the
+/// create answers the Files API's 403 for it, as a generateContent naming it would.
+// TODO(files): look the file up in the Files store (on `shared`) once it exists; until
+// then every well-formed file name is taken as the caller's.
+fn input_file_exists(_shared: &Shared, _project: &str, _id: &str) -> bool {
     true
 }
 
@@ -357,6 +367,9 @@ pub(crate) fn create(
             verb,
         ));
     }
+    // A batch spends the model's quota like the calls it queues (inferred), so an
+    // exhausted quota refuses it with the same 429.
+    check_quota(call.cfg, &call.key, model)?;
     let body: CreateBody = parse_json(body)?;
     let batch = body
         .batch
@@ -369,7 +382,7 @@ pub(crate) fn create(
             let id = super::resources::file_id(&file)
                 .filter(|_| file.starts_with("files/"))
                 .ok_or_else(|| ApiError::invalid(format!("Invalid file name: {file}")))?;
-            if !input_file_exists(call, id) {
+            if !input_file_exists(call.shared, &call.project, id) {
                 return Err(ApiError::file_denied(id));
             }
             Input::File { requests: 1 }

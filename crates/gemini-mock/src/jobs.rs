@@ -44,7 +44,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum JobRoute {
     /// `POST /{v}/models/{model}:batchGenerateContent` or `:asyncBatchEmbedContent`.
-    CreateBatch { model: String, embed: bool },
+    CreateBatch {
+        model: String,
+        embed: bool,
+    },
     ListBatches,
     GetBatch(String),
     CancelBatch(String),
@@ -184,10 +187,12 @@ fn answer(
         JobRoute::CreateBatch { model, embed } => {
             batches::create(&call, model, *embed, body).map(Answer::Reply)
         }
-        JobRoute::ListBatches => {
-            batches::list(&call, query.page_size.as_deref(), query.page_token.as_deref())
-                .map(Answer::Reply)
-        }
+        JobRoute::ListBatches => batches::list(
+            &call,
+            query.page_size.as_deref(),
+            query.page_token.as_deref(),
+        )
+        .map(Answer::Reply),
         JobRoute::GetBatch(id) => batches::get(&call, id).map(Answer::Reply),
         JobRoute::CancelBatch(id) => batches::cancel(&call, id).map(Answer::Reply),
         JobRoute::DeleteBatch(id) => batches::delete(&call, id).map(Answer::Reply),
@@ -196,6 +201,15 @@ fn answer(
         JobRoute::CancelInteraction(id) => interactions::cancel(&call, id).map(Answer::Reply),
         JobRoute::DeleteInteraction(id) => interactions::delete(&call, id).map(Answer::Reply),
     }
+}
+
+/// `GET /__mock/jobs`: every batch and interaction with the key and project that made
+/// it, for a mock running as its own process. Neither counted nor recorded.
+pub(crate) async fn control(shared: actix_web::web::Data<Shared>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "batches": batches::records(&shared.jobs),
+        "interactions": interactions::records(&shared.jobs),
+    }))
 }
 
 /// Google's answer for a resource id that names nothing the caller can see: another
@@ -282,7 +296,10 @@ mod tests {
     fn routes_are_parsed_from_paths_and_methods() {
         let p = |m: Method, path: &str| JobRoute::parse(&m, path);
         assert_eq!(
-            p(Method::POST, "/v1/models/gemini-2.5-flash:batchGenerateContent"),
+            p(
+                Method::POST,
+                "/v1/models/gemini-2.5-flash:batchGenerateContent"
+            ),
             Some((
                 "v1",
                 JobRoute::CreateBatch {

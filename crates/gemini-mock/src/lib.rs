@@ -29,9 +29,30 @@
 //! client's HTTP/2 and HTTP/1.1 paths can each be forced; every `RecordedRequest` says
 //! which HTTP version it came in.
 //!
+//! The Batch API (`models/{m}:batchGenerateContent`, `:asyncBatchEmbedContent`,
+//! `batches/{id}` get, list, `:cancel`, delete) and the Interactions API
+//! (`/{v}/interactions`: create with `previous_interaction_id`, `store`, `stream` and
+//! `background`; get with `stream` and `last_event_id`; cancel; delete) keep what they
+//! make in the project of the key that made it (`MockConfig::projects`); another
+//! project's id answers 404 NOT_FOUND without details. Batches answer each request as
+//! generateContent would and succeed after `batch_delay`; background interactions
+//! complete after `interaction_delay`. `batches()` and `interactions()` (and
+//! `GET /__mock/jobs`) list them with the key and project that made them.
+//!
 //! Known limits:
 //! - No file upload routes, and no files or cached contents are held: every
-//!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403.
+//!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403,
+//!   while a batch's `fileName` input is taken as the caller's file unchecked
+//!   (`batches::input_file_exists`) and its `responsesFile` cannot be downloaded.
+//! - Batches never fail or expire, and answer every request with the plain echo (no
+//!   scenarios, no files read); each request's usage is in its `usageMetadata`. Their
+//!   create and an interaction's are refused by an exhausted quota like a model call;
+//!   scenarios do not reach them.
+//! - Interactions answer text only: tools, function calls (`requires_action`),
+//!   multimodal output, `requires_continuation`, webhooks and the Live Interactions
+//!   WebSocket are not served; `include_input` is ignored. A stream opened on a background
+//!   interaction shows the events as planned when it was opened, so a cancel made
+//!   meanwhile is not seen on it. `reset` keeps batches and interactions.
 //! - Quotas are switched on and off, never counted: no request or token is metered,
 //!   and nothing resets at midnight Pacific time.
 //! - Key-level bodies always name project 123456789012; only CONSUMER_SUSPENDED and
@@ -395,6 +416,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/__mock/config", web::post().to(control::config))
         .route("/__mock/stats", web::get().to(control::stats))
         .route("/__mock/live", web::get().to(control::live))
+        .route("/__mock/jobs", web::get().to(jobs::control))
         .route(
             "/__mock/redirect-target",
             web::route().to(handler::redirect_target),

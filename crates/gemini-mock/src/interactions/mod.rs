@@ -59,8 +59,9 @@ pub(crate) struct Interaction {
     chunks: usize,
 }
 
-/// An interaction as tests see it ([`crate::MockGemini::interactions`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An interaction as tests see it ([`crate::MockGemini::interactions`],
+/// `GET /__mock/jobs`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct InteractionRecord {
     pub id: String,
     /// The project of the key that made it.

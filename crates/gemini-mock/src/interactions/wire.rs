@@ -84,9 +84,7 @@ pub(crate) struct Event<'a> {
 #[serde(untagged)]
 pub(crate) enum Payload<'a> {
     /// `interaction.created`, `interaction.completed`.
-    Interaction {
-        interaction: InteractionJson<'a>,
-    },
+    Interaction { interaction: InteractionJson<'a> },
     /// `interaction.status_update`.
     Status {
         interaction_id: &'a str,
