@@ -25,6 +25,18 @@ pub(crate) fn check_auth(
     query: &Query,
     cfg: &MockConfig,
 ) -> Result<String, ApiError> {
+    caller_key(req, query, cfg, route.is_openai(), || route.rpc_name())
+}
+
+/// `check_auth` for routes `Route` does not describe (batches, interactions): `rpc`
+/// names the method in the 401 of a Bearer token.
+pub(crate) fn caller_key(
+    req: &HttpRequest,
+    query: &Query,
+    cfg: &MockConfig,
+    openai: bool,
+    rpc: impl Fn() -> String,
+) -> Result<String, ApiError> {
     let authorization = header_str(req, "authorization");
     let bearer = authorization
         .and_then(|a| {
@@ -37,11 +49,10 @@ pub(crate) fn check_auth(
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .or_else(|| query.key.as_deref().filter(|k| !k.is_empty()));
-    let openai = route.is_openai();
     let key = if openai { bearer.or(api_key) } else { api_key };
     let Some(key) = key else {
         return Err(match authorization {
-            Some(_) if !openai => ApiError::bearer_unsupported(route.rpc_name()),
+            Some(_) if !openai => ApiError::bearer_unsupported(rpc()),
             _ => ApiError::unregistered(),
         });
     };
@@ -49,7 +60,7 @@ pub(crate) fn check_auth(
         return Err(refusal.error(key));
     }
     if !openai && authorization.is_some() {
-        return Err(ApiError::bearer_unsupported(route.rpc_name()));
+        return Err(ApiError::bearer_unsupported(rpc()));
     }
     if let Some(accepted) = &cfg.accepted_keys {
         if !accepted.contains(key) {

@@ -37,6 +37,9 @@ pub(crate) async fn upstream(
     shared.note_request(&req, &body, cfg.record);
     let in_flight = InFlight::new(Arc::clone(&shared));
     let knobs = Knobs::read(&req, &cfg);
+    if let Some(response) = super::jobs::serve(&req, &body, &cfg, &shared, knobs).await {
+        return response;
+    }
     let (reply, delivery) = decide(&req, &body, &cfg, &shared, &knobs);
     deliver::send(reply, delivery, knobs, in_flight, &shared.base_url).await
 }

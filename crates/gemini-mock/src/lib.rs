@@ -29,9 +29,30 @@
 //! client's HTTP/2 and HTTP/1.1 paths can each be forced; every `RecordedRequest` says
 //! which HTTP version it came in.
 //!
+//! The Batch API (`models/{m}:batchGenerateContent`, `:asyncBatchEmbedContent`,
+//! `batches/{id}` get, list, `:cancel`, delete) and the Interactions API
+//! (`/{v}/interactions`: create with `previous_interaction_id`, `store`, `stream` and
+//! `background`; get with `stream` and `last_event_id`; cancel; delete) keep what they
+//! make in the project of the key that made it (`MockConfig::projects`); another
+//! project's id answers 404 NOT_FOUND without details. Batches answer each request as
+//! generateContent would and succeed after `batch_delay`; background interactions
+//! complete after `interaction_delay`. `batches()` and `interactions()` (and
+//! `GET /__mock/jobs`) list them with the key and project that made them.
+//!
 //! Known limits:
 //! - No file upload routes, and no files or cached contents are held: every
-//!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403.
+//!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403,
+//!   while a batch's `fileName` input is taken as the caller's file unchecked
+//!   (`batches::input_file_exists`) and its `responsesFile` cannot be downloaded.
+//! - Batches never fail or expire, and answer every request with the plain echo (no
+//!   scenarios, no files read); each request's usage is in its `usageMetadata`. Their
+//!   create and an interaction's are refused by an exhausted quota like a model call;
+//!   scenarios do not reach them.
+//! - Interactions answer text only: tools, function calls (`requires_action`),
+//!   multimodal output, `requires_continuation`, webhooks and the Live Interactions
+//!   WebSocket are not served; `include_input` is ignored. A stream opened on a background
+//!   interaction shows the events as planned when it was opened, so a cancel made
+//!   meanwhile is not seen on it. `reset` keeps batches and interactions.
 //! - Quotas are switched on and off, never counted: no request or token is metered,
 //!   and nothing resets at midnight Pacific time.
 //! - Key-level bodies always name project 123456789012; only CONSUMER_SUSPENDED and
@@ -52,6 +73,7 @@
 
 mod answer;
 mod auth;
+mod batches;
 mod bodies;
 mod catalogue;
 mod control;
@@ -59,6 +81,8 @@ mod deliver;
 mod errors;
 mod events;
 mod handler;
+mod interactions;
+mod jobs;
 mod live;
 mod not_http;
 mod openai;
@@ -83,6 +107,8 @@ use std::time::Duration;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpServer};
 
+pub use batches::{BatchRecord, BatchState};
+pub use interactions::InteractionRecord;
 pub use live::{LiveFault, LiveMessage, LiveSession};
 pub use not_http::{start_not_http, NotHttpUpstream};
 pub use refusal::KeyRefusal;
@@ -151,6 +177,12 @@ pub struct MockConfig {
     /// Live API: the pause before each message of a turn after the first. Per
     /// connection: `x-mock-live-delay-ms`.
     pub live_delay: Duration,
+    /// Batches: how long a batch takes from creation to `BATCH_STATE_SUCCEEDED`; it is
+    /// pending for the first half and running for the second. Zero = done at once.
+    pub batch_delay: Duration,
+    /// Interactions: how long a `background: true` interaction stays `in_progress`
+    /// before it completes (others complete at once).
+    pub interaction_delay: Duration,
 }
 
 impl Default for MockConfig {
@@ -173,6 +205,8 @@ impl Default for MockConfig {
             live_chunks: 3,
             live_chunk_bytes: None,
             live_delay: Duration::ZERO,
+            batch_delay: Duration::from_secs(1),
+            interaction_delay: Duration::from_secs(1),
         }
     }
 }
@@ -339,6 +373,19 @@ impl MockGemini {
         self.shared.live.sessions()
     }
 
+    /// Every batch made since the start (deleted ones included), oldest first: which
+    /// key and project made it and where it stands.
+    pub fn batches(&self) -> Vec<BatchRecord> {
+        batches::records(&self.shared.jobs)
+    }
+
+    /// Every interaction made since the start (`store: false` and deleted ones
+    /// included), oldest first: which key and project made it, its status and the
+    /// interaction it continued.
+    pub fn interactions(&self) -> Vec<InteractionRecord> {
+        interactions::records(&self.shared.jobs)
+    }
+
     /// Stops accepting and drops open connections without waiting for them.
     pub async fn stop(self) {
         self.handle.stop(false).await;
@@ -369,6 +416,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/__mock/config", web::post().to(control::config))
         .route("/__mock/stats", web::get().to(control::stats))
         .route("/__mock/live", web::get().to(control::live))
+        .route("/__mock/jobs", web::get().to(jobs::control))
         .route(
             "/__mock/redirect-target",
             web::route().to(handler::redirect_target),

@@ -13,6 +13,7 @@ use actix_web::http::Version;
 use actix_web::HttpRequest;
 use bytes::Bytes;
 
+use super::jobs::Jobs;
 use super::live::LiveLog;
 use super::MockConfig;
 
@@ -92,6 +93,8 @@ pub(crate) struct Shared {
     pub base_url: String,
     /// Live API sessions.
     pub live: LiveLog,
+    /// Batches and interactions, per project.
+    pub jobs: Jobs,
 }
 
 /// A poisoned lock only means another handler panicked; the data is still usable.
@@ -111,6 +114,7 @@ impl Shared {
             streams_completed: AtomicUsize::new(0),
             base_url,
             live: LiveLog::default(),
+            jobs: Jobs::default(),
         }
     }
 

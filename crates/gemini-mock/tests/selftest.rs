@@ -6,10 +6,14 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "selftest/batches.rs"]
+mod batches;
 #[path = "selftest/big_streams.rs"]
 mod big_streams;
 #[path = "selftest/helpers.rs"]
 mod helpers;
+#[path = "selftest/interactions.rs"]
+mod interactions;
 #[path = "selftest/live.rs"]
 mod live;
 #[path = "selftest/native.rs"]
