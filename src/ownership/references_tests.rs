@@ -224,6 +224,9 @@ fn a_body_without_a_trigger_is_not_parsed() {
         "files/",
         "FILES\\/",
         "cachedcontents/",
+        "CACHEDCONTENTS/",
+        "cachedContents\\/",
+        "xfiles/",
         "\\u",
         "%",
         "previous_interaction_id",
@@ -231,7 +234,16 @@ fn a_body_without_a_trigger_is_not_parsed() {
     ] {
         assert!(triggers(body.as_bytes()), "{body}");
     }
-    for body in ["files", "iles/", "ontents/", "\\n", "files\\\\/", "/files"] {
+    for body in [
+        "files",
+        "iles/",
+        "ontents/",
+        "\\n",
+        "files\\\\/",
+        "/files",
+        "abcs/xyz",
+        "fileS /",
+    ] {
         assert!(!triggers(body.as_bytes()), "{body}");
     }
 }
