@@ -177,7 +177,8 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_str<E>(self, value: &str) -> Result<(), E> {
-        if self.interaction {
+        // An empty id continues nothing (some clients send "" for "none").
+        if self.interaction && !value.is_empty() {
             self.found.add(Collection::Interactions, value.to_owned());
         }
         if let Some((collection, id)) = reference(value) {

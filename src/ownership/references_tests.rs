@@ -79,6 +79,16 @@ fn references_are_found_wherever_they_sit() {
             interactions(&["v1_Deep"]),
         ),
         (
+            "an empty interaction id names nothing",
+            r#"{"previous_interaction_id":"","previousInteractionId":null}"#,
+            References::default(),
+        ),
+        (
+            "an interaction id is kept as written, for the lookup to refuse",
+            r#"{"previous_interaction_id":"v1/Odd Id"}"#,
+            interactions(&["v1/Odd Id"]),
+        ),
+        (
             "an interaction key whose value is no string names nothing",
             r#"{"previous_interaction_id":{"x":1}}"#,
             References::default(),
