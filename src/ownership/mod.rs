@@ -174,6 +174,18 @@ struct Inner {
     redis: Option<redis_store::Shared>,
 }
 
+impl fmt::Debug for Ownership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match self.inner.redis {
+            Some(_) => "redis",
+            None => "memory",
+        };
+        f.debug_struct("Ownership")
+            .field("backend", &backend)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Ownership {
     /// Records kept in this process only, at most `max_entries` of them.
     pub fn memory(max_entries: usize) -> Ownership {

@@ -79,6 +79,16 @@ fn references_are_found_wherever_they_sit() {
             interactions(&["v1_Deep"]),
         ),
         (
+            "an empty interaction id names nothing",
+            r#"{"previous_interaction_id":"","previousInteractionId":null}"#,
+            References::default(),
+        ),
+        (
+            "an interaction id is kept as written, for the lookup to refuse",
+            r#"{"previous_interaction_id":"v1/Odd Id"}"#,
+            interactions(&["v1/Odd Id"]),
+        ),
+        (
             "an interaction key whose value is no string names nothing",
             r#"{"previous_interaction_id":{"x":1}}"#,
             References::default(),
@@ -224,6 +234,9 @@ fn a_body_without_a_trigger_is_not_parsed() {
         "files/",
         "FILES\\/",
         "cachedcontents/",
+        "CACHEDCONTENTS/",
+        "cachedContents\\/",
+        "xfiles/",
         "\\u",
         "%",
         "previous_interaction_id",
@@ -231,7 +244,16 @@ fn a_body_without_a_trigger_is_not_parsed() {
     ] {
         assert!(triggers(body.as_bytes()), "{body}");
     }
-    for body in ["files", "iles/", "ontents/", "\\n", "files\\\\/", "/files"] {
+    for body in [
+        "files",
+        "iles/",
+        "ontents/",
+        "\\n",
+        "files\\\\/",
+        "/files",
+        "abcs/xyz",
+        "fileS /",
+    ] {
         assert!(!triggers(body.as_bytes()), "{body}");
     }
 }
