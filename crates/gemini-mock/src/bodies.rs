@@ -67,6 +67,8 @@ struct Usage {
     #[serde(skip_serializing_if = "is_zero")]
     candidates_token_count: u32,
     total_token_count: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    cached_content_token_count: u32,
     prompt_tokens_details: [TokenDetail; 1],
     #[serde(skip_serializing_if = "is_zero")]
     thoughts_token_count: u32,
@@ -121,7 +123,10 @@ impl Shape {
 pub(crate) struct Answer {
     pub model: String,
     pub response_id: String,
+    /// Including `cached_tokens`, as Gemini counts them.
     pub prompt_tokens: u32,
+    /// Tokens of the cached content the request used (`cachedContentTokenCount`).
+    pub cached_tokens: u32,
     pub shape: Shape,
 }
 
@@ -136,6 +141,7 @@ impl Answer {
                 token_count: self.prompt_tokens,
             }],
             thoughts_token_count: thoughts,
+            cached_content_token_count: self.cached_tokens,
         }
     }
 

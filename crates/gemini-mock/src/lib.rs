@@ -53,19 +53,24 @@
 mod answer;
 mod auth;
 mod bodies;
+mod caches;
 mod catalogue;
+mod clock;
 mod control;
 mod deliver;
 mod errors;
 mod events;
+mod files;
 mod handler;
 mod live;
 mod not_http;
 mod openai;
+mod paging;
 mod project;
 mod refusal;
 mod reply;
 mod request;
+mod resource_api;
 mod resources;
 mod route;
 mod scenario;
@@ -83,6 +88,8 @@ use std::time::Duration;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpServer};
 
+pub use caches::CachedContentInfo;
+pub use files::{FileInfo, FileState, KEPT_FILE_BYTES};
 pub use live::{LiveFault, LiveMessage, LiveSession};
 pub use not_http::{start_not_http, NotHttpUpstream};
 pub use refusal::KeyRefusal;
@@ -151,6 +158,15 @@ pub struct MockConfig {
     /// Live API: the pause before each message of a turn after the first. Per
     /// connection: `x-mock-live-delay-ms`.
     pub live_delay: Duration,
+    /// Upload URLs and file `uri`s name `https://generativelanguage.googleapis.com`, as
+    /// Gemini's do, rather than the mock's own origin: a proxy that hands them to its
+    /// clients unchanged sends them to Google. Off by default.
+    pub upload_url_google: bool,
+    /// How long a new file stays PROCESSING (refused in prompts) before it is ACTIVE.
+    /// Default zero: ACTIVE at once.
+    pub file_processing: Duration,
+    /// How long a file lives; Gemini's is 48 hours. An expired file is gone.
+    pub file_ttl: Duration,
 }
 
 impl Default for MockConfig {
@@ -173,6 +189,9 @@ impl Default for MockConfig {
             live_chunks: 3,
             live_chunk_bytes: None,
             live_delay: Duration::ZERO,
+            upload_url_google: false,
+            file_processing: Duration::ZERO,
+            file_ttl: Duration::from_secs(48 * 3600),
         }
     }
 }
@@ -339,6 +358,16 @@ impl MockGemini {
         self.shared.live.sessions()
     }
 
+    /// Every stored file of every project, by id.
+    pub fn files(&self) -> Vec<FileInfo> {
+        self.shared.files.infos()
+    }
+
+    /// Every cached content of every project, by id.
+    pub fn cached_contents(&self) -> Vec<CachedContentInfo> {
+        self.shared.caches.infos()
+    }
+
     /// Stops accepting and drops open connections without waiting for them.
     pub async fn stop(self) {
         self.handle.stop(false).await;
@@ -375,6 +404,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
         )
         // The SDKs put a double slash before `ws/` after a base URL ending in `/`, and
         // the service accepts it; other methods fall through to the 404 page.
+        // Uploads stream their bodies (files::upload), so they skip the buffering handler.
+        .route("/upload/{tail:.*}", web::route().to(files::upload::serve))
         .service(
             web::resource(["/ws/{rpc}", "//ws/{rpc}"])
                 .route(web::get().to(live::connect))

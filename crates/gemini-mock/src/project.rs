@@ -6,8 +6,6 @@
 use super::MockConfig;
 
 /// The project of `key`: its entry in `MockConfig::projects`, else a project of its own.
-// Used by the resource APIs being added.
-#[allow(dead_code)]
 pub(crate) fn project_of(cfg: &MockConfig, key: &str) -> String {
     cfg.projects
         .get(key)

@@ -92,6 +92,9 @@ pub(crate) struct Shared {
     pub base_url: String,
     /// Live API sessions.
     pub live: LiveLog,
+    /// Files and cached contents, per project.
+    pub files: super::files::Files,
+    pub caches: super::caches::Caches,
 }
 
 /// A poisoned lock only means another handler panicked; the data is still usable.
@@ -111,6 +114,8 @@ impl Shared {
             streams_completed: AtomicUsize::new(0),
             base_url,
             live: LiveLog::default(),
+            files: Default::default(),
+            caches: Default::default(),
         }
     }
 
