@@ -70,6 +70,9 @@ struct Usage {
     #[serde(skip_serializing_if = "is_zero")]
     cached_content_token_count: u32,
     prompt_tokens_details: [TokenDetail; 1],
+    /// With a cached content only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_tokens_details: Option<[TokenDetail; 1]>,
     #[serde(skip_serializing_if = "is_zero")]
     thoughts_token_count: u32,
 }
@@ -140,6 +143,10 @@ impl Answer {
                 modality: "TEXT",
                 token_count: self.prompt_tokens,
             }],
+            cache_tokens_details: (self.cached_tokens > 0).then_some([TokenDetail {
+                modality: "TEXT",
+                token_count: self.cached_tokens,
+            }]),
             thoughts_token_count: thoughts,
             cached_content_token_count: self.cached_tokens,
         }

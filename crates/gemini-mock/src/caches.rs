@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::catalogue;
 use super::clock::{parse_duration, parse_rfc3339, rfc3339};
 use super::errors::ApiError;
-use super::files::new_id;
 use super::openai::bare_model;
 use super::paging;
 use super::reply::Reply;
@@ -56,11 +55,11 @@ struct StoredCache {
 struct CacheResource<'a> {
     name: String,
     model: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    display_name: Option<&'a str>,
     create_time: String,
     update_time: String,
     expire_time: String,
+    /// Empty when none was given: Gemini writes `"displayName": ""`.
+    display_name: &'a str,
     usage_metadata: CacheUsage,
 }
 
@@ -75,7 +74,7 @@ impl StoredCache {
         CacheResource {
             name: format!("cachedContents/{id}"),
             model: &self.model,
-            display_name: self.display_name.as_deref(),
+            display_name: self.display_name.as_deref().unwrap_or_default(),
             create_time: rfc3339(self.created),
             update_time: rfc3339(self.updated),
             expire_time: rfc3339(self.expires),
@@ -93,6 +92,14 @@ pub(crate) fn denied() -> ApiError {
         "PERMISSION_DENIED",
         "CachedContent not found (or permission denied)",
     )
+}
+
+/// Gemini's cache ids are 40 lowercase letters and digits.
+fn cache_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..40)
+        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
+        .collect()
 }
 
 #[derive(Default)]
@@ -215,9 +222,16 @@ pub(crate) fn create(
     let prompt = GenerateRequest {
         contents: req.contents,
         system_instruction: req.system_instruction,
-        cached_content: None,
+        ..GenerateRequest::default()
     };
     resources::check_files(&prompt.references(), shared, project)?;
+    let tokens = prompt.prompt().tokens;
+    let min = shared.config().cache_min_tokens;
+    if tokens < min {
+        return Err(ApiError::invalid(format!(
+            "Cached content is too small. total_token_count={tokens}, min_total_token_count={min}"
+        )));
+    }
     let cache = StoredCache {
         project: project.to_owned(),
         model: format!("models/{id}"),
@@ -225,9 +239,9 @@ pub(crate) fn create(
         created: now,
         updated: now,
         expires,
-        tokens: prompt.prompt().tokens,
+        tokens,
     };
-    let id = new_id();
+    let id = cache_id();
     let reply = Reply::json(&cache.resource(&id));
     shared
         .caches

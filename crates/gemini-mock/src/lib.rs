@@ -167,6 +167,10 @@ pub struct MockConfig {
     pub file_processing: Duration,
     /// How long a file lives; Gemini's is 48 hours. An expired file is gone.
     pub file_ttl: Duration,
+    /// The fewest tokens (here: words) a cached content may hold; fewer → Gemini's 400
+    /// "Cached content is too small". Gemini's is 1024 or more by model; default 0, so
+    /// tests can cache a short prompt.
+    pub cache_min_tokens: u32,
 }
 
 impl Default for MockConfig {
@@ -192,6 +196,7 @@ impl Default for MockConfig {
             upload_url_google: false,
             file_processing: Duration::ZERO,
             file_ttl: Duration::from_secs(48 * 3600),
+            cache_min_tokens: 0,
         }
     }
 }

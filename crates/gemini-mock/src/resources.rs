@@ -35,6 +35,13 @@ pub(crate) fn check(
                  ({cache_model}) has to be the same."
             )));
         }
+        if refs.sets_config {
+            return Err(ApiError::invalid(
+                "CachedContent can not be used with GenerateContent request setting \
+                 system_instruction, tools or tool_config.\n\nProposed fix: move those values \
+                 to CachedContent from GenerateContent request.",
+            ));
+        }
         cached_tokens = tokens;
     }
     check_files(refs, shared, project)?;

@@ -8,6 +8,10 @@
 
 #[path = "selftest/big_streams.rs"]
 mod big_streams;
+#[path = "selftest/caches.rs"]
+mod caches;
+#[path = "selftest/files.rs"]
+mod files;
 #[path = "selftest/helpers.rs"]
 mod helpers;
 #[path = "selftest/live.rs"]

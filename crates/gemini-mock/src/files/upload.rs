@@ -305,7 +305,15 @@ async fn chunk(
             return upload_answer(StatusCode::OK, "cancelled").finish();
         }
         if let Some(file_id) = session.file_id.clone() {
-            return after_final(shared, session, &file_id, &commands);
+            let done = Done {
+                project: session.project.clone(),
+                version: session.version,
+                size: session.declared.unwrap_or_default(),
+                file_id,
+            };
+            // The store's lock is the sessions' lock: let go of it first.
+            drop(inner);
+            return after_final(shared, &done, &commands);
         }
         let Some(progress) = session.progress.as_ref() else {
             let e = ApiError::new(
@@ -392,21 +400,24 @@ async fn chunk(
     }
 }
 
+/// What a finalized session still knows.
+struct Done {
+    project: String,
+    version: &'static str,
+    size: u64,
+    file_id: String,
+}
+
 /// A request to a session that already made its file: a repeated finalize or a query
 /// gets the final answer again (a client retrying a lost answer); more bytes do not fit.
-fn after_final(
-    shared: &Shared,
-    session: &Session,
-    file_id: &str,
-    commands: &Commands,
-) -> HttpResponse {
-    let size = session.declared.unwrap_or_default();
+fn after_final(shared: &Shared, done: &Done, commands: &Commands) -> HttpResponse {
+    let (size, file_id) = (done.size, done.file_id.as_str());
     if commands.upload {
         let e = ApiError::invalid("The upload was already finalized.");
         return error_answer(&e, "final");
     }
-    match shared.files.get(&session.project, file_id) {
-        Ok(file) => final_answer(shared, &file, file_id, session.version),
+    match shared.files.get(&done.project, file_id) {
+        Ok(file) => final_answer(shared, &file, file_id, done.version),
         Err(_) => upload_answer(StatusCode::OK, "final")
             .insert_header(("x-goog-upload-size-received", size.to_string()))
             .body("{}\n"),
