@@ -24,14 +24,36 @@
 //! module's documentation has the whole behaviour, and `testing::LiveClient` is a
 //! WebSocket client for tests.
 //!
+//! Files and cached contents are held per project (`MockConfig::projects`): files come
+//! in by Google's resumable upload (`/upload/{v}/files`, chunks streamed, counted and
+//! hashed, never held whole), and are read, listed, downloaded and deleted on
+//! `/{v}/files`; cached contents are made, read, listed, updated and deleted on
+//! `/{v}/cachedContents`. A prompt naming a file or cache of its project works (a cache
+//! adds `cachedContentTokenCount`); any other project gets Gemini's 403, a file still
+//! PROCESSING (`file_processing`) its 400. `upload_url_google` makes upload URLs and
+//! file URIs name Google's host, for a proxy's rewrite to be tested; `files` and
+//! `cached_contents` show tests what is held.
+//!
 //! `start_tls` serves the same over TLS with a certificate signed by a CA made at start
 //! (`ca_pem` hands it out), offering `h2`, `http/1.1` or both by ALPN (`Alpn`), so a
 //! client's HTTP/2 and HTTP/1.1 paths can each be forced; every `RecordedRequest` says
 //! which HTTP version it came in.
 //!
 //! Known limits:
-//! - No file upload routes, and no files or cached contents are held: every
-//!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403.
+//! - Uploads: only the resumable protocol (no multipart or single-request media
+//!   uploads, no `POST /{v}/files` metadata-only create); upload URLs do not take a key
+//!   in place of the session id, a key on a chunk is ignored, and sessions never
+//!   expire. The answers to a wrong offset, an unknown session and a short finalize are
+//!   inferred, not captured. Scenarios, delays and the transport faults do not apply to
+//!   `/upload/...`.
+//! - Files: bytes are kept up to `KEPT_FILE_BYTES` for downloads (Gemini serves only
+//!   generated files); no FAILED state, no video metadata, no per-project storage quota
+//!   (20 GB) or file size limit (2 GB); a download answers the common MIME types as
+//!   themselves and others as `application/octet-stream`.
+//! - Cached contents: tokens are counted as words (files count nothing), the minimum
+//!   size is a knob (`cache_min_tokens`, 0) rather than per model, `tools` and
+//!   `toolConfig` are not stored, and an `expireTime` is written back with microseconds.
+//! - No batches, interactions or tuned-model resources are held.
 //! - Quotas are switched on and off, never counted: no request or token is metered,
 //!   and nothing resets at midnight Pacific time.
 //! - Key-level bodies always name project 123456789012; only CONSUMER_SUSPENDED and

@@ -8,7 +8,9 @@
 //! MOCK_SPLIT_USAGE (false; true cuts every usage object across two body chunks),
 //! MOCK_RECORD (true; false keeps memory flat under load); for the Live API,
 //! MOCK_LIVE_BINARY (false), MOCK_LIVE_FAULT (unset; a `LiveFault` name such as `goaway`),
-//! MOCK_LIVE_CHUNKS (3), MOCK_LIVE_CHUNK_BYTES (unset), MOCK_LIVE_DELAY_MS (0).
+//! MOCK_LIVE_CHUNKS (3), MOCK_LIVE_CHUNK_BYTES (unset), MOCK_LIVE_DELAY_MS (0); for
+//! files, MOCK_UPLOAD_URL_GOOGLE (false; true hands out upload URLs and file URIs on
+//! Google's origin) and MOCK_FILE_PROCESSING_MS (0: new files are ACTIVE at once).
 //!
 //! TLS: MOCK_TLS (false; true serves `https://` with a certificate for 127.0.0.1 and
 //! localhost signed by a CA made at start), MOCK_TLS_CA_FILE (where the CA's PEM
@@ -76,6 +78,8 @@ fn config() -> io::Result<MockConfig> {
         live_chunks: var("MOCK_LIVE_CHUNKS", 3)?,
         live_chunk_bytes: optional("MOCK_LIVE_CHUNK_BYTES")?,
         live_delay: Duration::from_millis(var("MOCK_LIVE_DELAY_MS", 0)?),
+        upload_url_google: flag("MOCK_UPLOAD_URL_GOOGLE", false)?,
+        file_processing: Duration::from_millis(var("MOCK_FILE_PROCESSING_MS", 0)?),
         ..MockConfig::default()
     })
 }
