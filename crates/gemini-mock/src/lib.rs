@@ -53,7 +53,6 @@
 //! - Cached contents: tokens are counted as words (files count nothing), the minimum
 //!   size is a knob (`cache_min_tokens`, 0) rather than per model, `tools` and
 //!   `toolConfig` are not stored, and an `expireTime` is written back with microseconds.
-//! - No batches, interactions or tuned-model resources are held.
 //! - Quotas are switched on and off, never counted: no request or token is metered,
 //!   and nothing resets at midnight Pacific time.
 //! - Key-level bodies always name project 123456789012; only CONSUMER_SUSPENDED and

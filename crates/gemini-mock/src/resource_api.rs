@@ -106,3 +106,44 @@ pub(crate) fn answer(
         ResourceRoute::DeleteCache(id) => caches::delete(shared, project, id),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Route;
+
+    fn parse(method: Method, path: &str) -> Option<Route> {
+        Route::parse(&method, path)
+    }
+
+    #[test]
+    fn resource_paths_and_methods() {
+        let file = |kind| {
+            Some(Route::Resource {
+                version: "v1beta",
+                kind,
+            })
+        };
+        assert_eq!(
+            parse(Method::GET, "/v1beta/files/abc"),
+            file(ResourceRoute::GetFile("abc".into()))
+        );
+        assert_eq!(
+            parse(Method::GET, "/v1beta/files/abc:download"),
+            file(ResourceRoute::DownloadFile("abc".into()))
+        );
+        assert_eq!(
+            parse(Method::GET, "/download/v1beta/files/abc:download"),
+            file(ResourceRoute::DownloadFile("abc".into()))
+        );
+        assert_eq!(parse(Method::GET, "/download/v1beta/files/abc"), None);
+        assert_eq!(
+            parse(Method::PATCH, "/v1beta/cachedContents/c1"),
+            file(ResourceRoute::UpdateCache("c1".into()))
+        );
+        assert_eq!(parse(Method::POST, "/v1beta/files"), None);
+        assert_eq!(parse(Method::PUT, "/v1beta/cachedContents/c1"), None);
+        assert_eq!(parse(Method::GET, "/v1beta/files/"), None);
+        assert_eq!(parse(Method::DELETE, "/v1beta/files/a:download"), None);
+    }
+}
