@@ -32,7 +32,8 @@
 //! adds `cachedContentTokenCount`); any other project gets Gemini's 403, a file still
 //! PROCESSING (`file_processing`) its 400. `upload_url_google` makes upload URLs and
 //! file URIs name Google's host, for a proxy's rewrite to be tested; `files` and
-//! `cached_contents` show tests what is held.
+//! `cached_contents` (and `GET /__mock/files`, `/__mock/cached-contents`) show tests
+//! what is held.
 //!
 //! `start_tls` serves the same over TLS with a certificate signed by a CA made at start
 //! (`ca_pem` hands it out), offering `h2`, `http/1.1` or both by ALPN (`Alpn`), so a
@@ -83,6 +84,7 @@ mod errors;
 mod events;
 mod files;
 mod handler;
+mod held_control;
 mod live;
 mod not_http;
 mod openai;
@@ -424,6 +426,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/__mock/config", web::post().to(control::config))
         .route("/__mock/stats", web::get().to(control::stats))
         .route("/__mock/live", web::get().to(control::live))
+        .route("/__mock/files", web::get().to(held_control::files))
+        .route(
+            "/__mock/cached-contents",
+            web::get().to(held_control::cached_contents),
+        )
         .route(
             "/__mock/redirect-target",
             web::route().to(handler::redirect_target),

@@ -504,3 +504,30 @@ async fn a_file_too_big_to_keep_is_not_downloadable() {
     assert_eq!(r.json()["error"]["status"], "INVALID_ARGUMENT");
     mock.stop().await;
 }
+
+#[actix_rt::test]
+async fn control_routes_show_the_files_and_set_the_knobs() {
+    let mock = start().await;
+    let set = r#"{"upload_url_google": true, "file_processing_ms": 60000, "file_ttl_ms": 3600000, "cache_min_tokens": 5}"#;
+    let r = call(&mock, "POST", "/__mock/config", &[], Some(set)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call(
+        &mock,
+        "POST",
+        "/__mock/config",
+        &[],
+        Some(r#"{"file_ttl_ms": -1}"#),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let file = upload(&mock, "k", b"abc", 10).await;
+    assert_eq!(file["state"], "PROCESSING");
+    let listed = call(&mock, "GET", "/__mock/files", &[], None).await.json();
+    assert_eq!(listed[0]["id"], id_of(&file).as_str());
+    assert_eq!(listed[0]["project"], "key:k");
+    assert_eq!(listed[0]["size"], 3);
+    assert_eq!(listed[0]["state"], "PROCESSING");
+    let caches = call(&mock, "GET", "/__mock/cached-contents", &[], None).await;
+    assert_eq!(caches.json(), json!([]));
+    mock.stop().await;
+}
