@@ -19,6 +19,7 @@ mod operations;
 mod pipeline;
 mod proxy;
 mod quotas;
+mod resources;
 mod redis;
 mod resilience;
 mod sdk;
