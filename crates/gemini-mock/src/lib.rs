@@ -105,9 +105,9 @@ mod errors;
 mod events;
 mod files;
 mod handler;
+mod held_control;
 mod interactions;
 mod jobs;
-mod held_control;
 mod live;
 mod not_http;
 mod openai;
@@ -135,9 +135,9 @@ use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceRespon
 use actix_web::{web, App, HttpServer};
 
 pub use batches::{BatchRecord, BatchState};
-pub use interactions::InteractionRecord;
 pub use caches::CachedContentInfo;
 pub use files::{FileInfo, FileState, KEPT_FILE_BYTES};
+pub use interactions::InteractionRecord;
 pub use live::{LiveFault, LiveMessage, LiveSession};
 pub use not_http::{start_not_http, NotHttpUpstream};
 pub use refusal::KeyRefusal;

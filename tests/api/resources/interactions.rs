@@ -24,7 +24,12 @@ async fn a_conversation_continues_on_the_key_that_holds_it() {
     let app = spawn_resources(&[]).await;
     // Several conversations, so the round robin would spread them over the keys.
     for n in 0..3 {
-        let first = create(&app, A, json!({"model": "gemini-2.5-flash", "input": format!("hello {n}")})).await;
+        let first = create(
+            &app,
+            A,
+            json!({"model": "gemini-2.5-flash", "input": format!("hello {n}")}),
+        )
+        .await;
         assert_eq!(first.status, 200, "{}", first.text());
         let id = first.json()["id"].as_str().unwrap().to_owned();
         let key = key_of(&app, &id);
@@ -38,21 +43,44 @@ async fn a_conversation_continues_on_the_key_that_holds_it() {
             .await;
             assert_eq!(next.status, 200, "turn {turn}: {}", next.text());
             let body = next.json();
-            let text = body["steps"][0]["content"][0]["text"].as_str().unwrap_or_default();
-            assert!(text.contains(&format!("(turn {turn})")), "the mock saw the history: {body}");
+            let text = body["steps"][0]["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                text.contains(&format!("(turn {turn})")),
+                "the mock saw the history: {body}"
+            );
             previous = body["id"].as_str().unwrap().to_owned();
-            assert_eq!(key_of(&app, &previous), key, "turn {turn} went out with the conversation's key");
+            assert_eq!(
+                key_of(&app, &previous),
+                key,
+                "turn {turn} went out with the conversation's key"
+            );
         }
-        let get = call(&app, A, Method::GET, &format!("/v1beta/interactions/{previous}?stream=false"), "").await;
+        let get = call(
+            &app,
+            A,
+            Method::GET,
+            &format!("/v1beta/interactions/{previous}?stream=false"),
+            "",
+        )
+        .await;
         assert_eq!(get.status, 200, "{}", get.text());
-        assert!(keys_of_calls_naming(&app, &previous).iter().all(|k| *k == key));
+        assert!(keys_of_calls_naming(&app, &previous)
+            .iter()
+            .all(|k| *k == key));
     }
 }
 
 #[actix_rt::test]
 async fn another_client_cannot_see_continue_cancel_or_delete_an_interaction() {
     let app = spawn_resources(&[]).await;
-    let made = create(&app, A, json!({"model": "gemini-2.5-flash", "input": "secret plans", "background": true})).await;
+    let made = create(
+        &app,
+        A,
+        json!({"model": "gemini-2.5-flash", "input": "secret plans", "background": true}),
+    )
+    .await;
     assert_eq!(made.status, 200, "{}", made.text());
     let id = made.json()["id"].as_str().unwrap().to_owned();
     let before = app.mock.request_count();
@@ -85,7 +113,11 @@ async fn another_client_cannot_see_continue_cancel_or_delete_an_interaction() {
     ] {
         assert_not_found(what, &response);
     }
-    assert_eq!(app.mock.request_count(), before, "none of B's calls reached Gemini");
+    assert_eq!(
+        app.mock.request_count(),
+        before,
+        "none of B's calls reached Gemini"
+    );
     // A still can: cancel its running background interaction.
     let cancelled = call(&app, A, Method::POST, &format!("{path}/cancel"), "").await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.text());
@@ -94,9 +126,17 @@ async fn another_client_cannot_see_continue_cancel_or_delete_an_interaction() {
 #[actix_rt::test]
 async fn a_streamed_interaction_is_recorded_from_its_first_event() {
     let app = spawn_resources(&[]).await;
-    let streamed = create(&app, A, json!({"model": "gemini-2.5-flash", "input": "stream me", "stream": true})).await;
+    let streamed = create(
+        &app,
+        A,
+        json!({"model": "gemini-2.5-flash", "input": "stream me", "stream": true}),
+    )
+    .await;
     assert_eq!(streamed.status, 200, "{}", streamed.text());
-    assert!(streamed.header("content-type").unwrap_or_default().starts_with("text/event-stream"));
+    assert!(streamed
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/event-stream"));
     let text = streamed.text();
     let created = text
         .lines()
@@ -104,7 +144,10 @@ async fn a_streamed_interaction_is_recorded_from_its_first_event() {
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
         .find(|e| e["event_type"] == "interaction.created")
         .expect("an interaction.created event");
-    let id = created["interaction"]["id"].as_str().expect("the event names the id").to_owned();
+    let id = created["interaction"]["id"]
+        .as_str()
+        .expect("the event names the id")
+        .to_owned();
     assert!(text.contains("interaction.completed"), "{text}");
     // The record is written beside the stream; give it a moment.
     let key = key_of(&app, &id);
@@ -121,7 +164,14 @@ async fn a_streamed_interaction_is_recorded_from_its_first_event() {
     assert!(keys_of_calls_naming(&app, &id).iter().all(|k| *k == key));
     assert_not_found("B's get", &call(&app, B, Method::GET, &path, "").await);
     // A resumed event stream of the finished interaction, on its key.
-    let resumed = call(&app, A, Method::GET, &format!("{path}?stream=true&last_event_id=1"), "").await;
+    let resumed = call(
+        &app,
+        A,
+        Method::GET,
+        &format!("{path}?stream=true&last_event_id=1"),
+        "",
+    )
+    .await;
     assert_eq!(resumed.status, 200, "{}", resumed.text());
     assert!(resumed.text().contains("interaction.completed"));
 }
@@ -129,11 +179,19 @@ async fn a_streamed_interaction_is_recorded_from_its_first_event() {
 #[actix_rt::test]
 async fn a_background_interaction_is_polled_to_completion_and_deleted() {
     let app = spawn_resources(&[]).await;
-    let made = create(&app, A, json!({"model": "gemini-2.5-flash", "input": "research", "background": true})).await;
+    let made = create(
+        &app,
+        A,
+        json!({"model": "gemini-2.5-flash", "input": "research", "background": true}),
+    )
+    .await;
     assert_eq!(made.status, 200, "{}", made.text());
     let id = made.json()["id"].as_str().unwrap().to_owned();
     let path = format!("/v1beta/interactions/{id}");
-    let mut status = made.json()["status"].as_str().unwrap_or_default().to_owned();
+    let mut status = made.json()["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     for _ in 0..50 {
         if status == "completed" {
             break;
@@ -145,10 +203,18 @@ async fn a_background_interaction_is_polled_to_completion_and_deleted() {
     }
     assert_eq!(status, "completed");
     let deleted = call(&app, A, Method::DELETE, &path, "").await;
-    assert_eq!(deleted.status, 200, "the SDKs accept only 200: {}", deleted.text());
+    assert_eq!(
+        deleted.status,
+        200,
+        "the SDKs accept only 200: {}",
+        deleted.text()
+    );
     // Forgotten with it: the service answers without asking Gemini.
     let before = app.mock.request_count();
-    assert_not_found("a deleted interaction", &call(&app, A, Method::GET, &path, "").await);
+    assert_not_found(
+        "a deleted interaction",
+        &call(&app, A, Method::GET, &path, "").await,
+    );
     assert_eq!(app.mock.request_count(), before);
     let key = key_of(&app, &id);
     assert!(keys_of_calls_naming(&app, &id).iter().all(|k| *k == key));
@@ -157,10 +223,20 @@ async fn a_background_interaction_is_polled_to_completion_and_deleted() {
 #[actix_rt::test]
 async fn an_interactions_tokens_are_counted_for_its_client() {
     let app = spawn_resources(&[]).await;
-    let made = create(&app, A, json!({"model": "gemini-2.5-flash", "input": "count me"})).await;
+    let made = create(
+        &app,
+        A,
+        json!({"model": "gemini-2.5-flash", "input": "count me"}),
+    )
+    .await;
     assert_eq!(made.status, 200, "{}", made.text());
     let total = made.json()["usage"]["total_tokens"].as_f64().unwrap();
-    let streamed = create(&app, A, json!({"model": "gemini-2.5-flash", "input": "count me too", "stream": true})).await;
+    let streamed = create(
+        &app,
+        A,
+        json!({"model": "gemini-2.5-flash", "input": "count me too", "stream": true}),
+    )
+    .await;
     assert_eq!(streamed.status, 200);
     let streamed_total: f64 = app
         .mock
@@ -176,7 +252,7 @@ async fn an_interactions_tokens_are_counted_for_its_client() {
             metric_value(
                 &metrics,
                 &format!(
-                    "gemini_proxy_tokens_total{{client=\"env-1\",kind=\"{kind}\",model=\"gemini-2.5-flash\"}}"
+                    "gemini_proxy_tokens_total{{client=\"a\",kind=\"{kind}\",model=\"gemini-2.5-flash\"}}"
                 ),
             )
         })
@@ -187,20 +263,31 @@ async fn an_interactions_tokens_are_counted_for_its_client() {
 
 #[actix_rt::test]
 async fn an_interaction_with_a_model_outside_the_allow_list_is_refused() {
-    let dir = std::env::temp_dir().join(format!("interactions-allow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let keys = dir.join("keys.toml");
-    std::fs::write(
-        &keys,
-        format!("[[client]]\nname = \"narrow\"\nkey = \"{A}\"\nmodels = [\"gemini-2.5-flash\"]\n"),
-    )
-    .unwrap();
-    let app = spawn_resources(&[("KEYS_FILE", keys.to_str().unwrap()), ("API_KEYS", "")]).await;
+    let keys = keys_file(
+        "interactions-allow",
+        &format!("[[client]]\nname = \"narrow\"\nkey = \"{A}\"\nmodels = [\"gemini-2.5-flash\"]\n"),
+    );
+    let app = spawn_resources(&[("KEYS_FILE", &keys)]).await;
     let refused = create(&app, A, json!({"model": "gemini-2.5-pro", "input": "x"})).await;
     assert_eq!(refused.status, 403, "{}", refused.text());
     assert_eq!(code_of(&refused).as_deref(), Some("MODEL_NOT_ALLOWED"));
-    let agent = create(&app, A, json!({"agent": "deep-research-pro-preview-12-2025", "input": "x", "background": true})).await;
-    assert_eq!(code_of(&agent).as_deref(), Some("MODEL_NOT_ALLOWED"), "{}", agent.text());
-    let allowed = create(&app, A, json!({"model": "models/gemini-2.5-flash", "input": "x"})).await;
+    let agent = create(
+        &app,
+        A,
+        json!({"agent": "deep-research-pro-preview-12-2025", "input": "x", "background": true}),
+    )
+    .await;
+    assert_eq!(
+        code_of(&agent).as_deref(),
+        Some("MODEL_NOT_ALLOWED"),
+        "{}",
+        agent.text()
+    );
+    let allowed = create(
+        &app,
+        A,
+        json!({"model": "models/gemini-2.5-flash", "input": "x"}),
+    )
+    .await;
     assert_eq!(allowed.status, 200, "{}", allowed.text());
 }

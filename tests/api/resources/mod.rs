@@ -5,6 +5,8 @@
 //! one can try everything on the other's resources.
 
 mod batches;
+mod caches;
+mod files;
 mod interactions;
 
 use crate::helpers::*;
@@ -20,16 +22,25 @@ pub const A: &str = "client-a-0123456789abcdef";
 pub const B: &str = "client-b-0123456789abcdef";
 pub const JSON: (&str, &str) = ("Content-Type", "application/json");
 
-/// The service with three server keys and clients A (`env-1`) and B (`env-2`),
-/// its mock finishing batches and background interactions after 200 ms.
+/// The service with three server keys and clients `a` and `b` (limits the
+/// tests stay under), its mock finishing batches and background interactions
+/// after 200 ms.
 pub async fn spawn_resources(extra: &[(&str, &str)]) -> TestApp {
     let extra: Vec<(String, String)> = extra
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
+    let keys = keys_file(
+        "resources",
+        &format!(
+            "[defaults]\nrequests_per_minute = 60000\nburst = 5000\n\n\
+             [[client]]\nname = \"a\"\nkey = \"{A}\"\n\n[[client]]\nname = \"b\"\nkey = \"{B}\"\n"
+        ),
+    );
     let app = spawn_app_with(move |settings| {
         settings.insert("GEMINI_API_KEY".into(), KEYS.join(","));
-        settings.insert("API_KEYS".into(), format!("{A},{B}"));
+        settings.insert("API_KEYS".into(), String::new());
+        settings.insert("KEYS_FILE".into(), keys);
         settings.extend(extra);
     })
     .await;
@@ -38,6 +49,19 @@ pub async fn spawn_resources(extra: &[(&str, &str)]) -> TestApp {
         c.interaction_delay = Duration::from_millis(200);
     });
     app
+}
+
+/// Writes a keys file of its own for one test (tests run in parallel).
+pub fn keys_file(name: &str, text: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-keys-{}-{}.toml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, text).expect("keys file written");
+    path.display().to_string()
 }
 
 /// A request with `client`'s key as the SDKs send it.
@@ -57,7 +81,11 @@ pub fn assert_not_found(what: &str, response: &TestResponse) {
     assert_eq!(response.status, 404, "{what}: {}", response.text());
     let body = response.json();
     assert_eq!(body["error"]["status"], "NOT_FOUND", "{what}: {body}");
-    assert_eq!(code_of(response).as_deref(), Some("NOT_FOUND"), "{what}: {body}");
+    assert_eq!(
+        code_of(response).as_deref(),
+        Some("NOT_FOUND"),
+        "{what}: {body}"
+    );
 }
 
 /// The server key of every recorded request whose path and query contain `needle`.
