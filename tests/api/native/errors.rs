@@ -233,7 +233,7 @@ async fn errors_the_service_raises_on_native_paths_use_googles_shape() {
         case(
             "an unknown path under a version",
             Method::GET,
-            "/v1beta/cachedContents",
+            "/v1beta/corpora",
             CLIENT_KEY,
             404,
             "NOT_FOUND",
