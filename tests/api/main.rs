@@ -21,7 +21,7 @@ mod proxy;
 mod quotas;
 mod redis;
 mod resilience;
-mod resources;
+pub mod resources;
 mod sdk;
 mod secrets;
 mod shared_keys;

@@ -443,3 +443,64 @@ async fn a_three_mib_inline_image_goes_through_generate_content() {
     assert_eq!(sent.body.len(), body.len(), "the body went upstream whole");
     assert_eq!(sent.body.as_ref(), body.as_bytes());
 }
+
+#[actix_rt::test]
+async fn gemini_forgetting_a_file_is_the_requests_failure_not_the_keys() {
+    let app = spawn_resources(&[]).await;
+    let file = upload(&app, A, b"short-lived", 64).await;
+    let name = file["name"].as_str().unwrap().to_owned();
+    let id = name.strip_prefix("files/").unwrap();
+    let held = app.mock.files().into_iter().find(|f| f.id == id).unwrap();
+    let key = held.project.strip_prefix("key:").unwrap().to_owned();
+    // Deleted behind the service's back (Gemini lost it, or it expired early).
+    let deleted = awc::Client::default()
+        .delete(format!("{}/v1beta/{name}", app.mock.base_url()))
+        .insert_header(("x-goog-api-key", key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    // Gemini no longer has it: its 403 comes back, and the key stays in rotation.
+    let used = call(&app, A, Method::POST, GENERATE, generate_with_file(&name)).await;
+    assert_eq!(used.status, 403, "{}", used.text());
+    assert_eq!(used.json()["error"]["status"], "PERMISSION_DENIED");
+    let metrics = app.metrics().await;
+    for key in 0..KEYS.len() {
+        assert_eq!(
+            metric_value(
+                &metrics,
+                &format!("gemini_proxy_upstream_key_available{{key=\"{key}\"}}")
+            ),
+            Some(1.0),
+            "key {key}: {metrics}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn a_file_whose_key_gemini_refuses_answers_the_services_own_error() {
+    let app = spawn_resources(&[]).await;
+    let file = upload(&app, A, b"held by one key", 64).await;
+    let name = file["name"].as_str().unwrap().to_owned();
+    let id = name.strip_prefix("files/").unwrap();
+    let held = app.mock.files().into_iter().find(|f| f.id == id).unwrap();
+    let key = held.project.strip_prefix("key:").unwrap().to_owned();
+    app.mock.update_config(|c| {
+        c.key_refusals
+            .insert(key.clone(), gemini_mock::KeyRefusal::Suspended);
+    });
+    let calls = app.mock.request_count();
+    let used = call(&app, A, Method::POST, GENERATE, generate_with_file(&name)).await;
+    assert_eq!(
+        code_of(&used).as_deref(),
+        Some("UPSTREAM_AUTH_ERROR"),
+        "{}",
+        used.text()
+    );
+    assert!(
+        !used.text().contains(&key[..12]),
+        "Gemini's body quoting the key never comes back"
+    );
+    // One attempt: no other key could reach the file.
+    assert_eq!(app.mock.request_count(), calls + 1);
+}

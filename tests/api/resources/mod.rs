@@ -5,8 +5,9 @@
 //! one can try everything on the other's resources.
 
 mod batches;
+mod big_upload;
 mod caches;
-mod files;
+pub mod files;
 mod interactions;
 
 use crate::helpers::*;
