@@ -115,7 +115,11 @@ impl Shape {
     pub fn for_path(path: &str) -> Shape {
         let mut segments = path.trim_start_matches('/').split('/');
         // The Live API's WebSocket path is the SDKs' too.
-        if path.trim_start_matches('/').starts_with("ws/") {
+        let trimmed = path.trim_start_matches('/');
+        if ["ws/", "upload/", "download/"]
+            .iter()
+            .any(|prefix| trimmed.starts_with(prefix))
+        {
             return Shape::Google;
         }
         // Any version-like first segment (`v1`, `v2beta`), served or not: a

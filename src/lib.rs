@@ -11,6 +11,7 @@ pub mod live_sessions;
 pub mod metrics;
 pub mod middleware;
 pub mod model_id;
+pub mod ownership;
 pub mod proxy_request;
 pub mod quota;
 pub mod request_log;

@@ -16,6 +16,7 @@ use crate::keys::reload::{self, Reloader, WatchGuard};
 use crate::keys::{worker, Admit, ClientPolicy, KeyRegistry, ReadUsage, ReplaceClients};
 use crate::live_sessions::LiveSessions;
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 use crate::quota::{state_file, Days, UsageStore, WallClock};
 use crate::routes::stream::ClientSocket;
 use crate::settings::{RateLimitBackend, Settings};
@@ -393,6 +394,29 @@ impl Registry {
     }
 }
 
+/// Resource records kept in this process at most: about 100 MB at the worst
+/// (docs/operations.md#resource-ownership); the soonest to expire go first.
+const MAX_OWNERSHIP_RECORDS: usize = 500_000;
+
+/// Where the service remembers who made each file, cache, batch and
+/// interaction: in Redis when the limits are there (every replica agrees),
+/// else in this process.
+fn ownership(settings: &Settings) -> Ownership {
+    let RateLimitBackend::Redis(redis) = &settings.rate_limit_backend else {
+        return Ownership::memory(MAX_OWNERSHIP_RECORDS);
+    };
+    let manager = redis::Client::open(redis.connection.clone())
+        .map_err(CheckError::from)
+        .and_then(crate::ownership::connect);
+    match manager {
+        Ok(manager) => Ownership::redis(manager, redis.timeout, MAX_OWNERSHIP_RECORDS),
+        Err(error) => {
+            log::error!("resource ownership stays in this process: Redis cannot be used ({error})");
+            Ownership::memory(MAX_OWNERSHIP_RECORDS)
+        }
+    }
+}
+
 /// Everything that talks to Gemini: the pool (key pool, actors, admission
 /// control) and the re-check of refused keys.
 struct UpstreamSide {
@@ -414,6 +438,7 @@ impl UpstreamSide {
                 stall: settings.client_stall_timeout,
             },
             egress: settings.upstream_proxy.clone(),
+            ownership: ownership(settings),
         });
         let extra_roots = settings
             .upstream_ca
@@ -469,6 +494,9 @@ where
 {
     let limits = RequestLimits {
         max_body_bytes: settings.max_body_bytes.get(),
+        max_native_body_bytes: settings.max_native_body_bytes.get(),
+        max_upload_bytes: settings.max_upload_bytes,
+        public_base_url: settings.public_base_url.as_ref().map(|u| u.as_str().into()),
         max_prompt_chars: settings.max_prompt_chars.get(),
         default_model: settings.default_model.clone(),
         upstream_timeout: settings.upstream_timeout,

@@ -17,6 +17,11 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct RequestLimits {
     pub max_body_bytes: usize,
+    /// Bodies of the native, OpenAI and resource routes.
+    pub max_native_body_bytes: usize,
+    pub max_upload_bytes: u64,
+    /// `PUBLIC_BASE_URL`, without a trailing slash.
+    pub public_base_url: Option<Arc<str>>,
     pub max_prompt_chars: usize,
     pub default_model: ModelId,
     pub upstream_timeout: Duration,

@@ -17,6 +17,9 @@ const METHODS: &[&str] = &[
     "countTokens",
     "embedContent",
     "batchEmbedContents",
+    // Batches: created in the key's project, owned by the client (routes/owned.rs).
+    "batchGenerateContent",
+    "asyncBatchEmbedContent",
 ];
 
 /// `POST /{version}/models/{model}:{method}`
@@ -73,6 +76,11 @@ async fn call(
         model: Some(model),
         framing,
         counts_tokens: matches!(method, "generateContent" | "streamGenerateContent"),
+        resources: super::passthrough::Resources {
+            creates: matches!(method, "batchGenerateContent" | "asyncBatchEmbedContent")
+                .then_some(crate::ownership::Kind::Batch),
+            ..Default::default()
+        },
     };
     passthrough::forward(&req, &state, &admission, own_key, target, body).await
 }

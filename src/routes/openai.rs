@@ -78,6 +78,7 @@ async fn post(
         // Chat answers report `usage`, streamed in the last chunk; embeddings
         // report the prompt's.
         counts_tokens: true,
+        resources: Default::default(),
     };
     passthrough::forward(&req, &state, &admission, own_key, target, body).await
 }

@@ -2,10 +2,12 @@
 //! limit the client like `/gemini-proxy`, describe the call, hand it to the
 //! upstream pipeline, and pass Gemini's answer back (streams chunk by chunk).
 
+use super::owned;
 use crate::auth::{self, Surface};
 use crate::errors::{ApiError, ErrorCode, ResponseCode};
 use crate::keys::Admission;
 use crate::model_id::ModelId;
+use crate::ownership::{Kind, Owner};
 use crate::request_log::RequestLog;
 use crate::routes::proxy::read_body;
 use crate::routes::stream::{RelayedStream, StreamOutcome};
@@ -45,6 +47,23 @@ pub struct Target {
     pub framing: Framing,
     /// Whether Gemini's answer reports tokens worth counting.
     pub counts_tokens: bool,
+    /// What the call does with the resources clients own (docs/api.md#resources).
+    pub resources: Resources,
+}
+
+/// The resources a call names in its path, and what its success does to them.
+#[derive(Default)]
+pub struct Resources {
+    /// Named in the path: the call goes out with the key that made it, and
+    /// only for the client that did.
+    pub named: Option<(Kind, String)>,
+    /// Creates one (its name is in Gemini's answer): recorded for this client
+    /// and the key that made it.
+    pub creates: Option<Kind>,
+    /// Client headers that go upstream on this route besides the usual ones.
+    pub extra_headers: &'static [&'static str],
+    /// A list of one server key's project (routes/listing.rs).
+    pub list_key: Option<usize>,
 }
 
 /// The version segment, or NOT_FOUND.
@@ -75,6 +94,11 @@ pub struct Query {
 /// Reads the query: only `alt`, `pageSize` and `pageToken` are kept; `alt` is
 /// `sse` or `json`, given at most once.
 pub fn query(raw: &str) -> Result<Query, ApiError> {
+    query_with(raw, FORWARDED_QUERY)
+}
+
+/// As [`query`], keeping the parameters in `forwarded`.
+pub fn query_with(raw: &str, forwarded: &[&'static str]) -> Result<Query, ApiError> {
     // What the SDKs send on every unary call.
     if raw.is_empty() {
         return Ok(Query::default());
@@ -85,7 +109,7 @@ pub fn query(raw: &str) -> Result<Query, ApiError> {
     let mut alt = None;
     let mut kept: Vec<(&str, &str)> = Vec::new();
     for (name, value) in &pairs {
-        let Some(name) = FORWARDED_QUERY.iter().find(|n| **n == name.as_str()) else {
+        let Some(name) = forwarded.iter().find(|n| **n == name.as_str()) else {
             continue;
         };
         if *name == "alt" {
@@ -133,6 +157,7 @@ pub async fn forward_get(
         model: None,
         framing: Framing::Unary,
         counts_tokens: false,
+        resources: Resources::default(),
     };
     forward(req, state, &admission, own_key, target, Bytes::new()).await
 }
@@ -146,16 +171,47 @@ pub async fn forward(
     target: Target,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let (reply, _) = call(req, state, admission, own_key, target, body).await?;
+    Ok(respond(req, reply))
+}
+
+/// As [`forward`], answering Gemini's reply for the route to finish, with the
+/// call's owner (who it was made for, and with which key).
+pub async fn call(
+    req: &HttpRequest,
+    state: &AppState,
+    admission: &Admission,
+    own_key: Option<String>,
+    target: Target,
+    body: Bytes,
+) -> Result<(Reply, Option<Owner>), ApiError> {
     let client = &admission.client;
     let model = target.model.as_ref().map(ModelId::display_id);
     if let Some(model) = &model {
         RequestLog::update(req, |log| log.model = Some(model.clone()));
     }
-    let credential = Credential::from(client.authorize(own_key.as_deref(), model.as_deref())?);
+    let mut credential = Credential::from(client.authorize(own_key.as_deref(), model.as_deref())?);
+    if matches!(credential, Credential::Server) {
+        let named = owned::named(target.resources.named.as_ref(), &body)?;
+        if let Some(index) = owned::pin(state, &client.name, &named).await? {
+            credential = Credential::Pinned(index);
+        }
+        if let Some(index) = target.resources.list_key {
+            credential = Credential::Pinned(index);
+        }
+    }
     let charge = auth::admit_model(state, admission, model.as_deref())?;
     let started = Instant::now();
+    let mut headers = forwarded_headers(req);
+    headers.extend(
+        req.headers()
+            .iter()
+            .filter(|(name, _)| target.resources.extra_headers.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), value.clone())),
+    );
+    let own = matches!(credential, Credential::Client(_));
     let call = UpstreamCall {
-        method: target.method,
+        method: target.method.clone(),
         path: target.path,
         query: target.query.encoded,
         credential,
@@ -163,7 +219,7 @@ pub async fn forward(
             Surface::Gemini => KeyStyle::GoogHeader,
             Surface::OpenAi => KeyStyle::Bearer,
         },
-        headers: forwarded_headers(req),
+        headers,
         body,
         framing: target.framing,
         expect: Expect::Relay,
@@ -175,7 +231,20 @@ pub async fn forward(
     };
     let outcome = state.upstream.call(call).await;
     RequestLog::update(req, |log| log.attempts = outcome.attempts);
-    Ok(respond(req, outcome.result?))
+    let reply = outcome.result?;
+    let owner = owned::owner_of(state, &client.name, own, outcome.server_key);
+    if reply.failure.is_none() && reply.status.is_success() {
+        if let (Some(owner), Some(kind)) = (&owner, target.resources.creates) {
+            owned::record_created(state, kind, owner, &reply).await;
+        }
+        if let (Some((kind, id)), true) = (
+            &target.resources.named,
+            target.method == Method::DELETE && !own,
+        ) {
+            state.upstream.context().ownership.forget(*kind, id).await;
+        }
+    }
+    Ok((reply, owner))
 }
 
 pub fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
@@ -186,7 +255,7 @@ pub fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
         .collect()
 }
 
-fn respond(req: &HttpRequest, reply: Reply) -> HttpResponse {
+pub fn respond(req: &HttpRequest, reply: Reply) -> HttpResponse {
     let mut response = HttpResponse::build(reply.status);
     for (name, value) in reply.headers {
         response.insert_header((name, value));
@@ -213,13 +282,13 @@ fn respond(req: &HttpRequest, reply: Reply) -> HttpResponse {
     }
 }
 
-/// Reads a pass-through request body within `MAX_BODY_BYTES`.
+/// Reads a pass-through request body within `MAX_NATIVE_BODY_BYTES`.
 pub async fn body(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<Bytes, ApiError> {
-    read_body(req, payload, state.limits.max_body_bytes).await
+    read_body(req, payload, state.limits.max_native_body_bytes).await
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub const ALL_VARIABLES: &[&str] = &[
     "GEMINI_BASE_URL",
     "MAX_PROMPT_CHARS",
     "MAX_BODY_BYTES",
+    "MAX_NATIVE_BODY_BYTES",
+    "MAX_UPLOAD_BYTES",
+    "PUBLIC_BASE_URL",
     "UPSTREAM_TIMEOUT_SECS",
     "UPSTREAM_CONNECT_TIMEOUT_SECS",
     "CORS_ALLOWED_ORIGINS",
@@ -79,6 +82,14 @@ pub struct Settings {
     pub gemini_base_url: BaseUrl,
     pub max_prompt_chars: NonZeroUsize,
     pub max_body_bytes: NonZeroUsize,
+    /// Request bodies of the native, OpenAI and resource routes: images and
+    /// PDFs travel inline there, and Gemini takes up to 20 MB.
+    pub max_native_body_bytes: NonZeroUsize,
+    /// The largest file upload passed through (streamed, never held).
+    pub max_upload_bytes: u64,
+    /// The origin clients reach the service at, for the upload URLs it hands
+    /// out; `None` = the request's own origin.
+    pub public_base_url: Option<BaseUrl>,
     pub upstream_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub cors_allowed_origins: CorsOrigins,
@@ -207,6 +218,20 @@ impl BaseUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Refuses a URL with a path: the service's routes sit at the root.
+    fn origin_only(self) -> Result<BaseUrl, String> {
+        let uri: Uri = self
+            .0
+            .parse()
+            .map_err(|_| "is not a valid URL".to_owned())?;
+        match uri.path() {
+            "" | "/" => Ok(self),
+            _ => {
+                Err("must be an origin only (`https://gemini.example.com`), without a path".into())
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -294,6 +319,17 @@ impl Settings {
             gemini_base_url,
             max_prompt_chars: non_zero(&get, "MAX_PROMPT_CHARS", 10_000)?,
             max_body_bytes: non_zero(&get, "MAX_BODY_BYTES", 262_144)?,
+            max_native_body_bytes: non_zero(&get, "MAX_NATIVE_BODY_BYTES", 20 * 1024 * 1024)?,
+            max_upload_bytes: non_zero(&get, "MAX_UPLOAD_BYTES", 2 * 1024 * 1024 * 1024)?.get()
+                as u64,
+            public_base_url: match get("PUBLIC_BASE_URL") {
+                None => None,
+                Some(raw) => Some(
+                    BaseUrl::parse(raw.trim())
+                        .and_then(BaseUrl::origin_only)
+                        .map_err(|e| invalid("PUBLIC_BASE_URL", e))?,
+                ),
+            },
             upstream_timeout: seconds(&get, "UPSTREAM_TIMEOUT_SECS", 120)?,
             upstream_connect_timeout: seconds(&get, "UPSTREAM_CONNECT_TIMEOUT_SECS", 5)?,
             cors_allowed_origins: cors(get("CORS_ALLOWED_ORIGINS"))?,
@@ -336,7 +372,8 @@ impl Settings {
     pub fn summary(&self) -> String {
         format!(
             "host={} port={} gemini_api_keys={} api_keys={} keys_file={}{} default_model={} \
-             gemini_base_url={} max_prompt_chars={} max_body_bytes={} upstream_timeout={}s \
+             gemini_base_url={} max_prompt_chars={} max_body_bytes={} max_native_body_bytes={} \
+             max_upload_bytes={} public_base_url={} upstream_timeout={}s \
              upstream_connect_timeout={}s cors_allowed_origins={} log_format={:?} \
              max_in_flight={} upstream_actors={} workers={} rate_limit_backend={} \
              metrics_addr={} drain_timeout={}s quota_timezone={} quota_state_file={} \
@@ -355,6 +392,11 @@ impl Settings {
             self.gemini_base_url.as_str(),
             self.max_prompt_chars,
             self.max_body_bytes,
+            self.max_native_body_bytes,
+            self.max_upload_bytes,
+            self.public_base_url
+                .as_ref()
+                .map_or("the request's origin", BaseUrl::as_str),
             self.upstream_timeout.as_secs(),
             self.upstream_connect_timeout.as_secs(),
             match &self.cors_allowed_origins {

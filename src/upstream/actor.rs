@@ -7,6 +7,8 @@ use super::h2pool::H2Pool;
 use super::live::{self, LiveCall, LiveOutcome};
 use super::pipeline::{self, CallOutcome, UpstreamCall, UpstreamContext};
 use super::pool::Permit;
+use super::upload::{self, UploadCall, UploadReply};
+use crate::errors::ApiError;
 use actix::prelude::*;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -83,6 +85,25 @@ impl Handler<Call> for UpstreamActor {
                 _ = msg.cancelled => CallOutcome::cancelled(),
             }
         })
+    }
+}
+
+/// Asks the actor to pass one request of a resumable upload to Gemini,
+/// streaming its body; answers Gemini's reply.
+#[derive(Message)]
+#[rtype(result = "Result<UploadReply, ApiError>")]
+pub struct Upload {
+    pub call: UploadCall,
+    pub permit: Permit,
+}
+
+impl Handler<Upload> for UpstreamActor {
+    type Result = ResponseFuture<Result<UploadReply, ApiError>>;
+
+    fn handle(&mut self, msg: Upload, _: &mut Context<Self>) -> Self::Result {
+        let clients = self.clients.clone();
+        let context = self.context.clone();
+        Box::pin(async move { upload::run(&clients, &context, msg.call, msg.permit).await })
     }
 }
 

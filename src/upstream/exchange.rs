@@ -21,7 +21,17 @@ use std::time::Instant;
 const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
 /// Response headers passed back to the client; everything else is hop-by-hop
 /// or Google-internal.
-const PASSED_RESPONSE_HEADERS: &[&str] = &["content-type", "retry-after", "server-timing"];
+const PASSED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "retry-after",
+    "server-timing",
+    // The resumable upload protocol (docs/gemini-wire.md); the upload URL is
+    // rewritten by the files route before it leaves.
+    "x-goog-upload-url",
+    "x-goog-upload-status",
+    "x-goog-upload-chunk-granularity",
+    "x-goog-upload-size-received",
+];
 
 /// The result of one attempt.
 pub(super) enum Attempt {

@@ -11,6 +11,7 @@
 
 use super::day::until_next_midnight_pacific;
 use crate::metrics::Metrics;
+use crate::ownership::{fingerprint, KeyFingerprint};
 use awc::http::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
@@ -94,6 +95,9 @@ pub enum NoKey {
 
 pub struct KeyPool {
     headers: Vec<HeaderValue>,
+    /// What resource records name each key by: the same on every replica,
+    /// whatever order its keys were given in.
+    fingerprints: Vec<KeyFingerprint>,
     states: Mutex<Vec<KeyState>>,
     next: AtomicUsize,
     metrics: Arc<Metrics>,
@@ -111,7 +115,12 @@ impl KeyPool {
                 Some(value)
             })
             .collect();
+        let fingerprints = headers
+            .iter()
+            .map(|header| fingerprint(header.as_bytes()))
+            .collect();
         let pool = KeyPool {
+            fingerprints,
             states: Mutex::new(vec![KeyState::default(); headers.len()]),
             headers,
             next: AtomicUsize::new(0),
@@ -127,6 +136,29 @@ impl KeyPool {
         }
         pool.publish();
         pool
+    }
+
+    pub fn fingerprint(&self, index: usize) -> Option<&KeyFingerprint> {
+        self.fingerprints.get(index)
+    }
+
+    /// The key a resource record names, if this replica has it.
+    pub fn index_of(&self, fingerprint: &KeyFingerprint) -> Option<usize> {
+        self.fingerprints.iter().position(|f| f == fingerprint)
+    }
+
+    /// Every key with its fingerprint, in fingerprint order: an order every
+    /// replica agrees on, whatever order it was given its keys in.
+    pub fn clone_order(&self) -> Vec<(usize, KeyFingerprint)> {
+        let mut order: Vec<(usize, KeyFingerprint)> =
+            self.fingerprints.iter().cloned().enumerate().collect();
+        order.sort_by(|a, b| a.1.as_str().cmp(b.1.as_str()));
+        order
+    }
+
+    /// Whether key `index` is in rotation (Gemini has not refused it).
+    pub fn usable(&self, index: usize) -> bool {
+        self.states().get(index).is_some_and(|state| !state.refused)
     }
 
     pub fn len(&self) -> usize {
@@ -145,11 +177,23 @@ impl KeyPool {
 
     /// The next key in rotation, not resting for `model`, that this request
     /// has not tried yet.
-    pub fn pick(&self, model: &str, tried: &[usize]) -> Result<PickedKey, NoKey> {
-        self.pick_at(model, tried, Instant::now())
+    /// `only`: the call may use this key and no other.
+    pub fn pick(
+        &self,
+        model: &str,
+        tried: &[usize],
+        only: Option<usize>,
+    ) -> Result<PickedKey, NoKey> {
+        self.pick_at(model, tried, only, Instant::now())
     }
 
-    fn pick_at(&self, model: &str, tried: &[usize], now: Instant) -> Result<PickedKey, NoKey> {
+    fn pick_at(
+        &self,
+        model: &str,
+        tried: &[usize],
+        only: Option<usize>,
+        now: Instant,
+    ) -> Result<PickedKey, NoKey> {
         if self.headers.is_empty() {
             return Err(NoKey::Unconfigured);
         }
@@ -159,7 +203,7 @@ impl KeyPool {
         for offset in 0..self.headers.len() {
             let index = (start + offset) % self.headers.len();
             let state = &states[index];
-            if state.refused {
+            if state.refused || only.is_some_and(|only| only != index) {
                 continue;
             }
             // Checked before `tried`: a key this request just rested still
@@ -370,7 +414,9 @@ mod tests {
     #[test]
     fn keys_are_used_in_turn() {
         let pool = pool(3);
-        let picks: Vec<usize> = (0..6).map(|_| pool.pick("m", &[]).unwrap().index).collect();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| pool.pick("m", &[], None).unwrap().index)
+            .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }
 
@@ -379,16 +425,16 @@ mod tests {
         let pool = pool(2);
         pool.rest(0, "gemini-2.5-pro", None, RestScope::Minute);
         for _ in 0..4 {
-            assert_eq!(pool.pick("gemini-2.5-pro", &[]).unwrap().index, 1);
+            assert_eq!(pool.pick("gemini-2.5-pro", &[], None).unwrap().index, 1);
         }
         let flash: Vec<usize> = (0..4)
-            .map(|_| pool.pick("gemini-2.5-flash", &[]).unwrap().index)
+            .map(|_| pool.pick("gemini-2.5-flash", &[], None).unwrap().index)
             .collect();
         assert!(
             flash.contains(&0),
             "key 0 still serves other models: {flash:?}"
         );
-        match pool.pick("gemini-2.5-pro", &[1]) {
+        match pool.pick("gemini-2.5-pro", &[1], None) {
             Err(NoKey::AllResting(rest)) => {
                 assert!(
                     rest <= DEFAULT_QUOTA_REST
@@ -412,10 +458,10 @@ mod tests {
             SystemTime::now(),
         );
         assert!(pool
-            .pick_at("m", &[], now + Duration::from_secs(4))
+            .pick_at("m", &[], None, now + Duration::from_secs(4))
             .is_err());
         assert_eq!(
-            pool.pick_at("m", &[], now + Duration::from_secs(5))
+            pool.pick_at("m", &[], None, now + Duration::from_secs(5))
                 .unwrap()
                 .index,
             0
@@ -428,7 +474,7 @@ mod tests {
         pool.refuse(1);
         pool.rest(0, "m", Some(Duration::from_secs(30)), RestScope::Minute);
         for _ in 0..4 {
-            assert_eq!(pool.pick("m", &[]).unwrap().index, 2);
+            assert_eq!(pool.pick("m", &[], None).unwrap().index, 2);
         }
         assert_eq!(
             pool.refused().iter().map(|k| k.index).collect::<Vec<_>>(),
@@ -436,7 +482,9 @@ mod tests {
         );
         pool.restore_all();
         assert!(pool.refused().is_empty());
-        let picks: Vec<usize> = (0..4).map(|_| pool.pick("m", &[]).unwrap().index).collect();
+        let picks: Vec<usize> = (0..4)
+            .map(|_| pool.pick("m", &[], None).unwrap().index)
+            .collect();
         assert!(!picks.contains(&0), "SIGHUP ended a rest: {picks:?}");
         assert!(picks.contains(&1));
         pool.refuse(2);
@@ -446,10 +494,13 @@ mod tests {
 
     #[test]
     fn an_empty_or_exhausted_pool_says_why() {
-        assert_eq!(pool(0).pick("m", &[]).err(), Some(NoKey::Unconfigured));
+        assert_eq!(
+            pool(0).pick("m", &[], None).err(),
+            Some(NoKey::Unconfigured)
+        );
         let pool = pool(1);
         pool.refuse(0);
-        assert_eq!(pool.pick("m", &[]).err(), Some(NoKey::NoneLeft));
+        assert_eq!(pool.pick("m", &[], None).err(), Some(NoKey::NoneLeft));
     }
 
     #[test]

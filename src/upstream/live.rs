@@ -244,7 +244,11 @@ async fn connect_and_relay(
     let (upstream, first) = loop {
         let (key, index) = match &call.credential {
             Credential::Client(key) => (key.clone(), None),
-            Credential::Server => match context.keys.pick(&call.model, &tried) {
+            Credential::Server | Credential::Pinned(_) => match context.keys.pick(
+                &call.model,
+                &tried,
+                crate::upstream::pipeline::pinned_key(&call.credential),
+            ) {
                 Ok(picked) => (picked.header, Some(picked.index)),
                 Err(_) => {
                     // The keys this session tried say why none is left.

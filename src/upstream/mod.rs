@@ -19,6 +19,7 @@ pub mod recheck;
 pub mod relay;
 pub mod retry_budget;
 pub mod stream_reader;
+pub mod upload;
 pub mod usage;
 
 pub use pipeline::{

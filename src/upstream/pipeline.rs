@@ -46,6 +46,10 @@ pub enum Credential {
     Server,
     /// The client's own Gemini key; never swapped for a server key.
     Client(HeaderValue),
+    /// This server key and no other: the call names a resource (a file, a
+    /// cached content, …) that lives in this key's project, so another key
+    /// would only get Gemini's 403 or 404.
+    Pinned(usize),
 }
 
 impl From<Option<HeaderValue>> for Credential {
@@ -85,6 +89,9 @@ pub struct UpstreamContext {
     pub stream_timeouts: StreamTimeouts,
     /// The proxies calls leave through, if any.
     pub egress: Egress,
+    /// Which client and server key made each file, cache, batch and
+    /// interaction.
+    pub ownership: crate::ownership::Ownership,
 }
 
 /// The way out (an index into [`Clients`]) of a call made with this key: a
@@ -93,7 +100,7 @@ pub fn route(egress: &Egress, credential: &Credential, server_key: Option<usize>
     match (server_key, credential) {
         (Some(index), _) => egress.route_of_server_key(index),
         (None, Credential::Client(key)) => egress.route_of_client_key(key.as_bytes()),
-        (None, Credential::Server) => 0,
+        (None, Credential::Server | Credential::Pinned(_)) => 0,
     }
 }
 
@@ -149,6 +156,8 @@ pub struct CallOutcome {
     pub attempts: u32,
     /// The metrics label of the model (bounded).
     pub model_label: String,
+    /// The server key of the attempt that succeeded, if it used one.
+    pub server_key: Option<usize>,
 }
 
 impl CallOutcome {
@@ -158,6 +167,7 @@ impl CallOutcome {
             result: Err(error),
             attempts: 0,
             model_label: crate::metrics::OTHER_MODEL.to_owned(),
+            server_key: None,
         }
     }
 
@@ -213,26 +223,33 @@ pub async fn run(
                 result: give_up(last, failure_error(classify::deadline_passed())),
                 attempts,
                 model_label: context.metrics.model_label(&call.model),
+                server_key: None,
             };
         }
         let (key, index, owner) = match &call.credential {
             Credential::Client(key) => (key.clone(), None, KeyOwner::Client),
-            Credential::Server => match context.keys.pick(&call.model, &tried) {
-                Ok(picked) => (picked.header, Some(picked.index), KeyOwner::Server),
-                Err(reason) => {
-                    let error = match (reason, last) {
-                        // Keys this request tried and moved on from: the
-                        // last of their failures says why none is left.
-                        (NoKey::NoneLeft, Some((failure, _))) => failure_error(failure),
-                        (reason, _) => no_key_error(reason),
-                    };
-                    return CallOutcome {
-                        result: Err(error),
-                        attempts,
-                        model_label: context.metrics.model_label(&call.model),
-                    };
+            Credential::Server | Credential::Pinned(_) => {
+                match context
+                    .keys
+                    .pick(&call.model, &tried, pinned_key(&call.credential))
+                {
+                    Ok(picked) => (picked.header, Some(picked.index), KeyOwner::Server),
+                    Err(reason) => {
+                        let error = match (reason, last) {
+                            // Keys this request tried and moved on from: the
+                            // last of their failures says why none is left.
+                            (NoKey::NoneLeft, Some((failure, _))) => failure_error(failure),
+                            (reason, _) => no_key_error(reason),
+                        };
+                        return CallOutcome {
+                            result: Err(error),
+                            attempts,
+                            model_label: context.metrics.model_label(&call.model),
+                            server_key: None,
+                        };
+                    }
                 }
-            },
+            }
         };
         attempts += 1;
         let started = Instant::now();
@@ -260,6 +277,7 @@ pub async fn run(
                     result: Ok(reply),
                     attempts,
                     model_label: label,
+                    server_key: index,
                 };
             }
             Attempt::Failure { failure, answer } => (failure, answer),
@@ -279,6 +297,7 @@ pub async fn run(
                 }
                 KeyVerdict::Refused => {
                     context.keys.refuse(index);
+                    report_holdings(context, index);
                     tried.push(index);
                     last = Some((failure, None));
                     continue;
@@ -295,6 +314,7 @@ pub async fn run(
                         result: Err(failure_error(failure)),
                         attempts,
                         model_label: label,
+                        server_key: None,
                     }
                 }
                 // This request's failure all the same; the key is asked by
@@ -322,6 +342,7 @@ pub async fn run(
             result: gave_up(context, &call, failure, answer),
             attempts,
             model_label: label,
+            server_key: None,
         };
     }
 }
@@ -392,6 +413,30 @@ fn gave_up(
             })
         }
         _ => Err(failure_error(failure)),
+    }
+}
+
+/// The key a call is pinned to, if it is.
+pub fn pinned_key(credential: &Credential) -> Option<usize> {
+    match credential {
+        Credential::Pinned(index) => Some(*index),
+        _ => None,
+    }
+}
+
+/// The resources of a refused key can no longer be reached through it: the
+/// operator learns how many, to judge what replacing the key costs.
+fn report_holdings(context: &UpstreamContext, index: usize) {
+    let Some(fingerprint) = context.keys.fingerprint(index) else {
+        return;
+    };
+    let held = context.ownership.held_by(fingerprint);
+    if held > 0 {
+        log::warn!(
+            "server key {index} was refused by Gemini while it holds {held} resources \
+             (files, cached contents, batches, interactions) clients made with it; \
+             they cannot be reached until the key is accepted again"
+        );
     }
 }
 

@@ -37,6 +37,7 @@ fn a_quota_naming_another_model_rests_the_model_asked_for_too() {
             stall: Duration::from_secs(1),
         },
         egress: Default::default(),
+        ownership: crate::ownership::Ownership::memory(16),
     };
     // The call named an alias; Gemini's quota answer names what it resolved to.
     let hits = [classify::QuotaHit {
@@ -46,9 +47,12 @@ fn a_quota_naming_another_model_rests_the_model_asked_for_too() {
     rest_for(&context, 0, "gemini-flash-latest", &hits, None);
     for model in ["gemini-flash-latest", "gemini-2.5-flash"] {
         assert!(
-            matches!(context.keys.pick(model, &[]), Err(NoKey::AllResting(_))),
+            matches!(
+                context.keys.pick(model, &[], None),
+                Err(NoKey::AllResting(_))
+            ),
             "{model}"
         );
     }
-    assert!(context.keys.pick("gemini-2.5-pro", &[]).is_ok());
+    assert!(context.keys.pick("gemini-2.5-pro", &[], None).is_ok());
 }

@@ -5,10 +5,11 @@
 //! past `MAX_IN_FLIGHT`: a client learns to back off in microseconds instead of
 //! waiting behind a queue that only grows.
 
-use super::actor::{Call, Live, UpstreamActor};
+use super::actor::{Call, Live, Upload, UpstreamActor};
 use super::client::UpstreamConnect;
 use super::live::{LiveCall, LiveOutcome};
 use super::pipeline::{CallOutcome, UpstreamCall, UpstreamContext};
+use super::upload::{UploadCall, UploadReply};
 use crate::errors::{ApiError, ErrorCode};
 use actix::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -203,6 +204,25 @@ impl Upstream {
                 "the upstream worker stopped unexpectedly",
             )
         })
+    }
+
+    /// Passes one upload request to Gemini on an actor; it holds a place in
+    /// the pool while its body flows.
+    pub async fn upload(&self, call: UploadCall) -> Result<UploadReply, ApiError> {
+        let permit = self.admit()?;
+        let Some((index, actor)) = self.next_actor() else {
+            return Err(ApiError::new(
+                ErrorCode::InternalError,
+                "no upstream worker is available",
+            ));
+        };
+        actor.send(Upload { call, permit }).await.map_err(|error| {
+            log::error!("upstream actor {index} is gone: {error}");
+            ApiError::new(
+                ErrorCode::InternalError,
+                "the upstream worker stopped unexpectedly",
+            )
+        })?
     }
 
     /// Whether the pool has a place now, without taking it: a Live session

@@ -32,6 +32,9 @@ pub enum Framing {
     GeminiJsonArray,
     /// OpenAI-compatible SSE, ending in `data: [DONE]`.
     OpenAiSse,
+    /// Events of the resource APIs (an interaction's stream): relayed as they
+    /// come, ending where Gemini ends them, their tokens read by the route.
+    Events,
 }
 
 pub use super::usage::Tokens;
@@ -75,7 +78,12 @@ impl StreamReader {
             received: 0,
             json: JsonScan {
                 // Inside the array, each response object is one level deeper.
-                key_depth: 1 + u32::from(framing == Framing::GeminiJsonArray),
+                // An interaction's events carry its usage one level down too
+                // (`{"interaction": {"usage": …}}`).
+                key_depth: 1 + u32::from(matches!(
+                    framing,
+                    Framing::GeminiJsonArray | Framing::Events
+                )),
                 at: Cursor::default(),
                 capture: Vec::new(),
                 usage: None,
@@ -92,7 +100,7 @@ impl StreamReader {
     pub fn observe(&mut self, chunk: &[u8]) {
         self.received += chunk.len() as u64;
         match self.framing {
-            Framing::GeminiSse | Framing::OpenAiSse => self.observe_sse(chunk),
+            Framing::GeminiSse | Framing::OpenAiSse | Framing::Events => self.observe_sse(chunk),
             Framing::Unary | Framing::GeminiJsonArray => self.json.feed(chunk),
         }
     }
@@ -112,7 +120,7 @@ impl StreamReader {
             };
         }
         let ended = match self.framing {
-            Framing::Unary => true,
+            Framing::Unary | Framing::Events => true,
             Framing::GeminiJsonArray => {
                 self.json.at.closed_with == Some(b']') && !self.json.at.trailing
             }

@@ -22,9 +22,12 @@ struct GeminiUsage {
     total_token_count: Option<u64>,
 }
 
+/// OpenAI's `usage`, and an interaction's (which names its counts `total_…`).
 #[derive(Deserialize)]
 struct OpenAiUsage {
+    #[serde(alias = "total_input_tokens")]
     prompt_tokens: Option<u64>,
+    #[serde(alias = "total_output_tokens")]
     completion_tokens: Option<u64>,
     total_tokens: Option<u64>,
     completion_tokens_details: Option<OpenAiDetails>,

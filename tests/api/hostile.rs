@@ -1244,7 +1244,7 @@ async fn host_tricks_route_nowhere_else_and_only_a_valid_request_reaches_gemini(
         ),
         (
             "an absolute-form target to an unknown path",
-            format!("POST http://evil.example/v1beta/files HTTP/1.1\r\nHost: evil.example\r\n{body_lines}"),
+            format!("POST http://evil.example/v1beta/corpora HTTP/1.1\r\nHost: evil.example\r\n{body_lines}"),
             Expect::Code(404, &["NOT_FOUND"]),
         ),
         (

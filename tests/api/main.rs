@@ -21,6 +21,7 @@ mod proxy;
 mod quotas;
 mod redis;
 mod resilience;
+pub mod resources;
 mod sdk;
 mod sdk_resources;
 mod secrets;

@@ -7,6 +7,7 @@
 mod latency;
 mod outage;
 mod quotas;
+mod resources;
 mod server;
 mod shared;
 

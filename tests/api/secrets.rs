@@ -572,7 +572,7 @@ fn sweep_calls(keys: &Keys) -> Vec<(Call, Option<&'static str>)> {
             Some("METHOD_NOT_ALLOWED"),
         ),
         (
-            Call::new(Method::GET, format!("/v1beta/files?key={}", keys.env)),
+            Call::new(Method::GET, format!("/v1beta/corpora?key={}", keys.env)),
             Some("NOT_FOUND"),
         ),
         // ---- the OpenAI-compatible surface

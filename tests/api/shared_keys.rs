@@ -115,7 +115,8 @@ fn assert_no_piece_of_a_server_key(what: &str, response: &TestResponse) {
 #[actix_rt::test]
 async fn bare_403s_sent_through_every_path_leave_every_server_key_in_rotation() {
     let app = spawn_with_keys(&KEYS, &[]).await;
-    // What anyone can send: someone else's file, a cached content, a plain 403.
+    // What anyone can send: someone else's file or cached content never reaches
+    // Gemini (the service knows it is not theirs); Gemini's own bare 403s do.
     let file = json!({"contents": [{"role": "user", "parts": [
         {"text": "summarise"},
         {"fileData": {"fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc123", "mimeType": "application/pdf"}}]}]})
@@ -123,12 +124,25 @@ async fn bare_403s_sent_through_every_path_leave_every_server_key_in_rotation() 
     let cached = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
         "cachedContent": "cachedContents/someone-elses"})
     .to_string();
+    for (what, body) in [
+        ("another client's file", &file),
+        ("another client's cache", &cached),
+    ] {
+        let calls = generate_calls(&app);
+        let response = native(&app, NATIVE_FLASH, body.clone()).await;
+        assert_eq!(response.status, 404, "{what}: {}", response.text());
+        assert_eq!(code_of(&response).as_deref(), Some("NOT_FOUND"), "{what}");
+        assert_eq!(generate_calls(&app), calls, "{what}: Gemini was not asked");
+    }
     {
         // Four requests, round-robin over three keys: each key meets a 403.
         for (what, body) in [
-            ("another project's file", file.clone()),
-            ("another project's cache", cached.clone()),
+            (
+                "Gemini's 403 for a file",
+                contents("[mock:403-file] summarise"),
+            ),
             ("a bare 403", contents("[mock:403] hi")),
+            ("another bare 403", contents("[mock:403] again")),
         ] {
             let calls = generate_calls(&app);
             let response = native(&app, NATIVE_FLASH, body).await;

@@ -13,6 +13,7 @@ use super::request::{
     count_words, embed, parse_json, BatchEmbedRequest, CountTokensRequest, EmbedRequest,
     GenerateRequest, Prompt,
 };
+use super::resource_api;
 use super::resources;
 use super::route::{ModelMethod, Query, Route};
 use super::scenario::Scenario;
@@ -23,6 +24,8 @@ pub(crate) enum Prepared {
     Generate {
         model: String,
         prompt: Prompt,
+        /// Tokens of the cached content the request builds on.
+        cached_tokens: u32,
         /// `None`: unary; `Some(true)`: SSE; `Some(false)`: JSON array.
         stream: Option<bool>,
     },
@@ -35,12 +38,13 @@ pub(crate) enum Prepared {
     Done(Reply),
 }
 
-/// `shared` holds the files and caches a request may name.
+/// `shared` holds the files and caches a request may name; `project` is the caller's.
 pub(crate) fn prepare(
     route: &Route,
     body: &[u8],
     query: &Query,
     shared: &Shared,
+    project: &str,
 ) -> Result<Prepared, ApiError> {
     let sse = query.sse;
     let done = |reply| Ok(Prepared::Done(reply));
@@ -49,18 +53,19 @@ pub(crate) fn prepare(
             ModelMethod::Generate | ModelMethod::Stream => {
                 let req: GenerateRequest = parse_json(body)?;
                 req.validate()?;
-                resources::check(&req.references(), shared)?;
+                let cached_tokens = resources::check(&req.references(), shared, project, id)?;
                 Ok(Prepared::Generate {
                     model: id.clone(),
                     prompt: req.prompt(),
+                    cached_tokens,
                     stream: (*method == ModelMethod::Stream).then_some(sse),
                 })
             }
             ModelMethod::CountTokens => {
                 let req: CountTokensRequest = parse_json(body)?;
                 let req = req.into_generate()?;
-                resources::check(&req.references(), shared)?;
-                let tokens = req.prompt().tokens;
+                let cached = resources::check(&req.references(), shared, project, id)?;
+                let tokens = req.prompt().tokens + cached;
                 done(Reply::json(&bodies::count_tokens(tokens)))
             }
             ModelMethod::Embed => {
@@ -104,6 +109,9 @@ pub(crate) fn prepare(
         }
         Route::OpenAiModels { version } => done(Reply::compact_json(&openai::models(version))),
         Route::OpenAiModel { id, .. } => done(Reply::compact_json(&openai::model(id))),
+        Route::Resource { version, kind } => done(resource_api::answer(
+            kind, version, body, query, project, shared,
+        )?),
     }
 }
 
@@ -146,6 +154,7 @@ impl Prepared {
             Prepared::Generate {
                 model,
                 prompt,
+                cached_tokens,
                 stream,
             } => {
                 let id = bodies::response_id();
@@ -153,7 +162,8 @@ impl Prepared {
                 let answer = Answer {
                     model,
                     response_id: id,
-                    prompt_tokens: prompt.tokens,
+                    prompt_tokens: prompt.tokens + cached_tokens,
+                    cached_tokens,
                     shape: Shape::of(scenario),
                 };
                 match stream {

@@ -343,10 +343,8 @@ struct Item {
 
 /// Whether `files/<id>` is a file of `project` the batch may read; when it is not, the
 /// create answers the Files API's 403 for it, as a generateContent naming it would.
-// TODO(files): look the file up in the Files store (on `shared`) once it exists; until
-// then every well-formed file name is taken as the caller's.
-fn input_file_exists(_shared: &Shared, _project: &str, _id: &str) -> bool {
-    true
+fn input_file_exists(shared: &Shared, project: &str, id: &str) -> bool {
+    shared.files.get(project, id).is_ok()
 }
 
 pub(crate) fn create(
@@ -457,6 +455,7 @@ fn answer(model: &str, embed_batch: bool, item: Item) -> InlinedResponse {
             model: model.to_owned(),
             response_id: bodies::response_id(),
             prompt_tokens: prompt.tokens,
+            cached_tokens: 0,
             shape: Shape::Normal,
         };
         serde_json::to_value(answer.response(&text, count_words(&text), true, true))

@@ -67,7 +67,12 @@ struct Usage {
     #[serde(skip_serializing_if = "is_zero")]
     candidates_token_count: u32,
     total_token_count: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    cached_content_token_count: u32,
     prompt_tokens_details: [TokenDetail; 1],
+    /// With a cached content only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_tokens_details: Option<[TokenDetail; 1]>,
     #[serde(skip_serializing_if = "is_zero")]
     thoughts_token_count: u32,
 }
@@ -121,7 +126,10 @@ impl Shape {
 pub(crate) struct Answer {
     pub model: String,
     pub response_id: String,
+    /// Including `cached_tokens`, as Gemini counts them.
     pub prompt_tokens: u32,
+    /// Tokens of the cached content the request used (`cachedContentTokenCount`).
+    pub cached_tokens: u32,
     pub shape: Shape,
 }
 
@@ -135,7 +143,12 @@ impl Answer {
                 modality: "TEXT",
                 token_count: self.prompt_tokens,
             }],
+            cache_tokens_details: (self.cached_tokens > 0).then_some([TokenDetail {
+                modality: "TEXT",
+                token_count: self.cached_tokens,
+            }]),
             thoughts_token_count: thoughts,
+            cached_content_token_count: self.cached_tokens,
         }
     }
 

@@ -241,7 +241,10 @@ fn apply(cfg: &mut MockConfig, patch: &Map<String, Value>) -> Result<(), String>
                 cfg.live_chunk_bytes = Some(usize::try_from(n).map_err(|e| e.to_string())?);
             }
             "live_delay_ms" => cfg.live_delay = millis(v, field)?,
-            other => return Err(format!("unknown config field {other:?}")),
+            other => match super::held_control::apply(cfg, other, v) {
+                Some(applied) => applied?,
+                None => return Err(format!("unknown config field {other:?}")),
+            },
         }
     }
     Ok(())

@@ -103,7 +103,8 @@ fn pipeline(
     let key = check_auth(req, route, query, cfg)?;
     check_deadline(req)?;
     check_model(route)?;
-    let prepared = prepare(route, body, query, shared)?;
+    let project = super::project::project_of(cfg, &key);
+    let prepared = prepare(route, body, query, shared, &project)?;
     let model = path_model.or(prepared.body_model());
     if let (true, Some(model)) = (route.is_model_call(), model) {
         check_quota(cfg, &key, model)?;

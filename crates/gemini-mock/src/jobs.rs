@@ -131,7 +131,7 @@ pub(crate) struct Call<'a> {
 
 /// What a job handler answers: a reply for `deliver`, or an event stream whose events
 /// wait for the moment they happen (a background interaction's completion).
-pub(crate) enum Answer {
+pub(crate) enum Outcome {
     Reply(Reply),
     Timed(Vec<Step>),
 }
@@ -149,10 +149,10 @@ pub(crate) async fn serve(
     let in_flight = InFlight::new(Arc::clone(shared));
     let answer = answer(req, body, cfg, shared, knobs, version, &route);
     let response = match answer {
-        Ok(Answer::Reply(reply)) => {
+        Ok(Outcome::Reply(reply)) => {
             deliver::send(reply, Delivery::Normal, knobs, in_flight, &shared.base_url).await
         }
-        Ok(Answer::Timed(steps)) => {
+        Ok(Outcome::Timed(steps)) => {
             builder(StatusCode::OK, SSE).streaming(ScriptedBody::new(steps, in_flight))
         }
         Err(e) => {
@@ -171,7 +171,7 @@ fn answer(
     knobs: Knobs,
     version: &'static str,
     route: &JobRoute,
-) -> Result<Answer, ApiError> {
+) -> Result<Outcome, ApiError> {
     let query = Query::parse(req.query_string());
     let key = caller_key(req, &query, cfg, false, || route.rpc(version))?;
     let call = Call {
@@ -185,21 +185,21 @@ fn answer(
     };
     match route {
         JobRoute::CreateBatch { model, embed } => {
-            batches::create(&call, model, *embed, body).map(Answer::Reply)
+            batches::create(&call, model, *embed, body).map(Outcome::Reply)
         }
         JobRoute::ListBatches => batches::list(
             &call,
             query.page_size.as_deref(),
             query.page_token.as_deref(),
         )
-        .map(Answer::Reply),
-        JobRoute::GetBatch(id) => batches::get(&call, id).map(Answer::Reply),
-        JobRoute::CancelBatch(id) => batches::cancel(&call, id).map(Answer::Reply),
-        JobRoute::DeleteBatch(id) => batches::delete(&call, id).map(Answer::Reply),
+        .map(Outcome::Reply),
+        JobRoute::GetBatch(id) => batches::get(&call, id).map(Outcome::Reply),
+        JobRoute::CancelBatch(id) => batches::cancel(&call, id).map(Outcome::Reply),
+        JobRoute::DeleteBatch(id) => batches::delete(&call, id).map(Outcome::Reply),
         JobRoute::CreateInteraction => interactions::create(&call, body),
         JobRoute::GetInteraction(id) => interactions::get(&call, id),
-        JobRoute::CancelInteraction(id) => interactions::cancel(&call, id).map(Answer::Reply),
-        JobRoute::DeleteInteraction(id) => interactions::delete(&call, id).map(Answer::Reply),
+        JobRoute::CancelInteraction(id) => interactions::cancel(&call, id).map(Outcome::Reply),
+        JobRoute::DeleteInteraction(id) => interactions::delete(&call, id).map(Outcome::Reply),
     }
 }
 

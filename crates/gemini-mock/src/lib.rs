@@ -24,6 +24,17 @@
 //! module's documentation has the whole behaviour, and `testing::LiveClient` is a
 //! WebSocket client for tests.
 //!
+//! Files and cached contents are held per project (`MockConfig::projects`): files come
+//! in by Google's resumable upload (`/upload/{v}/files`, chunks streamed, counted and
+//! hashed, never held whole), and are read, listed, downloaded and deleted on
+//! `/{v}/files`; cached contents are made, read, listed, updated and deleted on
+//! `/{v}/cachedContents`. A prompt naming a file or cache of its project works (a cache
+//! adds `cachedContentTokenCount`); any other project gets Gemini's 403, a file still
+//! PROCESSING (`file_processing`) its 400. `upload_url_google` makes upload URLs and
+//! file URIs name Google's host, for a proxy's rewrite to be tested; `files` and
+//! `cached_contents` (and `GET /__mock/files`, `/__mock/cached-contents`) show tests
+//! what is held.
+//!
 //! `start_tls` serves the same over TLS with a certificate signed by a CA made at start
 //! (`ca_pem` hands it out), offering `h2`, `http/1.1` or both by ALPN (`Alpn`), so a
 //! client's HTTP/2 and HTTP/1.1 paths can each be forced; every `RecordedRequest` says
@@ -40,10 +51,7 @@
 //! `GET /__mock/jobs`) list them with the key and project that made them.
 //!
 //! Known limits:
-//! - No file upload routes, and no files or cached contents are held: every
-//!   `fileData.fileUri` naming `files/<id>` and every `cachedContent` gets Gemini's 403,
-//!   while a batch's `fileName` input is taken as the caller's file unchecked
-//!   (`batches::input_file_exists`) and its `responsesFile` cannot be downloaded.
+//! - A batch's `responsesFile` cannot be downloaded.
 //! - Batches never fail or expire, and answer every request with the plain echo (no
 //!   scenarios, no files read); each request's usage is in its `usageMetadata`. Their
 //!   create and an interaction's are refused by an exhausted quota like a model call;
@@ -53,6 +61,19 @@
 //!   WebSocket are not served; `include_input` is ignored. A stream opened on a background
 //!   interaction shows the events as planned when it was opened, so a cancel made
 //!   meanwhile is not seen on it. `reset` keeps batches and interactions.
+//! - Uploads: only the resumable protocol (no multipart or single-request media
+//!   uploads, no `POST /{v}/files` metadata-only create); upload URLs do not take a key
+//!   in place of the session id, a key on a chunk is ignored, and sessions never
+//!   expire. The answers to a wrong offset, an unknown session and a short finalize are
+//!   inferred, not captured. Scenarios, delays and the transport faults do not apply to
+//!   `/upload/...`.
+//! - Files: bytes are kept up to `KEPT_FILE_BYTES` for downloads (Gemini serves only
+//!   generated files); no FAILED state, no video metadata, no per-project storage quota
+//!   (20 GB) or file size limit (2 GB); a download answers the common MIME types as
+//!   themselves and others as `application/octet-stream`.
+//! - Cached contents: tokens are counted as words (files count nothing), the minimum
+//!   size is a knob (`cache_min_tokens`, 0) rather than per model, `tools` and
+//!   `toolConfig` are not stored, and an `expireTime` is written back with microseconds.
 //! - Quotas are switched on and off, never counted: no request or token is metered,
 //!   and nothing resets at midnight Pacific time.
 //! - Key-level bodies always name project 123456789012; only CONSUMER_SUSPENDED and
@@ -75,21 +96,27 @@ mod answer;
 mod auth;
 mod batches;
 mod bodies;
+mod caches;
 mod catalogue;
+mod clock;
 mod control;
 mod deliver;
 mod errors;
 mod events;
+mod files;
 mod handler;
+mod held_control;
 mod interactions;
 mod jobs;
 mod live;
 mod not_http;
 mod openai;
+mod paging;
 mod project;
 mod refusal;
 mod reply;
 mod request;
+mod resource_api;
 mod resources;
 mod route;
 mod scenario;
@@ -108,6 +135,8 @@ use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceRespon
 use actix_web::{web, App, HttpServer};
 
 pub use batches::{BatchRecord, BatchState};
+pub use caches::CachedContentInfo;
+pub use files::{FileInfo, FileState, KEPT_FILE_BYTES};
 pub use interactions::InteractionRecord;
 pub use live::{LiveFault, LiveMessage, LiveSession};
 pub use not_http::{start_not_http, NotHttpUpstream};
@@ -183,6 +212,19 @@ pub struct MockConfig {
     /// Interactions: how long a `background: true` interaction stays `in_progress`
     /// before it completes (others complete at once).
     pub interaction_delay: Duration,
+    /// Upload URLs and file `uri`s name `https://generativelanguage.googleapis.com`, as
+    /// Gemini's do, rather than the mock's own origin: a proxy that hands them to its
+    /// clients unchanged sends them to Google. Off by default.
+    pub upload_url_google: bool,
+    /// How long a new file stays PROCESSING (refused in prompts) before it is ACTIVE.
+    /// Default zero: ACTIVE at once.
+    pub file_processing: Duration,
+    /// How long a file lives; Gemini's is 48 hours. An expired file is gone.
+    pub file_ttl: Duration,
+    /// The fewest tokens (here: words) a cached content may hold; fewer → Gemini's 400
+    /// "Cached content is too small". Gemini's is 1024 or more by model; default 0, so
+    /// tests can cache a short prompt.
+    pub cache_min_tokens: u32,
 }
 
 impl Default for MockConfig {
@@ -207,6 +249,10 @@ impl Default for MockConfig {
             live_delay: Duration::ZERO,
             batch_delay: Duration::from_secs(1),
             interaction_delay: Duration::from_secs(1),
+            upload_url_google: false,
+            file_processing: Duration::ZERO,
+            file_ttl: Duration::from_secs(48 * 3600),
+            cache_min_tokens: 0,
         }
     }
 }
@@ -386,6 +432,16 @@ impl MockGemini {
         interactions::records(&self.shared.jobs)
     }
 
+    /// Every stored file of every project, by id.
+    pub fn files(&self) -> Vec<FileInfo> {
+        self.shared.files.infos()
+    }
+
+    /// Every cached content of every project, by id.
+    pub fn cached_contents(&self) -> Vec<CachedContentInfo> {
+        self.shared.caches.infos()
+    }
+
     /// Stops accepting and drops open connections without waiting for them.
     pub async fn stop(self) {
         self.handle.stop(false).await;
@@ -417,12 +473,19 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/__mock/stats", web::get().to(control::stats))
         .route("/__mock/live", web::get().to(control::live))
         .route("/__mock/jobs", web::get().to(jobs::control))
+        .route("/__mock/files", web::get().to(held_control::files))
+        .route(
+            "/__mock/cached-contents",
+            web::get().to(held_control::cached_contents),
+        )
         .route(
             "/__mock/redirect-target",
             web::route().to(handler::redirect_target),
         )
         // The SDKs put a double slash before `ws/` after a base URL ending in `/`, and
         // the service accepts it; other methods fall through to the 404 page.
+        // Uploads stream their bodies (files::upload), so they skip the buffering handler.
+        .route("/upload/{tail:.*}", web::route().to(files::upload::serve))
         .service(
             web::resource(["/ws/{rpc}", "//ws/{rpc}"])
                 .route(web::get().to(live::connect))

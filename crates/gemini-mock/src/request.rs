@@ -41,6 +41,11 @@ pub(crate) struct GenerateRequest {
     pub system_instruction: Option<Content>,
     #[serde(default, rename = "cachedContent", alias = "cached_content")]
     pub cached_content: Option<String>,
+    /// Only whether they are there: Gemini refuses them beside a `cachedContent`.
+    #[serde(default)]
+    pub tools: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "toolConfig", alias = "tool_config")]
+    pub tool_config: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +94,9 @@ pub(crate) struct References<'a> {
     pub cached_content: Option<&'a str>,
     /// Every `fileUri` of every part of every content, in order.
     pub file_uris: Vec<&'a str>,
+    /// `systemInstruction`, `tools` or `toolConfig` is set: a cached content must hold
+    /// those itself.
+    pub sets_config: bool,
 }
 
 /// Parses JSON, answering upstream's 400 when it is not.
@@ -152,6 +160,9 @@ impl GenerateRequest {
         References {
             cached_content: self.cached_content.as_deref(),
             file_uris,
+            sets_config: self.system_instruction.is_some()
+                || self.tools.is_some()
+                || self.tool_config.is_some(),
         }
     }
 
@@ -194,8 +205,8 @@ impl CountTokensRequest {
             }
             (contents, None) => Ok(GenerateRequest {
                 contents,
-                system_instruction: None,
                 cached_content: self.cached_content,
+                ..GenerateRequest::default()
             }),
         }
     }
@@ -279,6 +290,7 @@ mod tests {
             References {
                 cached_content: Some("cachedContents/c1"),
                 file_uris: vec!["files/one", "files/two", "files/three", "files/four"],
+                sets_config: true,
             }
         );
         let plain = req(r#"{"contents":[{"parts":[{"text":"a"}]}]}"#);

@@ -4,8 +4,8 @@
 //! the key, and anyone can provoke it by naming someone else's file. A proxy with a key
 //! pool must not retire a key for it, so the mock reproduces it faithfully.
 //!
-//! The mock stores no files or caches yet, so every reference misses; `holds_file` and
-//! `holds_cached_content` are where stored ones will be looked up.
+//! Files and cached contents live in their stores (`files`, `caches`), per project;
+//! a file still PROCESSING is refused with Gemini's 400 FAILED_PRECONDITION.
 
 use super::errors::ApiError;
 use super::request::References;
@@ -14,19 +14,50 @@ use super::state::Shared;
 /// Gemini's file ids: lowercase letters, digits and dashes, at most 40 characters.
 const MAX_FILE_ID: usize = 40;
 
-/// Upstream's answer to a request naming a resource the caller does not hold. The
-/// cache is looked up first: a request built on it is about nothing else until then.
-pub(crate) fn check(refs: &References<'_>, shared: &Shared) -> Result<(), ApiError> {
+/// Upstream's answer to a request of `project` on `model` (a bare id) naming stored
+/// resources: the tokens of the cached content it builds on (0 without one), or the
+/// error. The cache is looked up first: a request built on it is about nothing else
+/// until then.
+pub(crate) fn check(
+    refs: &References<'_>,
+    shared: &Shared,
+    project: &str,
+    model: &str,
+) -> Result<u32, ApiError> {
+    let mut cached_tokens = 0;
     if let Some(name) = refs.cached_content {
-        if !holds_cached_content(shared, name) {
-            return Err(ApiError::forbidden());
+        let (cache_model, tokens) = holds_cached_content(shared, project, name)?;
+        // Scenario models stand for any model, so they may use any cache.
+        let request_model = format!("models/{model}");
+        if !model.starts_with("mock-") && cache_model != request_model {
+            return Err(ApiError::invalid(format!(
+                "Model used by GenerateContent request ({request_model}) and CachedContent \
+                 ({cache_model}) has to be the same."
+            )));
         }
+        if refs.sets_config {
+            return Err(ApiError::invalid(
+                "CachedContent can not be used with GenerateContent request setting \
+                 system_instruction, tools or tool_config.\n\nProposed fix: move those values \
+                 to CachedContent from GenerateContent request.",
+            ));
+        }
+        cached_tokens = tokens;
     }
+    check_files(refs, shared, project)?;
+    Ok(cached_tokens)
+}
+
+/// The files a request (or a cached content being made) names must be the project's
+/// and ACTIVE.
+pub(crate) fn check_files(
+    refs: &References<'_>,
+    shared: &Shared,
+    project: &str,
+) -> Result<(), ApiError> {
     for uri in &refs.file_uris {
         if let Some(id) = file_id(uri) {
-            if !holds_file(shared, id) {
-                return Err(ApiError::file_denied(id));
-            }
+            holds_file(shared, project, id)?;
         }
     }
     Ok(())
@@ -44,12 +75,17 @@ pub(crate) fn file_id(uri: &str) -> Option<&str> {
     (whole_segment && well_formed).then_some(id)
 }
 
-fn holds_file(_shared: &Shared, _id: &str) -> bool {
-    false
+fn holds_file(shared: &Shared, project: &str, id: &str) -> Result<(), ApiError> {
+    shared.files.check_usable(project, id)
 }
 
-fn holds_cached_content(_shared: &Shared, _name: &str) -> bool {
-    false
+/// The cached content's model and tokens, if `project` holds it.
+fn holds_cached_content(
+    shared: &Shared,
+    project: &str,
+    name: &str,
+) -> Result<(String, u32), ApiError> {
+    shared.caches.usable(project, name)
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 
 use actix_web::http::Method;
 
+use super::resource_api::ResourceRoute;
+
 /// Versions upstream serves.
-const VERSIONS: [&str; 3] = ["v1", "v1beta", "v1alpha"];
+pub(crate) const VERSIONS: [&str; 3] = ["v1", "v1beta", "v1alpha"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ModelMethod {
@@ -61,6 +63,8 @@ pub(crate) struct Query {
     pub key: Option<String>,
     pub page_size: Option<String>,
     pub page_token: Option<String>,
+    /// `updateMask` of a PATCH (cached contents).
+    pub update_mask: Option<String>,
 }
 
 impl Query {
@@ -77,6 +81,7 @@ impl Query {
                 "key" => q.key = Some(value),
                 "pageSize" | "page_size" => q.page_size = Some(value),
                 "pageToken" | "page_token" => q.page_token = Some(value),
+                "updateMask" | "update_mask" => q.update_mask = Some(value),
                 _ => {}
             }
         }
@@ -113,18 +118,31 @@ pub(crate) enum Route {
         version: &'static str,
         id: String,
     },
+    /// Files and cached contents (`resource_api`).
+    Resource {
+        version: &'static str,
+        kind: ResourceRoute,
+    },
 }
 
 impl Route {
     /// `None` for paths and methods upstream does not serve (it answers those with an HTML 404).
     pub fn parse(method: &Method, path: &str) -> Option<Route> {
         let rest = path.strip_prefix('/')?;
+        let (rest, download) = match rest.strip_prefix("download/") {
+            Some(rest) => (rest, true),
+            None => (rest, false),
+        };
         let mut segs = rest.split('/');
         let v = segs.next()?;
         let version = *VERSIONS.iter().find(|known| **known == v)?;
         let segs: Vec<&str> = segs.collect();
         let get = method == Method::GET;
         let post = method == Method::POST;
+        if download {
+            let kind = ResourceRoute::parse_download(method, &segs)?;
+            return Some(Route::Resource { version, kind });
+        }
         let route = match segs.as_slice() {
             ["models"] if get => Route::ListModels { version },
             [collection @ ("models" | "tunedModels"), seg] if !seg.is_empty() => {
@@ -150,7 +168,10 @@ impl Route {
                 version,
                 id: (*id).to_owned(),
             },
-            _ => return None,
+            _ => Route::Resource {
+                version,
+                kind: ResourceRoute::parse(method, &segs)?,
+            },
         };
         Some(route)
     }
@@ -163,7 +184,8 @@ impl Route {
             | Route::OpenAiChat { version }
             | Route::OpenAiEmbeddings { version }
             | Route::OpenAiModels { version }
-            | Route::OpenAiModel { version, .. } => version,
+            | Route::OpenAiModel { version, .. }
+            | Route::Resource { version, .. } => version,
         }
     }
 
@@ -191,6 +213,7 @@ impl Route {
             Route::Model { method, .. } => method.rpc(),
             Route::ListModels { .. } => "ModelService.ListModels",
             Route::GetModel { .. } => "ModelService.GetModel",
+            Route::Resource { kind, .. } => kind.rpc(),
             _ => "OpenAiService.Request",
         };
         format!("google.ai.generativelanguage.{}.{method}", self.version())

@@ -95,6 +95,9 @@ pub(crate) struct Shared {
     pub live: LiveLog,
     /// Batches and interactions, per project.
     pub jobs: Jobs,
+    /// Files and cached contents, per project.
+    pub files: super::files::Files,
+    pub caches: super::caches::Caches,
 }
 
 /// A poisoned lock only means another handler panicked; the data is still usable.
@@ -115,6 +118,8 @@ impl Shared {
             base_url,
             live: LiveLog::default(),
             jobs: Jobs::default(),
+            files: Default::default(),
+            caches: Default::default(),
         }
     }
 

@@ -10,6 +10,10 @@
 mod batches;
 #[path = "selftest/big_streams.rs"]
 mod big_streams;
+#[path = "selftest/caches.rs"]
+mod caches;
+#[path = "selftest/files.rs"]
+mod files;
 #[path = "selftest/helpers.rs"]
 mod helpers;
 #[path = "selftest/interactions.rs"]

@@ -233,7 +233,7 @@ async fn errors_the_service_raises_on_native_paths_use_googles_shape() {
         case(
             "an unknown path under a version",
             Method::GET,
-            "/v1beta/cachedContents",
+            "/v1beta/corpora",
             CLIENT_KEY,
             404,
             "NOT_FOUND",
@@ -260,10 +260,10 @@ async fn errors_the_service_raises_on_native_paths_use_googles_shape() {
         Case {
             body: format!(
                 "{{\"contents\": [{{\"parts\": [{{\"text\": \"{}\"}}]}}]}}",
-                "a".repeat(300_000)
+                "a".repeat(21 * 1024 * 1024)
             ),
             ..case(
-                "a body over MAX_BODY_BYTES",
+                "a body over MAX_NATIVE_BODY_BYTES",
                 Method::POST,
                 GENERATE,
                 CLIENT_KEY,

@@ -11,6 +11,8 @@
 //! MOCK_LIVE_CHUNKS (3), MOCK_LIVE_CHUNK_BYTES (unset), MOCK_LIVE_DELAY_MS (0); for
 //! batches and interactions, MOCK_BATCH_DELAY_MS (1000) and MOCK_INTERACTION_DELAY_MS
 //! (1000, background interactions only).
+//! files, MOCK_UPLOAD_URL_GOOGLE (false; true hands out upload URLs and file URIs on
+//! Google's origin) and MOCK_FILE_PROCESSING_MS (0: new files are ACTIVE at once).
 //!
 //! TLS: MOCK_TLS (false; true serves `https://` with a certificate for 127.0.0.1 and
 //! localhost signed by a CA made at start), MOCK_TLS_CA_FILE (where the CA's PEM
@@ -80,6 +82,8 @@ fn config() -> io::Result<MockConfig> {
         live_delay: Duration::from_millis(var("MOCK_LIVE_DELAY_MS", 0)?),
         batch_delay: Duration::from_millis(var("MOCK_BATCH_DELAY_MS", 1000)?),
         interaction_delay: Duration::from_millis(var("MOCK_INTERACTION_DELAY_MS", 1000)?),
+        upload_url_google: flag("MOCK_UPLOAD_URL_GOOGLE", false)?,
+        file_processing: Duration::from_millis(var("MOCK_FILE_PROCESSING_MS", 0)?),
         ..MockConfig::default()
     })
 }

@@ -20,7 +20,7 @@ use super::auth::check_quota;
 use super::catalogue;
 use super::errors::ApiError;
 use super::jobs::{
-    empty, lock, not_found, opaque_id, query_param, sse_data, timestamp, Answer, Call, Jobs,
+    empty, lock, not_found, opaque_id, query_param, sse_data, timestamp, Call, Jobs, Outcome,
 };
 use super::reply::{compact, Reply};
 use super::request::{count_words, parse_json};
@@ -243,7 +243,7 @@ fn bare_model(model: &str) -> &str {
     model.strip_prefix("models/").unwrap_or(model)
 }
 
-pub(crate) fn create(call: &Call<'_>, body: &[u8]) -> Result<Answer, ApiError> {
+pub(crate) fn create(call: &Call<'_>, body: &[u8]) -> Result<Outcome, ApiError> {
     let body: CreateBody = parse_json(body)?;
     let background = body.background.unwrap_or(false);
     let stored = body.store.unwrap_or(true);
@@ -337,9 +337,9 @@ pub(crate) fn create(call: &Call<'_>, body: &[u8]) -> Result<Answer, ApiError> {
         chunks: call.knobs.pace.chunks,
     };
     let answer = if body.stream == Some(true) {
-        Answer::Timed(interaction.stream(None, call.knobs.pace.gap)?)
+        Outcome::Timed(interaction.stream(None, call.knobs.pace.gap)?)
     } else {
-        Answer::Reply(interaction.reply())
+        Outcome::Reply(interaction.reply())
     };
     all.push(interaction);
     Ok(answer)
@@ -362,16 +362,16 @@ fn visible(i: &Interaction, call: &Call<'_>) -> bool {
 
 /// `GET /{v}/interactions/{id}`: the object, or with `stream=true` its events from
 /// after `last_event_id`.
-pub(crate) fn get(call: &Call<'_>, id: &str) -> Result<Answer, ApiError> {
+pub(crate) fn get(call: &Call<'_>, id: &str) -> Result<Outcome, ApiError> {
     let all = lock(&call.shared.jobs.interactions);
     let interaction = find(&all, call, id)?;
     let stream = query_param(call.query, "stream").is_some_and(|s| s == "true");
     let last = query_param(call.query, "last_event_id");
     if stream {
         let steps = interaction.stream(last.as_deref(), call.knobs.pace.gap)?;
-        Ok(Answer::Timed(steps))
+        Ok(Outcome::Timed(steps))
     } else {
-        Ok(Answer::Reply(interaction.reply()))
+        Ok(Outcome::Reply(interaction.reply()))
     }
 }
 

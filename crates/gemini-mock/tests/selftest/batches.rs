@@ -181,7 +181,13 @@ async fn snake_case_bodies_file_input_and_bad_requests() {
         assert_eq!(items[1]["error"]["code"], 3);
         assert_eq!(op["metadata"]["batchStats"]["failedRequestCount"], "1");
     }
-    let file = json!({"batch": {"inputConfig": {"fileName": "files/abc-123"}}}).to_string();
+    // A file the project does not hold is refused as a prompt naming it would be.
+    let unheld = json!({"batch": {"inputConfig": {"fileName": "files/abc-123"}}}).to_string();
+    let refused = call(&mock, "POST", CREATE, &key, Some(&unheld)).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let uploaded = super::files::upload(&mock, "k", b"{\"key\": \"r1\"}\n", 1024).await;
+    let name = uploaded["name"].as_str().unwrap().to_owned();
+    let file = json!({"batch": {"inputConfig": {"fileName": name}}}).to_string();
     let op = call(&mock, "POST", CREATE, &key, Some(&file)).await.json();
     let id = op["name"]
         .as_str()

@@ -267,6 +267,13 @@ async fn only_a_running_background_interaction_can_be_cancelled_and_delete_forge
     .await;
     let id = bg["id"].as_str().unwrap();
     let key = [("x-goog-api-key", "b")];
+    let early = json!({"model": "gemini-2.5-flash", "input": "y", "previous_interaction_id": id});
+    let r = post(&mock, "a", early).await;
+    assert_eq!(
+        r.status, 400,
+        "a running interaction cannot be continued yet"
+    );
+    assert_eq!(r.json()["error"]["status"], "FAILED_PRECONDITION");
     let cancel = format!("/v1/interactions/{id}/cancel");
     let other = call(&mock, "POST", &cancel, &[("x-goog-api-key", "c")], None).await;
     assert_eq!((other.status, other.text().as_str()), (404, NOT_FOUND));

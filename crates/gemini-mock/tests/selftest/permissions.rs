@@ -139,6 +139,15 @@ async fn a_uri_that_names_no_file_of_the_project_is_not_refused() {
     mock.stop().await;
 }
 
+const CACHE_DENIED: &str = r#"{
+  "error": {
+    "code": 403,
+    "message": "CachedContent not found (or permission denied)",
+    "status": "PERMISSION_DENIED"
+  }
+}
+"#;
+
 #[actix_rt::test]
 async fn a_body_naming_a_cached_content_gets_a_bare_403() {
     let mock = start().await;
@@ -149,11 +158,7 @@ async fn a_body_naming_a_cached_content_gets_a_bare_403() {
     for body in &bodies {
         let body = body.to_string();
         let r = call(&mock, "POST", GENERATE, &[KEY], Some(&body)).await;
-        assert_eq!(
-            (r.status, r.text().as_str()),
-            (403, CALLER_DENIED),
-            "{body}"
-        );
+        assert_eq!((r.status, r.text().as_str()), (403, CACHE_DENIED), "{body}");
     }
     let wrapped = json!({"generateContentRequest": {
         "model": "models/gemini-2.5-flash",
@@ -163,7 +168,7 @@ async fn a_body_naming_a_cached_content_gets_a_bare_403() {
     .to_string();
     let count = "/v1/models/gemini-2.5-flash:countTokens";
     let r = call(&mock, "POST", count, &[KEY], Some(&wrapped)).await;
-    assert_eq!((r.status, r.text().as_str()), (403, CALLER_DENIED));
+    assert_eq!((r.status, r.text().as_str()), (403, CACHE_DENIED));
     assert_eq!(
         call(&mock, "POST", GENERATE, &[KEY], Some(BODY))
             .await

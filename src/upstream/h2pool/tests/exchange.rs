@@ -139,6 +139,7 @@ fn context(server: &Server) -> Arc<crate::upstream::UpstreamContext> {
     let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
     Arc::new(crate::upstream::UpstreamContext {
         egress: Default::default(),
+        ownership: crate::ownership::Ownership::memory(16),
         base_url: format!("https://{}", server.addr),
         keys: KeyPool::new(&[], metrics.clone()),
         leak_guard: LeakGuard::new(&[]),

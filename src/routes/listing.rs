@@ -1,0 +1,206 @@
+//! Lists of files, cached contents and batches, showing a client its own only.
+//!
+//! A client's resources may sit in the projects of several server keys, and
+//! Gemini lists one project at a time. So the list walks the keys in a fixed
+//! order (by fingerprint, the same on every replica), one Gemini page per
+//! client request, keeping the items this client made with that key; the
+//! page token the client gets back names the key and Gemini's own token.
+//! A page may come back empty with a token, as Gemini's own may: the SDKs'
+//! pagers follow the token.
+
+use super::owned::{self, collection};
+use super::passthrough::{self, Resources, Target};
+use crate::auth::Surface;
+use crate::errors::{ApiError, ErrorCode};
+use crate::ownership::{KeyFingerprint, KeyRef, Kind};
+use crate::state::AppState;
+use crate::upstream::stream_reader::Framing;
+use crate::upstream::ReplyBody;
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+
+/// Marks the service's own page tokens.
+const TOKEN_PREFIX: &str = "gp1.";
+
+/// The array Gemini lists each kind in.
+fn items_field(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Batch => "operations",
+        other => collection(other),
+    }
+}
+
+pub async fn list(
+    req: &HttpRequest,
+    state: &AppState,
+    version: &str,
+    kind: Kind,
+) -> Result<HttpResponse, ApiError> {
+    let (admission, own_key) = passthrough::admit(req, state, Surface::Gemini).await?;
+    let params = Params::read(req.query_string())?;
+    let path = format!("/{version}/{}", collection(kind));
+    let own = own_key.is_some();
+    let keys = state.upstream.context().keys.clone_order();
+    let (position, upstream_token) = match (&params.token, own) {
+        (Some(token), false) => decode(token, &keys)?,
+        _ => (0, None),
+    };
+    if own || keys.is_empty() {
+        // The client's own key (its own project, listed as Gemini lists it),
+        // or no server key: the pipeline says why not.
+        let target = list_target(path, params.query(params.token.as_deref())?, None);
+        return passthrough::forward(req, state, &admission, own_key, target, Bytes::new()).await;
+    }
+    let mut position = position;
+    let mut upstream_token = upstream_token;
+    // Keys Gemini refused are passed over: their projects cannot be listed.
+    while position < keys.len() && !state.upstream.context().keys.usable(keys[position].0) {
+        position += 1;
+        upstream_token = None;
+    }
+    let Some((index, fingerprint)) = keys.get(position).cloned() else {
+        return Ok(page(kind, Vec::new(), None));
+    };
+    let target = list_target(path, params.query(upstream_token.as_deref())?, Some(index));
+    let (reply, _) =
+        passthrough::call(req, state, &admission, own_key, target, Bytes::new()).await?;
+    if reply.failure.is_some() || !reply.status.is_success() {
+        return Ok(passthrough::respond(req, reply));
+    }
+    let ReplyBody::Full(body) = &reply.body else {
+        return Ok(passthrough::respond(req, reply));
+    };
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::new(ErrorCode::UpstreamError, "Gemini's list could not be read"))?;
+    let mut mine = Vec::new();
+    if let Some(items) = value.get(items_field(kind)).and_then(|v| v.as_array()) {
+        for item in items {
+            if owned_by(state, kind, item, &admission.client.name, &fingerprint).await {
+                mine.push(item.clone());
+            }
+        }
+    }
+    let next = match value.get("nextPageToken").and_then(|v| v.as_str()) {
+        Some(next) if !next.is_empty() => Some(encode(&fingerprint, Some(next))),
+        _ => keys
+            .get(position + 1)
+            .map(|(_, fingerprint)| encode(fingerprint, None)),
+    };
+    Ok(page(kind, mine, next))
+}
+
+fn list_target(path: String, query: passthrough::Query, key: Option<usize>) -> Target {
+    Target {
+        surface: Surface::Gemini,
+        method: Method::GET,
+        path,
+        query,
+        model: None,
+        framing: Framing::Unary,
+        counts_tokens: false,
+        resources: Resources {
+            list_key: key,
+            ..Resources::default()
+        },
+    }
+}
+
+async fn owned_by(
+    state: &AppState,
+    kind: Kind,
+    item: &serde_json::Value,
+    client: &str,
+    fingerprint: &KeyFingerprint,
+) -> bool {
+    let Some(id) = owned::created_id(kind, item) else {
+        return false;
+    };
+    match state.upstream.context().ownership.lookup(kind, &id).await {
+        Some(owner) => {
+            *owner.client == *client && matches!(&owner.key, KeyRef::Server(f) if f == fingerprint)
+        }
+        None => false,
+    }
+}
+
+fn page(kind: Kind, items: Vec<serde_json::Value>, next: Option<String>) -> HttpResponse {
+    let mut body = serde_json::Map::new();
+    if !items.is_empty() {
+        body.insert(items_field(kind).to_owned(), items.into());
+    }
+    if let Some(next) = next {
+        body.insert("nextPageToken".to_owned(), next.into());
+    }
+    HttpResponse::Ok()
+        .content_type("application/json; charset=UTF-8")
+        .body(serde_json::Value::Object(body).to_string())
+}
+
+/// `pageSize` and `pageToken` from the client's query.
+struct Params {
+    size: Option<String>,
+    token: Option<String>,
+}
+
+impl Params {
+    fn read(raw: &str) -> Result<Params, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|_| {
+            ApiError::new(ErrorCode::InvalidRequest, "the query string is malformed")
+        })?;
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        Ok(Params {
+            size: get("pageSize"),
+            token: get("pageToken"),
+        })
+    }
+
+    /// The query that goes upstream, with Gemini's own page token.
+    fn query(&self, token: Option<&str>) -> Result<passthrough::Query, ApiError> {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        if let Some(size) = &self.size {
+            pairs.push(("pageSize", size));
+        }
+        if let Some(token) = token {
+            pairs.push(("pageToken", token));
+        }
+        let raw = serde_urlencoded::to_string(&pairs)
+            .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "bad query"))?;
+        passthrough::query(&raw)
+    }
+}
+
+fn encode(fingerprint: &KeyFingerprint, upstream: Option<&str>) -> String {
+    let raw = format!("{}:{}", fingerprint.as_str(), upstream.unwrap_or(""));
+    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw))
+}
+
+/// Where a page token points: the key's place in the order, and Gemini's token.
+fn decode(
+    token: &str,
+    keys: &[(usize, KeyFingerprint)],
+) -> Result<(usize, Option<String>), ApiError> {
+    let invalid = || ApiError::new(ErrorCode::InvalidRequest, "the page token is not valid");
+    let raw = token
+        .strip_prefix(TOKEN_PREFIX)
+        .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(invalid)?;
+    let (fingerprint, upstream) = raw.split_once(':').ok_or_else(invalid)?;
+    let position = keys
+        .iter()
+        .position(|(_, f)| f.as_str() == fingerprint)
+        .ok_or_else(invalid)?;
+    Ok((
+        position,
+        (!upstream.is_empty()).then(|| upstream.to_owned()),
+    ))
+}

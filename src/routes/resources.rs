@@ -1,0 +1,382 @@
+//! Files, cached contents, batches and interactions (SPEC §7): the calls that
+//! name a resource a client made, each sent with the key that made it and
+//! only for that client (see `owned`), and the lists, which show a client
+//! its own resources only (see `listing`).
+
+use super::owned::{self, id_from_path};
+use super::passthrough::{self, version, Resources, Target};
+use crate::auth::Surface;
+use crate::errors::{ApiError, ErrorCode};
+use crate::model_id::ModelId;
+use crate::ownership::Kind;
+use crate::state::AppState;
+use crate::upstream::stream_reader::Framing;
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+
+/// Query parameters of §7's routes that go upstream (never `key`).
+const QUERY: &[&str] = &[
+    "alt",
+    "pageSize",
+    "pageToken",
+    "stream",
+    "last_event_id",
+    "include_input",
+    "updateMask",
+];
+
+/// `GET /{version}/files`
+pub async fn list_files(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    super::listing::list(&req, &state, version(&path)?, Kind::File).await
+}
+
+/// `GET /{version}/cachedContents`
+pub async fn list_caches(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    super::listing::list(&req, &state, version(&path)?, Kind::CachedContent).await
+}
+
+/// `GET /{version}/batches`
+pub async fn list_batches(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    super::listing::list(&req, &state, version(&path)?, Kind::Batch).await
+}
+
+/// `GET|DELETE /{version}/files/{id}` and `GET /{version}/files/{id}:download`.
+pub async fn file(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_version, name) = path.into_inner();
+    let version = version(&raw_version)?;
+    match name.strip_suffix(":download") {
+        Some(id) if req.method() == Method::GET => download(&req, &state, version, id).await,
+        Some(_) => Err(method_not_allowed()),
+        None => named_call(&req, &state, version, Kind::File, &name, "", Bytes::new()).await,
+    }
+}
+
+/// `GET /download/{version}/files/{id}:download`
+pub async fn download_route(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_version, name) = path.into_inner();
+    let version = version(&raw_version)?;
+    let Some(id) = name.strip_suffix(":download") else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "download paths end in `:download`",
+        ));
+    };
+    download(&req, &state, version, id).await
+}
+
+/// A file's bytes, streamed as Gemini sends them (`alt=media`).
+async fn download(
+    req: &HttpRequest,
+    state: &AppState,
+    version: &str,
+    raw_id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let (admission, own_key) = passthrough::admit(req, state, Surface::Gemini).await?;
+    let id = id_from_path(Kind::File, raw_id)?;
+    let target = Target {
+        surface: Surface::Gemini,
+        method: Method::GET,
+        path: format!("/download/{version}/files/{id}:download"),
+        query: media_query(req.query_string())?,
+        model: None,
+        framing: Framing::Events,
+        counts_tokens: false,
+        resources: Resources {
+            named: Some((Kind::File, id)),
+            ..Resources::default()
+        },
+    };
+    passthrough::forward(req, state, &admission, own_key, target, Bytes::new()).await
+}
+
+/// A download asks for the bytes: `alt=media` is the only query it takes.
+fn media_query(raw: &str) -> Result<passthrough::Query, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "the query string is malformed"))?;
+    match pairs.iter().find(|(name, _)| name == "alt") {
+        Some((_, value)) if value != "media" => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "a download takes `alt=media`",
+        )),
+        _ => Ok(passthrough::Query {
+            alt: None,
+            encoded: "alt=media".to_owned(),
+        }),
+    }
+}
+
+/// `POST /{version}/cachedContents`: the cache's model passes the allow-list.
+pub async fn create_cache(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let version = version(&path)?;
+    let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
+    let body = passthrough::body(&req, payload, &state).await?;
+    let fields: ModelField = read_fields(&body)?;
+    let model = match fields.model {
+        Some(model) => Some(parse_model(&model)?),
+        None => None,
+    };
+    let target = Target {
+        surface: Surface::Gemini,
+        method: Method::POST,
+        path: format!("/{version}/cachedContents"),
+        query: query(&req)?,
+        model,
+        framing: Framing::Unary,
+        counts_tokens: false,
+        resources: Resources {
+            creates: Some(Kind::CachedContent),
+            ..Resources::default()
+        },
+    };
+    passthrough::forward(&req, &state, &admission, own_key, target, body).await
+}
+
+/// `GET|PATCH|DELETE /{version}/cachedContents/{id}`; a patched TTL moves
+/// the record's expiry with it.
+pub async fn cache(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_version, id) = path.into_inner();
+    let version = version(&raw_version)?;
+    let body = if req.method() == Method::PATCH {
+        passthrough::body(&req, payload, &state).await?
+    } else {
+        Bytes::new()
+    };
+    named_call(&req, &state, version, Kind::CachedContent, &id, "", body).await
+}
+
+/// `GET|DELETE /{version}/batches/{id}` and `POST /{version}/batches/{id}:cancel`.
+pub async fn batch(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_version, name) = path.into_inner();
+    let version = version(&raw_version)?;
+    let (id, verb) = match name.split_once(':') {
+        Some((id, "cancel")) if req.method() == Method::POST => (id, ":cancel"),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "the service passes `:cancel` through, no other batch method",
+            ))
+        }
+        None if req.method() == Method::POST => return Err(method_not_allowed()),
+        None => (name.as_str(), ""),
+    };
+    named_call(&req, &state, version, Kind::Batch, id, verb, Bytes::new()).await
+}
+
+/// `GET|DELETE /{version}/interactions/{id}` (a GET may stream, resumed from
+/// `last_event_id`).
+pub async fn interaction(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_version, id) = path.into_inner();
+    let version = version(&raw_version)?;
+    named_call(
+        &req,
+        &state,
+        version,
+        Kind::Interaction,
+        &id,
+        "",
+        Bytes::new(),
+    )
+    .await
+}
+
+/// `POST /{version}/interactions/{id}/cancel`
+pub async fn cancel_interaction(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_version, id) = path.into_inner();
+    let version = version(&raw_version)?;
+    named_call(
+        &req,
+        &state,
+        version,
+        Kind::Interaction,
+        &id,
+        "/cancel",
+        Bytes::new(),
+    )
+    .await
+}
+
+/// A call on one resource named in the path: sent with the key that made
+/// it, for the client that made it only.
+async fn named_call(
+    req: &HttpRequest,
+    state: &AppState,
+    version: &str,
+    kind: Kind,
+    raw_id: &str,
+    verb: &str,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (admission, own_key) = passthrough::admit(req, state, Surface::Gemini).await?;
+    let id = id_from_path(kind, raw_id)?;
+    let query = query(req)?;
+    let streamed = kind == Kind::Interaction && query.encoded.contains("stream=true");
+    let target = Target {
+        surface: Surface::Gemini,
+        method: req.method().clone(),
+        path: format!("/{version}/{}/{id}{verb}", owned::collection(kind)),
+        query,
+        model: None,
+        framing: if streamed {
+            Framing::Events
+        } else {
+            Framing::Unary
+        },
+        counts_tokens: false,
+        resources: Resources {
+            named: Some((kind, id.clone())),
+            ..Resources::default()
+        },
+    };
+    let patched = req.method() == Method::PATCH;
+    let (reply, owner) = passthrough::call(req, state, &admission, own_key, target, body).await?;
+    if let (true, true, Some(_)) = (patched, reply.status.is_success(), &owner) {
+        if let crate::upstream::ReplyBody::Full(answer) = &reply.body {
+            if let Some(ttl) = serde_json::from_slice(answer)
+                .ok()
+                .and_then(|value: serde_json::Value| owned::expiry(&value))
+            {
+                state
+                    .upstream
+                    .context()
+                    .ownership
+                    .extend(kind, &id, ttl)
+                    .await;
+            }
+        }
+    }
+    Ok(passthrough::respond(req, reply))
+}
+
+/// `POST /{version}/interactions`: the model or agent passes the allow-list;
+/// `previous_interaction_id` continues only this client's conversation, on
+/// the key that holds it; tokens reported in `usage` are counted and charged.
+pub async fn create_interaction(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let version = version(&path)?;
+    let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
+    let body = passthrough::body(&req, payload, &state).await?;
+    let fields: InteractionFields = read_fields(&body)?;
+    let model = match fields.model.or(fields.agent) {
+        Some(model) => Some(parse_model(&model)?),
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "an interaction names a `model` or an `agent`",
+            ))
+        }
+    };
+    let stream = fields.stream == Some(true);
+    let stored = fields.store != Some(false);
+    let target = Target {
+        surface: Surface::Gemini,
+        method: Method::POST,
+        path: format!("/{version}/interactions"),
+        query: query(&req)?,
+        model,
+        framing: if stream {
+            Framing::Events
+        } else {
+            Framing::Unary
+        },
+        counts_tokens: true,
+        resources: Resources {
+            creates: stored.then_some(Kind::Interaction),
+            ..Resources::default()
+        },
+    };
+    let (reply, owner) = passthrough::call(&req, &state, &admission, own_key, target, body).await?;
+    match (stream && stored, owner) {
+        (true, Some(owner)) if reply.status.is_success() => Ok(super::sniff::respond_recording(
+            &req,
+            state.into_inner(),
+            reply,
+            owner,
+        )),
+        _ => Ok(passthrough::respond(&req, reply)),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ModelField {
+    model: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct InteractionFields {
+    model: Option<String>,
+    agent: Option<String>,
+    stream: Option<bool>,
+    store: Option<bool>,
+}
+
+fn read_fields<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the request body is not a JSON object with the expected fields",
+        )
+    })
+}
+
+/// `models/gemini-2.5-flash` or `gemini-2.5-flash` (or an agent's id).
+fn parse_model(raw: &str) -> Result<ModelId, ApiError> {
+    ModelId::parse(raw).map_err(|e| ApiError::new(ErrorCode::InvalidModel, e.to_string()))
+}
+
+fn query(req: &HttpRequest) -> Result<passthrough::Query, ApiError> {
+    passthrough::query_with(req.query_string(), QUERY)
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this method is not allowed on this path",
+    )
+}

@@ -1,0 +1,330 @@
+//! `POST /upload/{version}/files`: Gemini's resumable upload protocol
+//! (docs/gemini-wire.md#files-and-the-resumable-upload), passed through.
+//!
+//! The start goes through the pipeline like any call; Gemini's answer names
+//! an upload URL, which is rewritten to point at the service (keeping only
+//! the upload id) and recorded for the client and the key that started it.
+//! Data chunks come back to that URL, often with no key at all (the python
+//! SDK sends none): the upload id authorises them, for that client only, and
+//! they go out with the key that started the upload, streamed as they come.
+//! The service's own errors here carry `X-Goog-Upload-Status: final`, or the
+//! python SDK would retry each chunk three times.
+
+use super::owned::{self, not_found};
+use super::passthrough::{self, version, Resources, Target};
+use crate::auth::{self, Surface};
+use crate::errors::{ApiError, ErrorCode, ResponseCode, Shape};
+use crate::ownership::{KeyRef, Kind};
+use crate::request_log::RequestLog;
+use crate::state::AppState;
+use crate::upstream::stream_reader::Framing;
+use crate::upstream::upload::{Activity, UploadCall};
+use crate::upstream::Credential;
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The resumable protocol's request headers, which go upstream on upload routes.
+const UPLOAD_HEADERS: &[&str] = &[
+    "x-goog-upload-protocol",
+    "x-goog-upload-command",
+    "x-goog-upload-offset",
+    "x-goog-upload-header-content-length",
+    "x-goog-upload-header-content-type",
+    "x-goog-upload-file-name",
+];
+const UPLOAD_URL: &str = "x-goog-upload-url";
+const UPLOAD_STATUS: &str = "x-goog-upload-status";
+/// A client that sends no byte of its chunk for this long is cut, like any
+/// slow body.
+const BODY_STALL: Duration = Duration::from_secs(30);
+/// Chunks waiting between the client and Gemini: a slow Gemini slows the
+/// client down rather than filling memory.
+const CHANNEL_CHUNKS: usize = 4;
+
+pub async fn upload(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let upload_id = upload_id(req.query_string());
+    let answered = match (version(&path), upload_id) {
+        (Err(error), _) => Err(error),
+        (Ok(version), Ok(None)) => start(&req, &state, version, payload).await,
+        (Ok(version), Ok(Some(id))) => chunk(&req, &state, version, &id, payload).await,
+        (Ok(_), Err(error)) => Err(error),
+    };
+    answered.unwrap_or_else(|error| {
+        let mut response = error.response(Shape::Google);
+        response.headers_mut().insert(
+            HeaderName::from_static(UPLOAD_STATUS),
+            HeaderValue::from_static("final"),
+        );
+        response
+    })
+}
+
+/// The `upload_id` of an upload URL, if the query has one.
+fn upload_id(raw: &str) -> Result<Option<String>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "the query string is malformed"))?;
+    match pairs.into_iter().find(|(name, _)| name == "upload_id") {
+        None => Ok(None),
+        Some((_, id)) if crate::ownership::valid_id(Kind::Upload, &id) => Ok(Some(id)),
+        Some(_) => Err(not_found(Kind::Upload)),
+    }
+}
+
+async fn start(
+    req: &HttpRequest,
+    state: &AppState,
+    version: &str,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (admission, own_key) = passthrough::admit(req, state, Surface::Gemini).await?;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let resumable = header("x-goog-upload-protocol")
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("resumable"))
+        && header("x-goog-upload-command").is_some_and(|c| c.trim().eq_ignore_ascii_case("start"));
+    if !resumable {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the service passes resumable uploads through: start with \
+             `X-Goog-Upload-Protocol: resumable` and `X-Goog-Upload-Command: start`",
+        ));
+    }
+    let declared =
+        header("x-goog-upload-header-content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|size| size > state.limits.max_upload_bytes) {
+        return Err(too_large(state));
+    }
+    let body = passthrough::body(req, payload, state).await?;
+    let target = Target {
+        surface: Surface::Gemini,
+        method: Method::POST,
+        path: format!("/upload/{version}/files"),
+        query: passthrough::Query::default(),
+        model: None,
+        framing: Framing::Unary,
+        counts_tokens: false,
+        resources: Resources {
+            extra_headers: UPLOAD_HEADERS,
+            ..Resources::default()
+        },
+    };
+    let (mut reply, owner) =
+        passthrough::call(req, state, &admission, own_key, target, body).await?;
+    let url_at = reply
+        .headers
+        .iter()
+        .position(|(name, _)| name.as_str() == UPLOAD_URL);
+    if let Some(at) = url_at {
+        let (_, url) = reply.headers.remove(at);
+        let id = url
+            .to_str()
+            .ok()
+            .and_then(|url| url.split_once('?'))
+            .and_then(|(_, query)| upload_id(query).ok().flatten());
+        let (Some(id), Some(owner)) = (id, owner) else {
+            return Err(ApiError::new(
+                ErrorCode::UpstreamError,
+                "Gemini's upload URL could not be read",
+            ));
+        };
+        state
+            .upstream
+            .context()
+            .ownership
+            .record(Kind::Upload, &id, owner, owned::default_ttl(Kind::Upload))
+            .await;
+        let rewritten = format!(
+            "{}/upload/{version}/files?upload_id={id}&upload_protocol=resumable",
+            public_origin(req, state)
+        );
+        let value = HeaderValue::from_str(&rewritten).map_err(|_| {
+            ApiError::new(
+                ErrorCode::InternalError,
+                "the upload URL could not be written",
+            )
+        })?;
+        reply
+            .headers
+            .push((HeaderName::from_static(UPLOAD_URL), value));
+    }
+    Ok(passthrough::respond(req, reply))
+}
+
+/// Where clients reach the service: `PUBLIC_BASE_URL`, else the request's
+/// own scheme and host (`X-Forwarded-Proto` and `Host` as a proxy in front
+/// sets them: only the asking client sees this URL).
+fn public_origin(req: &HttpRequest, state: &AppState) -> String {
+    if let Some(base) = &state.limits.public_base_url {
+        return base.to_string();
+    }
+    let info = req.connection_info();
+    format!("{}://{}", info.scheme(), info.host())
+}
+
+async fn chunk(
+    req: &HttpRequest,
+    state: &AppState,
+    version: &str,
+    id: &str,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    RequestLog::update(req, |log| log.api = true);
+    let context = state.upstream.context();
+    let Some(owner) = context.ownership.lookup(Kind::Upload, id).await else {
+        return Err(not_found(Kind::Upload));
+    };
+    RequestLog::update(req, |log| log.client = Some(owner.client.clone()));
+    // A chunk may carry a key (the JS SDK sends it again); it must be the
+    // same client's. Without one, the upload id is the authority.
+    let keys = auth::sdk_keys(req, Surface::Gemini);
+    let mut own_key = None;
+    if keys.client_key.is_some() {
+        let admission = auth::admit(req, state, keys.client_key, false).await?;
+        if admission.client.name != owner.client {
+            return Err(not_found(Kind::Upload));
+        }
+        own_key = admission.client.authorize(keys.own_key.as_deref(), None)?;
+    }
+    let credential = match (&owner.key, own_key) {
+        (KeyRef::Server(fingerprint), _) => match context.keys.index_of(fingerprint) {
+            Some(index) => Some(Credential::Pinned(index)),
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    "the server key that started this upload is not configured on this replica",
+                ))
+            }
+        },
+        (KeyRef::Own, Some(key)) => Some(Credential::Client(key)),
+        (KeyRef::Own, None) => None,
+    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let length: u64 = match header(CONTENT_LENGTH.as_str()) {
+        Some(raw) => raw.trim().parse().map_err(|_| {
+            ApiError::new(ErrorCode::InvalidRequest, "Content-Length is not a number")
+        })?,
+        None => 0,
+    };
+    let offset: u64 = header("x-goog-upload-offset")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if offset.saturating_add(length) > state.limits.max_upload_bytes {
+        return Err(too_large(state));
+    }
+    let mut headers: Vec<(HeaderName, HeaderValue)> = req
+        .headers()
+        .iter()
+        .filter(|(name, _)| UPLOAD_HEADERS.contains(&name.as_str()) || *name == CONTENT_TYPE)
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    headers.extend(passthrough::forwarded_headers(req));
+    let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    let activity = Activity::new();
+    activity.touch();
+    let call = UploadCall {
+        path_and_query: format!("/upload/{version}/files?upload_id={id}&upload_protocol=resumable"),
+        credential,
+        headers,
+        length,
+        body: receiver,
+        activity: activity.clone(),
+        idle: state.limits.upstream_timeout,
+    };
+    let pump = pump(payload, sender, length, &activity);
+    let (pumped, answered) = tokio::join!(pump, state.upstream.upload(call));
+    // The client's own failure says more than Gemini's answer to a cut body.
+    pumped?;
+    let reply = answered?;
+    let finished = reply.status.is_success()
+        && reply
+            .headers
+            .iter()
+            .any(|(name, value)| name.as_str() == UPLOAD_STATUS && value == "final");
+    if finished {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
+            if matches!(owner.key, KeyRef::Server(_)) {
+                owned::record_from_value(state, Kind::File, &owner, &value).await;
+            }
+        }
+        context.ownership.forget(Kind::Upload, id).await;
+    }
+    Ok(answer(reply))
+}
+
+fn answer(reply: crate::upstream::upload::UploadReply) -> HttpResponse {
+    let mut response = HttpResponse::build(reply.status);
+    for (name, value) in reply.headers {
+        response.insert_header((name, value));
+    }
+    response.extensions_mut().insert(ResponseCode(reply.code));
+    response.body(reply.body)
+}
+
+/// Feeds the client's body to the upload, at the pace Gemini takes it.
+async fn pump(
+    mut payload: web::Payload,
+    sender: mpsc::Sender<Bytes>,
+    length: u64,
+    activity: &Activity,
+) -> Result<(), ApiError> {
+    let mut received: u64 = 0;
+    loop {
+        let next = match tokio::time::timeout(BODY_STALL, payload.next()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "the upload's body stalled; query the upload's status and resume",
+                ))
+            }
+            Ok(next) => next,
+        };
+        let Some(chunk) = next else {
+            break;
+        };
+        let chunk = chunk.map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "the upload's body could not be read",
+            )
+        })?;
+        received += chunk.len() as u64;
+        if received > length {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "the upload's body is longer than its Content-Length",
+            ));
+        }
+        activity.touch();
+        if sender.send(chunk).await.is_err() {
+            // Gemini answered before taking the whole body; its answer says why.
+            return Ok(());
+        }
+        activity.touch();
+    }
+    if received < length {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the upload's body ended before its Content-Length",
+        ));
+    }
+    Ok(())
+}
+
+fn too_large(state: &AppState) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "the file is larger than this service passes through ({} bytes)",
+            state.limits.max_upload_bytes
+        ),
+    )
+}
