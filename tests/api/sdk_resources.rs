@@ -20,6 +20,7 @@ use crate::shared_keys::KEYS as SERVER_KEYS;
 use gemini_mock::RecordedRequest;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::time::Duration;
 
 /// The second client, who must not see the first one's resources.
 const CLIENT_B: &str = "client-key-b-fedcba9876543210";
@@ -47,8 +48,15 @@ async fn spawn_app_for_resources(sdk: &str) -> TestApp {
         settings.insert("KEYS_FILE".into(), keys.display().to_string());
     })
     .await;
-    app.mock
-        .update_config(|c| c.retry_delay = Some("0s".into()));
+    app.mock.update_config(|c| {
+        c.retry_delay = Some("0s".into());
+        // As Gemini: upload URLs and file URIs on Google's host (python uploads to
+        // the URL as given, so the service must hand out its own), a file PROCESSING
+        // for a moment, cached contents of at least 1024 tokens.
+        c.upload_url_google = true;
+        c.file_processing = Duration::from_millis(300);
+        c.cache_min_tokens = 1024;
+    });
     app
 }
 

@@ -363,7 +363,11 @@ def batch_from_file(a):
     finally:
         os.unlink(handle.name)
     named("file", source.name)
-    a.files.get(name=source.name)
+    poll(
+        f"{source.name} ACTIVE",
+        lambda: a.files.get(name=source.name),
+        lambda f: f.state != types.FileState.PROCESSING,
+    )
     job = a.batches.create(model=MODEL, src=source.name, config={"display_name": "sdk-check-file-batch"})
     expect(job.name and job.name.startswith("batches/"), f"name {job.name!r}")
     named("batch", job.name)
