@@ -136,14 +136,17 @@ pub fn is_resource_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Longest file id: Gemini documents "up to 40 characters that are lowercase
-/// alphanumeric or dashes"; the mock (crates/gemini-mock/src/resources.rs)
-/// checks the same.
-pub const MAX_FILE_ID: usize = 40;
+/// Longest file id. Gemini documents "up to 40 characters that are lowercase
+/// alphanumeric or dashes" for the names clients choose, but the files it
+/// makes itself are longer (a batch's `responsesFile` is `files/batch-` and
+/// the batch's 40-character id), and a reference the scan would not know for
+/// one could slip past the ownership check: any length the store takes.
+pub const MAX_FILE_ID: usize = MAX_ID_LEN;
 
 /// Is `id` an id Gemini could have given a resource of this kind?
 ///
-/// - files: lowercase letters, digits and `-`, 1 to 40 (Gemini's documented rule);
+/// - files: lowercase letters, digits and `-` (Gemini's documented rule), up to
+///   [`MAX_FILE_ID`];
 /// - cached contents: the same characters, no documented length, so up to
 ///   [`MAX_ID_LEN`] (too strict would refuse real caches; Gemini rejects the rest);
 /// - batches and interactions: letters of either case, digits, `-` and `_`

@@ -182,8 +182,8 @@ fn strings_that_only_mention_a_resource_name_nothing() {
         ("a nested path", r#"{"x":"files/a/b"}"#),
         ("no id", r#"{"x":"files/"}"#),
         (
-            "an id too long",
-            &format!(r#"{{"x":"files/{}"}}"#, "a".repeat(41)),
+            "an id longer than any the store takes",
+            &format!(r#"{{"x":"files/{}"}}"#, "a".repeat(257)),
         ),
         ("a character Gemini never uses", r#"{"x":"files/a_b"}"#),
         ("a key is not a value", r#"{"files/abc":1}"#),

@@ -226,7 +226,13 @@ fn ids_are_checked_per_kind() {
     let cases = [
         (Kind::File, "abc-123", true, "Gemini's file id"),
         (Kind::File, &"a".repeat(40), true, "40 characters"),
-        (Kind::File, &"a".repeat(41), false, "41 characters"),
+        (
+            Kind::File,
+            "batch-0123456789abcdefghijklmnopqrstuvwxyz0123",
+            true,
+            "a batch's output",
+        ),
+        (Kind::File, &"a".repeat(257), false, "257 characters"),
         (Kind::File, "Abc", false, "uppercase"),
         (Kind::File, "a_b", false, "underscore"),
         (Kind::File, "", false, "empty"),

@@ -183,6 +183,40 @@ pub async fn record_created(state: &AppState, kind: Kind, owner: &Owner, reply: 
     record_from_value(state, kind, owner, &value).await;
 }
 
+/// A finished batch whose input was a file writes its answers to a file
+/// (`responsesFile`) in the same project: it belongs to the batch's client,
+/// who downloads it with the batch's key.
+pub async fn record_batch_output(state: &AppState, owner: &Owner, reply: &Reply) {
+    if matches!(owner.key, KeyRef::Own) {
+        return;
+    }
+    let ReplyBody::Full(body) = &reply.body else {
+        return;
+    };
+    if memchr::memmem::find(body, b"responsesFile").is_none() {
+        return;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let named = [
+        value.pointer("/response/responsesFile"),
+        value.pointer("/metadata/output/responsesFile"),
+    ];
+    for name in named.into_iter().flatten().filter_map(|v| v.as_str()) {
+        if let Some(id) = name.strip_prefix("files/") {
+            if crate::ownership::valid_id(Kind::File, id) {
+                state
+                    .upstream
+                    .context()
+                    .ownership
+                    .record(Kind::File, id, owner.clone(), default_ttl(Kind::File))
+                    .await;
+            }
+        }
+    }
+}
+
 /// Records the resource `value` (a create's answer, or an event carrying it) describes.
 pub async fn record_from_value(
     state: &AppState,

@@ -231,7 +231,14 @@ pub async fn call(
     };
     let outcome = state.upstream.call(call).await;
     RequestLog::update(req, |log| log.attempts = outcome.attempts);
-    let reply = outcome.result?;
+    let mut reply = outcome.result?;
+    if target.resources.extra_headers.is_empty() {
+        // Only the upload route rewrites an upload URL; nowhere else may one
+        // pass (it could carry a key).
+        reply
+            .headers
+            .retain(|(name, _)| !name.as_str().starts_with("x-goog-upload-"));
+    }
     let owner = owned::owner_of(state, &client.name, own, outcome.server_key);
     if reply.failure.is_none() && reply.status.is_success() {
         if let (Some(owner), Some(kind)) = (&owner, target.resources.creates) {

@@ -271,7 +271,11 @@ async fn named_call(
         },
     };
     let patched = req.method() == Method::PATCH;
+    let polled_batch = kind == Kind::Batch && req.method() == Method::GET;
     let (reply, owner) = passthrough::call(req, state, &admission, own_key, target, body).await?;
+    if let (true, true, Some(owner)) = (polled_batch, reply.status.is_success(), &owner) {
+        owned::record_batch_output(state, owner, &reply).await;
+    }
     if let (true, true, Some(_)) = (patched, reply.status.is_success(), &owner) {
         if let crate::upstream::ReplyBody::Full(answer) = &reply.body {
             if let Some(ttl) = serde_json::from_slice(answer)

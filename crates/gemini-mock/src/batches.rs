@@ -482,7 +482,21 @@ fn with_batch<T>(
 }
 
 pub(crate) fn get(call: &Call<'_>, id: &str) -> Result<Reply, ApiError> {
-    with_batch(call, id, |b| Ok(Reply::json(&b.operation(Instant::now()))))
+    let (reply, output) = with_batch(call, id, |b| {
+        let now = Instant::now();
+        let output = (matches!(b.input, Input::File { .. })
+            && b.state(now) == BatchState::Succeeded)
+            .then(|| format!("batch-{}", b.id));
+        Ok((Reply::json(&b.operation(now)), output))
+    })?;
+    // A finished file batch's answers are a file of the project, as Gemini's
+    // `responsesFile` is: readable, and downloadable, with the batch's key.
+    if let Some(file) = output {
+        call.shared
+            .files
+            .put_generated(&call.project, file, b"{\"response\": {}}\n");
+    }
+    Ok(reply)
 }
 
 /// Only a batch still pending or running can be cancelled (inferred: Google's long-running

@@ -11,8 +11,10 @@ use super::errors::ApiError;
 use super::request::References;
 use super::state::Shared;
 
-/// Gemini's file ids: lowercase letters, digits and dashes, at most 40 characters.
-const MAX_FILE_ID: usize = 40;
+/// Gemini's file ids: lowercase letters, digits and dashes, at most 40 characters when a
+/// client names them.
+/// (Longer ones are the files Gemini makes itself, a batch's answers.)
+const MAX_FILE_ID: usize = 64;
 
 /// Upstream's answer to a request of `project` on `model` (a bare id) naming stored
 /// resources: the tokens of the cached content it builds on (0 without one), or the

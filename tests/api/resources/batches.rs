@@ -156,3 +156,72 @@ async fn malformed_batch_names_are_refused_before_gemini() {
     }
     assert_eq!(app.mock.request_count(), 0);
 }
+
+#[actix_rt::test]
+async fn a_file_batch_runs_on_its_files_key_and_its_answers_file_is_its_clients() {
+    let app = spawn_resources(&[]).await;
+    let input = super::files::upload(
+        &app,
+        A,
+        b"{\"key\": \"r1\", \"request\": {\"contents\": [{\"parts\": [{\"text\": \"hi\"}]}]}}\n",
+        1024,
+    )
+    .await;
+    let input_name = input["name"].as_str().unwrap().to_owned();
+    let input_key = app
+        .upstream_requests()
+        .pop()
+        .unwrap()
+        .api_key()
+        .unwrap()
+        .to_owned();
+    let body = json!({"batch": {"inputConfig": {"fileName": input_name}}}).to_string();
+    let made = call(&app, A, Method::POST, CREATE, body.clone()).await;
+    assert_eq!(made.status, 200, "{}", made.text());
+    let name = made.json()["name"].as_str().unwrap().to_owned();
+    assert_eq!(
+        key_of(&app, &name),
+        input_key,
+        "the batch went out with its input file's key"
+    );
+    assert_not_found(
+        "B's batch on A's file",
+        &call(&app, B, Method::POST, CREATE, body).await,
+    );
+    let mut output = None;
+    for _ in 0..40 {
+        let got = call(&app, A, Method::GET, &format!("/v1beta/{name}"), "").await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        if let Some(file) = got.json()["response"]["responsesFile"].as_str() {
+            output = Some(file.to_owned());
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    let output = output.expect("the batch finished with a responses file");
+    let downloaded = call(
+        &app,
+        A,
+        Method::GET,
+        &format!("/download/v1beta/{output}:download?alt=media"),
+        "",
+    )
+    .await;
+    assert_eq!(downloaded.status, 200, "{}", downloaded.text());
+    assert!(!downloaded.body.is_empty());
+    assert_eq!(
+        app.upstream_requests().pop().unwrap().api_key(),
+        Some(input_key.as_str())
+    );
+    assert_not_found(
+        "B's download",
+        &call(
+            &app,
+            B,
+            Method::GET,
+            &format!("/v1beta/{output}:download?alt=media"),
+            "",
+        )
+        .await,
+    );
+}

@@ -215,6 +215,33 @@ impl Files {
         self.lock().files.insert(id, file);
     }
 
+    /// A file Gemini made in `project` (a batch's answers), once.
+    pub fn put_generated(&self, project: &str, id: String, data: &'static [u8]) {
+        use sha2::Digest as _;
+        let mut inner = self.lock();
+        if inner.files.contains_key(&id) {
+            return;
+        }
+        let now = SystemTime::now();
+        inner.files.insert(
+            id,
+            StoredFile {
+                project: project.to_owned(),
+                display_name: None,
+                mime_type: "application/jsonl".to_owned(),
+                size: data.len() as u64,
+                sha256_hex: sha2::Sha256::digest(data)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+                created: now,
+                active_at: now,
+                expires: now + std::time::Duration::from_secs(48 * 3600),
+                data: Some(Bytes::from_static(data)),
+            },
+        );
+    }
+
     pub fn infos(&self) -> Vec<FileInfo> {
         let now = SystemTime::now();
         let mut out: Vec<FileInfo> = self
@@ -250,8 +277,12 @@ pub(crate) fn new_id() -> String {
 
 /// Gemini's file ids: lowercase letters, digits and dashes, 1 to 40 characters, not
 /// starting or ending with a dash.
+/// Clients name files in at most 40 characters; the files Gemini makes itself are
+/// longer (a batch's answers: `batch-` and the batch's 40-character id).
+const MAX_GENERATED_ID: usize = 64;
+
 pub(crate) fn valid_id(id: &str) -> bool {
-    (1..=40).contains(&id.len())
+    (1..=MAX_GENERATED_ID).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
