@@ -344,17 +344,18 @@ def batch_done(a):
     return f"{job.state}, {texts}"
 
 
+BATCH_JSONL = "".join(
+    json.dumps({"key": f"r{i}", "request": {"contents": [{"role": "user", "parts": [{"text": p}]}]}})
+    + "\n"
+    for i, p in enumerate(BATCH_PROMPTS)
+)
+
+
 def batch_from_file(a):
     """A batch whose input is an uploaded JSONL file: its create call names the file."""
-    lines = [
-        json.dumps(
-            {"key": f"r{i}", "request": {"contents": [{"role": "user", "parts": [{"text": p}]}]}}
-        )
-        for i, p in enumerate(BATCH_PROMPTS)
-    ]
     handle = tempfile.NamedTemporaryFile("w", prefix="sdk-batch-", suffix=".jsonl", delete=False)
     with handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write(BATCH_JSONL)
     try:
         source = a.files.upload(
             file=handle.name,
@@ -363,6 +364,7 @@ def batch_from_file(a):
     finally:
         os.unlink(handle.name)
     named("file", source.name)
+    made["input"] = [source.name]
     poll(
         f"{source.name} ACTIVE",
         lambda: a.files.get(name=source.name),
@@ -374,7 +376,25 @@ def batch_from_file(a):
     job = poll(job.name, lambda: a.batches.get(name=job.name), lambda j: j.state in TERMINAL)
     expect(job.state == types.JobState.JOB_STATE_SUCCEEDED, f"state {job.state}")
     expect(job.dest and job.dest.file_name, f"dest {job.dest!r:.300}")
-    return f"{job.name} from {source.name}: {job.state}, results in {job.dest.file_name}"
+    # The answers are a file Gemini made in the batch's project: readable and, being
+    # generated, downloadable, on the batch's key.
+    answers = job.dest.file_name
+    named("answers", answers)
+    data = a.files.download(file=answers)
+    expect(data, f"{answers} is empty")
+    return f"{job.name} from {source.name}: {job.state}, {len(data)} bytes of answers in {answers}"
+
+
+def small_file_download(a):
+    """The batch's input file back, by name: Gemini refuses to download an uploaded
+    file (400), a mock may serve the bytes it kept."""
+    name = made["input"][0]
+    try:
+        data = a.files.download(file=name)
+    except errors.APIError as error:
+        raise Skipped(f"Gemini refuses to download it: {error.code} {error.status}") from error
+    expect(data == BATCH_JSONL.encode(), f"{len(data)} bytes, not the {len(BATCH_JSONL)} uploaded")
+    return f"{len(data)} bytes, the same as uploaded"
 
 
 def batch_listed(a):
@@ -517,6 +537,12 @@ def b_checks(a, b):
         )
         check("B caches.list has none of A's", lambda: none_listed(b.caches.list(), made.get("cache", [])))
         check("B caches.delete A's cache", lambda: expect_refused(lambda: b.caches.delete(name=cache_name), codes))
+    for answers in made.get("answers", []):
+        check("B files.get A's batch answers", lambda: expect_refused(lambda: b.files.get(name=answers), codes))
+        check(
+            "B files.download A's batch answers",
+            lambda: expect_refused(lambda: b.files.download(file=answers), codes),
+        )
     if batch_name:
         check("B batches.get A's batch", lambda: expect_refused(lambda: b.batches.get(name=batch_name), codes))
         check("B batches.list has none of A's", lambda: none_listed(b.batches.list(), made.get("batch", [])))
@@ -550,7 +576,7 @@ def none_listed(pager, names):
 
 
 def still_there(a):
-    for name in made.get("file", []):
+    for name in made.get("file", []) + made.get("answers", []):
         a.files.get(name=name)
     for name in made.get("cache", []):
         a.caches.get(name=name)
@@ -568,8 +594,8 @@ def deletes(a):
     """Each kind's delete, then a get that must fail: Gemini answers 403 or 404 for
     a file or cache that is gone, 404 for the rest."""
     gone = {403, 404}
-    for name in made.get("file", []):
-        check("files.delete", lambda: deleted(lambda: a.files.delete(name=name), lambda: a.files.get(name=name), gone))
+    for name in made.get("file", []) + made.get("answers", []):
+        check(f"files.delete {name}", lambda: deleted(lambda: a.files.delete(name=name), lambda: a.files.get(name=name), gone))
     for name in made.get("cache", []):
         check("caches.delete", lambda: deleted(lambda: a.caches.delete(name=name), lambda: a.caches.get(name=name), gone))
     for name in made.get("batch", []):
@@ -608,7 +634,8 @@ def main():
     if check("batches.create inline", lambda: batch_create(a)):
         check("batches.get until done", lambda: batch_done(a))
         check("batches.list", lambda: batch_listed(a))
-    check("batches.create from an uploaded JSONL file", lambda: batch_from_file(a))
+    if check("batches.create from an uploaded JSONL file", lambda: batch_from_file(a)):
+        check("files.download the JSONL file", lambda: small_file_download(a))
     if check("interactions.create", lambda: interaction_create(a)):
         check("interactions.create previous_interaction_id", lambda: interaction_continue(a))
     check("interactions.create stream", lambda: interaction_stream(a))
