@@ -47,7 +47,7 @@ pub struct Target {
     pub framing: Framing,
     /// Whether Gemini's answer reports tokens worth counting.
     pub counts_tokens: bool,
-    /// What the call does with the resources clients own (docs/api.md#resources).
+    /// What the call does with the resources clients own (docs/api.md#files-caches-batches-and-interactions).
     pub resources: Resources,
 }
 

@@ -1,4 +1,4 @@
-//! Files, cached contents, batches and interactions (SPEC §7): the calls that
+//! Files, cached contents, batches and interactions (docs/api.md#files-caches-batches-and-interactions): the calls that
 //! name a resource a client made, each sent with the key that made it and
 //! only for that client (see `owned`), and the lists, which show a client
 //! its own resources only (see `listing`).

@@ -1,5 +1,5 @@
 //! `POST /upload/{version}/files`: Gemini's resumable upload protocol
-//! (docs/gemini-wire.md#files-and-the-resumable-upload), passed through.
+//! (docs/gemini-wire.md#files-api), passed through.
 //!
 //! The start goes through the pipeline like any call; Gemini's answer names
 //! an upload URL, which is rewritten to point at the service (keeping only
