@@ -117,8 +117,9 @@ async fn start(
             ..Resources::default()
         },
     };
-    let (mut reply, owner) =
-        passthrough::call(req, state, &admission, own_key, target, body).await?;
+    let passthrough::Called {
+        mut reply, owner, ..
+    } = passthrough::call(req, state, &admission, own_key, target, body).await?;
     let url_at = reply
         .headers
         .iter()
