@@ -209,16 +209,20 @@ async fn chunk(
         (KeyRef::Own, None) => None,
     };
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let length: u64 = match header(CONTENT_LENGTH.as_str()) {
-        Some(raw) => raw.trim().parse().map_err(|_| {
+    let length: Option<u64> = match header(CONTENT_LENGTH.as_str()) {
+        Some(raw) => Some(raw.trim().parse().map_err(|_| {
             ApiError::new(ErrorCode::InvalidRequest, "Content-Length is not a number")
-        })?,
-        None => 0,
+        })?),
+        None => None,
     };
     let offset: u64 = header("x-goog-upload-offset")
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    if offset.saturating_add(length) > state.limits.max_upload_bytes {
+    // What this request may still add to the file.
+    let Some(room) = state.limits.max_upload_bytes.checked_sub(offset) else {
+        return Err(too_large(state));
+    };
+    if length.is_some_and(|length| length > room) {
         return Err(too_large(state));
     }
     let mut headers: Vec<(HeaderName, HeaderValue)> = req
@@ -240,7 +244,7 @@ async fn chunk(
         activity: activity.clone(),
         idle: state.limits.upstream_timeout,
     };
-    let pump = pump(payload, sender, length, &activity);
+    let pump = pump(payload, sender, length, room, state, &activity);
     let (pumped, answered) = tokio::join!(pump, state.upstream.upload(call));
     // The client's own failure says more than Gemini's answer to a cut body.
     pumped?;
@@ -274,7 +278,9 @@ fn answer(reply: crate::upstream::upload::UploadReply) -> HttpResponse {
 async fn pump(
     mut payload: web::Payload,
     sender: mpsc::Sender<Bytes>,
-    length: u64,
+    length: Option<u64>,
+    room: u64,
+    state: &AppState,
     activity: &Activity,
 ) -> Result<(), ApiError> {
     let mut received: u64 = 0;
@@ -298,7 +304,10 @@ async fn pump(
             )
         })?;
         received += chunk.len() as u64;
-        if received > length {
+        if received > room {
+            return Err(too_large(state));
+        }
+        if length.is_some_and(|length| received > length) {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 "the upload's body is longer than its Content-Length",
@@ -311,7 +320,7 @@ async fn pump(
         }
         activity.touch();
     }
-    if received < length {
+    if length.is_some_and(|length| received < length) {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "the upload's body ended before its Content-Length",
