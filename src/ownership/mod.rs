@@ -17,6 +17,7 @@
 //! [`references`] finds the resources a request body names, so the caller can
 //! look each one up before forwarding the body.
 
+pub mod background;
 mod memory;
 mod redis_store;
 pub mod references;
@@ -27,6 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use background::BackgroundRuns;
 pub use redis_store::connect;
 pub use references::{scan, References, Unreadable};
 
@@ -175,6 +177,7 @@ pub struct Ownership {
 struct Inner {
     memory: Memory,
     redis: Option<redis_store::Shared>,
+    background: BackgroundRuns,
 }
 
 impl fmt::Debug for Ownership {
@@ -196,6 +199,7 @@ impl Ownership {
             inner: Arc::new(Inner {
                 memory: Memory::new(max_entries),
                 redis: None,
+                background: BackgroundRuns::default(),
             }),
         }
     }
@@ -212,6 +216,7 @@ impl Ownership {
             inner: Arc::new(Inner {
                 memory: Memory::new(max_entries),
                 redis: Some(redis_store::Shared::new(manager, timeout)),
+                background: BackgroundRuns::default(),
             }),
         }
     }
@@ -286,6 +291,11 @@ impl Ownership {
     /// Records only in Redis (made through other replicas) are not counted.
     pub fn held_by(&self, key: &KeyFingerprint) -> usize {
         self.inner.memory.held_by(key, Instant::now())
+    }
+
+    /// Background interactions whose tokens are still to charge.
+    pub fn background(&self) -> &BackgroundRuns {
+        &self.inner.background
     }
 }
 

@@ -65,8 +65,9 @@ pub async fn list(
         return Ok(page(kind, Vec::new(), None));
     };
     let target = list_target(path, params.query(upstream_token.as_deref())?, Some(index));
-    let (reply, _) =
-        passthrough::call(req, state, &admission, own_key, target, Bytes::new()).await?;
+    let reply = passthrough::call(req, state, &admission, own_key, target, Bytes::new())
+        .await?
+        .reply;
     if reply.failure.is_some() || !reply.status.is_success() {
         return Ok(passthrough::respond(req, reply));
     }

@@ -47,7 +47,7 @@ pub struct Target {
     pub framing: Framing,
     /// Whether Gemini's answer reports tokens worth counting.
     pub counts_tokens: bool,
-    /// What the call does with the resources clients own (docs/api.md#resources).
+    /// What the call does with the resources clients own (docs/api.md#files-caches-batches-and-interactions).
     pub resources: Resources,
 }
 
@@ -64,6 +64,17 @@ pub struct Resources {
     pub extra_headers: &'static [&'static str],
     /// A list of one server key's project (routes/listing.rs).
     pub list_key: Option<usize>,
+    /// The tokens of this call's answer are charged by the route, not the
+    /// pipeline (a poll that may report a background run's end).
+    pub route_charges: bool,
+}
+
+/// A call's answer, with who it was made for and, when the route charges,
+/// the charge to settle.
+pub struct Called {
+    pub reply: Reply,
+    pub owner: Option<Owner>,
+    pub charge: Option<crate::quota::Charge>,
 }
 
 /// The version segment, or NOT_FOUND.
@@ -171,8 +182,8 @@ pub async fn forward(
     target: Target,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let (reply, _) = call(req, state, admission, own_key, target, body).await?;
-    Ok(respond(req, reply))
+    let called = call(req, state, admission, own_key, target, body).await?;
+    Ok(respond(req, called.reply))
 }
 
 /// As [`forward`], answering Gemini's reply for the route to finish, with the
@@ -184,7 +195,7 @@ pub async fn call(
     own_key: Option<String>,
     target: Target,
     body: Bytes,
-) -> Result<(Reply, Option<Owner>), ApiError> {
+) -> Result<Called, ApiError> {
     let client = &admission.client;
     let model = target.model.as_ref().map(ModelId::display_id);
     if let Some(model) = &model {
@@ -200,7 +211,11 @@ pub async fn call(
             credential = Credential::Pinned(index);
         }
     }
-    let charge = auth::admit_model(state, admission, model.as_deref())?;
+    let mut charge = auth::admit_model(state, admission, model.as_deref())?;
+    let route_charge = target
+        .resources
+        .route_charges
+        .then(|| std::mem::replace(&mut charge, crate::quota::Charge::none()));
     let started = Instant::now();
     let mut headers = forwarded_headers(req);
     headers.extend(
@@ -251,7 +266,11 @@ pub async fn call(
             state.upstream.context().ownership.forget(*kind, id).await;
         }
     }
-    Ok((reply, owner))
+    Ok(Called {
+        reply,
+        owner,
+        charge: route_charge,
+    })
 }
 
 pub fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {

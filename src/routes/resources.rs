@@ -1,4 +1,4 @@
-//! Files, cached contents, batches and interactions (SPEC §7): the calls that
+//! Files, cached contents, batches and interactions (docs/api.md#files-caches-batches-and-interactions): the calls that
 //! name a resource a client made, each sent with the key that made it and
 //! only for that client (see `owned`), and the lists, which show a client
 //! its own resources only (see `listing`).
@@ -253,6 +253,12 @@ async fn named_call(
     let id = id_from_path(kind, raw_id)?;
     let query = query(req)?;
     let streamed = kind == Kind::Interaction && query.encoded.contains("stream=true");
+    let ownership = &state.upstream.context().ownership;
+    // A poll that may see a background run end, which charges its tokens.
+    let poll = kind == Kind::Interaction
+        && req.method() == Method::GET
+        && !streamed
+        && ownership.background().is_pending(&id);
     let target = Target {
         surface: Surface::Gemini,
         method: req.method().clone(),
@@ -267,28 +273,29 @@ async fn named_call(
         counts_tokens: false,
         resources: Resources {
             named: Some((kind, id.clone())),
+            route_charges: poll,
             ..Resources::default()
         },
     };
     let patched = req.method() == Method::PATCH;
     let polled_batch = kind == Kind::Batch && req.method() == Method::GET;
-    let (reply, owner) = passthrough::call(req, state, &admission, own_key, target, body).await?;
-    if let (true, true, Some(owner)) = (polled_batch, reply.status.is_success(), &owner) {
+    let called = passthrough::call(req, state, &admission, own_key, target, body).await?;
+    let (reply, owner) = (called.reply, called.owner);
+    let answer = match (&reply.body, reply.status.is_success()) {
+        (crate::upstream::ReplyBody::Full(answer), true) => {
+            serde_json::from_slice::<serde_json::Value>(answer).ok()
+        }
+        _ => None,
+    };
+    if let (Some(value), Some(charge)) = (&answer, called.charge) {
+        charge_ended_run(state, &admission.client.name, &id, value, charge);
+    }
+    if let (true, Some(owner)) = (polled_batch && reply.status.is_success(), &owner) {
         owned::record_batch_output(state, owner, &reply).await;
     }
-    if let (true, true, Some(_)) = (patched, reply.status.is_success(), &owner) {
-        if let crate::upstream::ReplyBody::Full(answer) = &reply.body {
-            if let Some(ttl) = serde_json::from_slice(answer)
-                .ok()
-                .and_then(|value: serde_json::Value| owned::expiry(&value))
-            {
-                state
-                    .upstream
-                    .context()
-                    .ownership
-                    .extend(kind, &id, ttl)
-                    .await;
-            }
+    if let (true, Some(_), Some(value)) = (patched, &owner, &answer) {
+        if let Some(ttl) = owned::expiry(value) {
+            ownership.extend(kind, &id, ttl).await;
         }
     }
     Ok(passthrough::respond(req, reply))
@@ -335,7 +342,22 @@ pub async fn create_interaction(
             ..Resources::default()
         },
     };
-    let (reply, owner) = passthrough::call(&req, &state, &admission, own_key, target, body).await?;
+    let passthrough::Called { reply, owner, .. } =
+        passthrough::call(&req, &state, &admission, own_key, target, body).await?;
+    if let (true, false, true) = (
+        fields.background == Some(true),
+        stream,
+        reply.status.is_success(),
+    ) {
+        if let crate::upstream::ReplyBody::Full(answer) = &reply.body {
+            if let Some(id) = serde_json::from_slice(answer)
+                .ok()
+                .and_then(|v: serde_json::Value| owned::created_id(Kind::Interaction, &v))
+            {
+                state.upstream.context().ownership.background().started(&id);
+            }
+        }
+    }
     match (stream && stored, owner) {
         (true, Some(owner)) if reply.status.is_success() => Ok(super::sniff::respond_recording(
             &req,
@@ -358,6 +380,49 @@ struct InteractionFields {
     agent: Option<String>,
     stream: Option<bool>,
     store: Option<bool>,
+    background: Option<bool>,
+}
+
+/// Statuses after which a background run reports no more tokens.
+const ENDED: &[&str] = &[
+    "completed",
+    "failed",
+    "cancelled",
+    "incomplete",
+    "budget_exceeded",
+    "requires_action",
+];
+
+/// Charges a background run's tokens on the first poll that sees it ended:
+/// its create answered before any were spent.
+fn charge_ended_run(
+    state: &AppState,
+    client: &std::sync::Arc<str>,
+    id: &str,
+    answer: &serde_json::Value,
+    charge: crate::quota::Charge,
+) {
+    let ended = answer
+        .get("status")
+        .and_then(|s| s.as_str())
+        .is_some_and(|status| ENDED.contains(&status));
+    if !ended || !state.upstream.context().ownership.background().ended(id) {
+        return;
+    }
+    let tokens = answer
+        .get("usage")
+        .and_then(|usage| serde_json::to_vec(usage).ok())
+        .and_then(|usage| crate::upstream::usage::Tokens::from_usage(false, &usage));
+    if let Some(tokens) = tokens {
+        let metrics = &state.upstream.context().metrics;
+        let model = answer
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
+        let model = model.strip_prefix("models/").unwrap_or(model);
+        metrics.count_tokens(client, &metrics.model_label(model), tokens);
+        charge.tokens(tokens.total);
+    }
 }
 
 fn read_fields<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

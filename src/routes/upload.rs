@@ -1,5 +1,5 @@
 //! `POST /upload/{version}/files`: Gemini's resumable upload protocol
-//! (docs/gemini-wire.md#files-and-the-resumable-upload), passed through.
+//! (docs/gemini-wire.md#files-api), passed through.
 //!
 //! The start goes through the pipeline like any call; Gemini's answer names
 //! an upload URL, which is rewritten to point at the service (keeping only
@@ -117,8 +117,9 @@ async fn start(
             ..Resources::default()
         },
     };
-    let (mut reply, owner) =
-        passthrough::call(req, state, &admission, own_key, target, body).await?;
+    let passthrough::Called {
+        mut reply, owner, ..
+    } = passthrough::call(req, state, &admission, own_key, target, body).await?;
     let url_at = reply
         .headers
         .iter()
@@ -208,16 +209,20 @@ async fn chunk(
         (KeyRef::Own, None) => None,
     };
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let length: u64 = match header(CONTENT_LENGTH.as_str()) {
-        Some(raw) => raw.trim().parse().map_err(|_| {
+    let length: Option<u64> = match header(CONTENT_LENGTH.as_str()) {
+        Some(raw) => Some(raw.trim().parse().map_err(|_| {
             ApiError::new(ErrorCode::InvalidRequest, "Content-Length is not a number")
-        })?,
-        None => 0,
+        })?),
+        None => None,
     };
     let offset: u64 = header("x-goog-upload-offset")
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    if offset.saturating_add(length) > state.limits.max_upload_bytes {
+    // What this request may still add to the file.
+    let Some(room) = state.limits.max_upload_bytes.checked_sub(offset) else {
+        return Err(too_large(state));
+    };
+    if length.is_some_and(|length| length > room) {
         return Err(too_large(state));
     }
     let mut headers: Vec<(HeaderName, HeaderValue)> = req
@@ -239,7 +244,7 @@ async fn chunk(
         activity: activity.clone(),
         idle: state.limits.upstream_timeout,
     };
-    let pump = pump(payload, sender, length, &activity);
+    let pump = pump(payload, sender, length, room, state, &activity);
     let (pumped, answered) = tokio::join!(pump, state.upstream.upload(call));
     // The client's own failure says more than Gemini's answer to a cut body.
     pumped?;
@@ -273,7 +278,9 @@ fn answer(reply: crate::upstream::upload::UploadReply) -> HttpResponse {
 async fn pump(
     mut payload: web::Payload,
     sender: mpsc::Sender<Bytes>,
-    length: u64,
+    length: Option<u64>,
+    room: u64,
+    state: &AppState,
     activity: &Activity,
 ) -> Result<(), ApiError> {
     let mut received: u64 = 0;
@@ -297,7 +304,10 @@ async fn pump(
             )
         })?;
         received += chunk.len() as u64;
-        if received > length {
+        if received > room {
+            return Err(too_large(state));
+        }
+        if length.is_some_and(|length| received > length) {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 "the upload's body is longer than its Content-Length",
@@ -310,7 +320,7 @@ async fn pump(
         }
         activity.touch();
     }
-    if received < length {
+    if length.is_some_and(|length| received < length) {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "the upload's body ended before its Content-Length",

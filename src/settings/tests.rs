@@ -22,6 +22,14 @@ fn defaults_match_the_spec() {
     );
     assert_eq!(s.max_prompt_chars.get(), 10_000);
     assert_eq!(s.max_body_bytes.get(), 262_144);
+    assert_eq!(s.max_native_body_bytes.get(), 20_971_520);
+    assert_eq!(s.max_upload_bytes, 2_147_483_648);
+    assert_eq!(s.public_base_url, None);
+    let public = parse(&[("PUBLIC_BASE_URL", "https://gemini.example.com/")]).unwrap();
+    assert_eq!(
+        public.public_base_url.as_ref().map(BaseUrl::as_str),
+        Some("https://gemini.example.com")
+    );
     assert_eq!(s.upstream_timeout, Duration::from_secs(120));
     assert_eq!(s.upstream_connect_timeout, Duration::from_secs(5));
     assert_eq!(s.cors_allowed_origins, CorsOrigins::None);
@@ -136,6 +144,23 @@ fn redis_settings_are_refused_with_the_variable_named() {
             "REDIS_URL",
         ),
         (vec![("REDIS_TIMEOUT_MS", "0")], "REDIS_TIMEOUT_MS"),
+        (
+            vec![("MAX_NATIVE_BODY_BYTES", "0")],
+            "MAX_NATIVE_BODY_BYTES",
+        ),
+        (vec![("MAX_UPLOAD_BYTES", "big")], "MAX_UPLOAD_BYTES"),
+        (
+            vec![("PUBLIC_BASE_URL", "gemini.example.com")],
+            "PUBLIC_BASE_URL",
+        ),
+        (
+            vec![("PUBLIC_BASE_URL", "https://gemini.example.com/api")],
+            "PUBLIC_BASE_URL",
+        ),
+        (
+            vec![("PUBLIC_BASE_URL", "https://u:p@gemini.example.com")],
+            "PUBLIC_BASE_URL",
+        ),
         (vec![("REDIS_TIMEOUT_MS", "5000")], "REDIS_TIMEOUT_MS"),
         (vec![("REDIS_TIMEOUT_MS", "fast")], "REDIS_TIMEOUT_MS"),
     ] {

@@ -469,6 +469,44 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_call_gets_its_key_or_says_why_not() {
+        let pool = pool(3);
+        for _ in 0..6 {
+            assert_eq!(pool.pick("m", &[], Some(2)).unwrap().index, 2);
+        }
+        pool.rest(2, "m", Some(Duration::from_secs(30)), RestScope::Minute);
+        assert!(matches!(
+            pool.pick("m", &[], Some(2)),
+            Err(NoKey::AllResting(_))
+        ));
+        assert_eq!(pool.pick("other", &[], Some(2)).unwrap().index, 2);
+        pool.refuse(1);
+        assert_eq!(pool.pick("m", &[], Some(1)).err(), Some(NoKey::NoneLeft));
+        assert!(!pool.usable(1) && pool.usable(0));
+        assert_eq!(pool.pick("m", &[0], Some(0)).err(), Some(NoKey::NoneLeft));
+    }
+
+    #[test]
+    fn fingerprints_name_keys_in_an_order_every_replica_shares() {
+        let forward = pool(3);
+        let keys: Vec<SecretString> = (0..3)
+            .rev()
+            .map(|i| SecretString::from(format!("key-{i}")))
+            .collect();
+        let backward = KeyPool::new(&keys, Arc::new(Metrics::new().unwrap()));
+        let names = |p: &KeyPool| -> Vec<String> {
+            p.clone_order()
+                .iter()
+                .map(|(_, f)| f.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(names(&forward), names(&backward));
+        let first = forward.fingerprint(0).unwrap().clone();
+        assert_eq!(backward.index_of(&first), Some(2));
+        assert_eq!(forward.index_of(&first), Some(0));
+    }
+
+    #[test]
     fn refused_keys_leave_until_restored_and_sighup_keeps_rests() {
         let pool = pool(3);
         pool.refuse(1);

@@ -426,7 +426,7 @@ pub fn pinned_key(credential: &Credential) -> Option<usize> {
 
 /// The resources of a refused key can no longer be reached through it: the
 /// operator learns how many, to judge what replacing the key costs.
-fn report_holdings(context: &UpstreamContext, index: usize) {
+pub fn report_holdings(context: &UpstreamContext, index: usize) {
     let Some(fingerprint) = context.keys.fingerprint(index) else {
         return;
     };

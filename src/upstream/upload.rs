@@ -41,8 +41,9 @@ pub struct UploadCall {
     pub credential: Option<Credential>,
     /// The client's `X-Goog-Upload-*` headers (and its `Content-Type`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// The body's length, from the client's `Content-Length`.
-    pub length: u64,
+    /// The body's length, from the client's `Content-Length`; `None`: sent
+    /// chunked, as it came (an HTTP/2 or chunked request without one).
+    pub length: Option<u64>,
     /// The body, fed by the handler; a closed channel before `length` bytes
     /// aborts the request.
     pub body: mpsc::Receiver<Bytes>,
@@ -129,12 +130,12 @@ pub async fn run(
     if let Some(key) = key {
         request = request.insert_header((HeaderName::from_static("x-goog-api-key"), key));
     }
-    let body = SizedStream::new(
-        call.length,
-        tokio_stream_of(call.body).map(Ok::<_, actix_web::Error>),
-    );
+    let body = tokio_stream_of(call.body).map(Ok::<_, actix_web::Error>);
     let started = Instant::now();
-    let sent = request.send_body(body);
+    let sent = match call.length {
+        Some(length) => request.send_body(SizedStream::new(length, body)),
+        None => request.send_stream(body),
+    };
     let activity = call.activity.clone();
     let idle = call.idle;
     let watchdog = async move {
@@ -197,6 +198,7 @@ pub async fn run(
             .upstream_call(&label, code, started.elapsed());
         if let (Some(index), KeyVerdict::Refused) = (index, &failure.key) {
             context.keys.refuse(index);
+            super::pipeline::report_holdings(context, index);
             return Err(failure_error(failure));
         }
         if index.is_some() && context.leak_guard.leaks(&body) {

@@ -504,3 +504,49 @@ async fn a_file_whose_key_gemini_refuses_answers_the_services_own_error() {
     // One attempt: no other key could reach the file.
     assert_eq!(app.mock.request_count(), calls + 1);
 }
+
+#[actix_rt::test]
+async fn a_chunk_without_a_content_length_is_streamed_as_it_comes() {
+    let app = spawn_resources(&[("MAX_UPLOAD_BYTES", "100000")]).await;
+    let started = start(&app, A, "/upload/v1beta/files", 30_000).await;
+    let url = started.header("x-goog-upload-url").unwrap().to_owned();
+    let send = |pieces: usize, command: &'static str| {
+        let url = url.clone();
+        async move {
+            let body = futures_util::stream::iter(
+                (0..pieces)
+                    .map(|_| Ok::<_, actix_web::Error>(bytes::Bytes::from(vec![1u8; 10_000]))),
+            );
+            let mut response = awc::Client::default()
+                .post(url)
+                .insert_header(("X-Goog-Upload-Command", command))
+                .insert_header(("X-Goog-Upload-Offset", "0"))
+                .send_stream(body)
+                .await
+                .unwrap();
+            let body = response.body().await.unwrap();
+            (response.status().as_u16(), response.headers().clone(), body)
+        }
+    };
+    let (status, headers, body) = send(3, "upload, finalize").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers.get("x-goog-upload-status").unwrap(), "final");
+    let file: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(file["file"]["sizeBytes"], "30000");
+
+    // Past MAX_UPLOAD_BYTES without a declared length: cut when it gets there.
+    let started = start(&app, A, "/upload/v1beta/files", 90_000).await;
+    let url = started.header("x-goog-upload-url").unwrap().to_owned();
+    let body = futures_util::stream::iter(
+        (0..20).map(|_| Ok::<_, actix_web::Error>(bytes::Bytes::from(vec![1u8; 10_000]))),
+    );
+    let mut over = awc::Client::default()
+        .post(url)
+        .insert_header(("X-Goog-Upload-Command", "upload, finalize"))
+        .insert_header(("X-Goog-Upload-Offset", "0"))
+        .send_stream(body)
+        .await
+        .unwrap();
+    assert_eq!(over.status().as_u16(), 413, "{:?}", over.body().await);
+    assert_eq!(over.headers().get("x-goog-upload-status").unwrap(), "final");
+}

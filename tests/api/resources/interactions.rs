@@ -291,3 +291,45 @@ async fn an_interaction_with_a_model_outside_the_allow_list_is_refused() {
     .await;
     assert_eq!(allowed.status, 200, "{}", allowed.text());
 }
+
+#[actix_rt::test]
+async fn a_background_runs_tokens_are_charged_once_when_a_poll_sees_it_end() {
+    let app = spawn_resources(&[]).await;
+    let made = create(
+        &app,
+        A,
+        json!({"model": "gemini-2.5-flash", "input": "long research task", "background": true}),
+    )
+    .await;
+    assert_eq!(made.status, 200, "{}", made.text());
+    let id = made.json()["id"].as_str().unwrap().to_owned();
+    let counted = |metrics: &str| -> f64 {
+        ["prompt", "response", "thoughts"]
+            .iter()
+            .filter_map(|kind| {
+                metric_value(
+                    metrics,
+                    &format!("gemini_proxy_tokens_total{{client=\"a\",kind=\"{kind}\",model=\"gemini-2.5-flash\"}}"),
+                )
+            })
+            .sum()
+    };
+    assert_eq!(counted(&app.metrics().await), 0.0, "nothing spent yet");
+    let path = format!("/v1beta/interactions/{id}");
+    let mut total = 0.0;
+    for _ in 0..50 {
+        let got = call(&app, A, Method::GET, &path, "").await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        if got.json()["status"] == "completed" {
+            total = got.json()["usage"]["total_tokens"].as_f64().unwrap();
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(total > 0.0);
+    assert_eq!(counted(&app.metrics().await), total);
+    // Polled again: counted once.
+    let again = call(&app, A, Method::GET, &path, "").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(counted(&app.metrics().await), total);
+}
