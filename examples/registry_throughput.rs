@@ -48,6 +48,7 @@ fn main() -> std::io::Result<()> {
             while sent < MESSAGES && pending.len() < IN_FLIGHT {
                 pending.push(registry.send(Admit {
                     key_hash: keys[sent % keys.len()],
+                    name: None,
                     counts: true,
                 }));
                 sent += 1;

@@ -7,6 +7,7 @@ use crate::quota::{Charge, QuotaRefusal};
 use crate::request_log::RequestLog;
 use crate::state::AppState;
 use actix_web::HttpRequest;
+use std::sync::Arc;
 
 /// The client-key header of `/gemini-proxy` (and of the native routes, first).
 pub const CLIENT_KEY_HEADER: &str = "x-api-key";
@@ -94,7 +95,46 @@ pub async fn admit(
         )
     };
     let key_hash = KeyHash::of(&key.ok_or_else(unauthorized)?);
-    let refusal = match state.admission.send(Admit { key_hash, counts }).await {
+    admit_as(
+        req,
+        state,
+        Admit {
+            key_hash,
+            name: None,
+            counts,
+        },
+    )
+    .await
+}
+
+/// Admits the client named `name`, as if it had sent its key: for a request
+/// authorised by a token only that client was given (an upload id).
+pub async fn admit_named(
+    req: &HttpRequest,
+    state: &AppState,
+    name: Arc<str>,
+) -> Result<Admission, ApiError> {
+    RequestLog::update(req, |log| log.api = true);
+    admit_as(
+        req,
+        state,
+        Admit {
+            key_hash: KeyHash([0; 32]),
+            name: Some(name),
+            counts: false,
+        },
+    )
+    .await
+}
+
+async fn admit_as(req: &HttpRequest, state: &AppState, msg: Admit) -> Result<Admission, ApiError> {
+    let unauthorized = || {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "a valid client key is required (the X-API-KEY header, or the API key an SDK sends)",
+        )
+    };
+    let refusal = match state.admission.send(msg).await {
         Ok(Ok(admission)) => {
             RequestLog::update(req, |log| {
                 log.client = Some(admission.client.name.clone());

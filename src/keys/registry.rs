@@ -34,6 +34,10 @@ use std::sync::{Arc, RwLock};
 #[rtype(result = "Result<Admission, Refusal>")]
 pub struct Admit {
     pub key_hash: KeyHash,
+    /// Admits the client of this name instead, whatever `key_hash` says: a
+    /// request that carries no key but a token only that client was given
+    /// (a chunk of its upload, authorised by the upload id).
+    pub name: Option<Arc<str>>,
     /// Counts against the client's quotas (a call that may reach Gemini);
     /// false for `/usage`, which takes a request token only.
     pub counts: bool,
@@ -168,12 +172,20 @@ fn find_in<'a, C: Clock + Clone>(
     found
 }
 
+/// The client a message names: by name when it gives one, else by key.
+fn find_for<'a, C: Clock + Clone>(clients: &'a [Entry<C>], msg: &Admit) -> Option<&'a Entry<C>> {
+    match &msg.name {
+        Some(name) => clients.iter().find(|entry| *entry.policy.name == **name),
+        None => find_in(clients, &msg.key_hash),
+    }
+}
+
 fn admit_in<C: Clock + Clone>(
     clients: &[Entry<C>],
     msg: &Admit,
     quota: Option<&Arc<QuotaContext>>,
 ) -> Result<Admission, Refusal> {
-    let entry = find_in(clients, &msg.key_hash).ok_or(Refusal::UnknownKey)?;
+    let entry = find_for(clients, msg).ok_or(Refusal::UnknownKey)?;
     local_outcome(entry, entry.limiter.take(), msg.counts, quota)
 }
 
@@ -347,6 +359,7 @@ impl<C: Clock + Clone> KeyRegistry<C> {
     pub fn admit(&self, key_hash: &KeyHash) -> Result<Admission, Refusal> {
         let msg = Admit {
             key_hash: *key_hash,
+            name: None,
             counts: true,
         };
         admit_in(&self.clients, &msg, self.quota.as_ref())
@@ -439,7 +452,7 @@ where
             // The memory backend, or Redis known to be down: no waiting.
             _ => return Response::reply(admit_in(&self.clients, &msg, self.quota.as_ref())),
         };
-        let Some(entry) = self.find(&msg.key_hash) else {
+        let Some(entry) = find_for(&self.clients, &msg) else {
             return Response::reply(Err(Refusal::UnknownKey));
         };
         let entry = entry.clone();

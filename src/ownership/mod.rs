@@ -18,6 +18,7 @@
 //! look each one up before forwarding the body.
 
 pub mod background;
+pub mod chunks;
 mod memory;
 mod redis_store;
 pub mod references;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use background::BackgroundRuns;
+pub use chunks::{Busy, ChunkGate, ChunkSlot};
 pub use redis_store::connect;
 pub use references::{scan, References, Unreadable};
 
@@ -40,6 +42,9 @@ pub const MAX_ID_LEN: usize = 256;
 /// 48 hours and batches and interactions for days, and a caller's mistake (a
 /// `Duration::MAX`) must not pin an entry forever or overflow an `Instant`.
 pub const MAX_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// Upload sessions kept in this process at most (in a table of their own).
+pub const MAX_UPLOAD_SESSIONS: usize = 100_000;
 
 /// The kinds of resource Gemini keeps per project. Each is its own namespace:
 /// a file and a batch may share an id.
@@ -176,8 +181,12 @@ pub struct Ownership {
 
 struct Inner {
     memory: Memory,
+    /// Upload sessions apart: cheap to open, so they must never push a
+    /// resource's record out.
+    uploads: Memory,
     redis: Option<redis_store::Shared>,
     background: BackgroundRuns,
+    chunks: ChunkGate,
 }
 
 impl fmt::Debug for Ownership {
@@ -198,8 +207,10 @@ impl Ownership {
         Ownership {
             inner: Arc::new(Inner {
                 memory: Memory::new(max_entries),
+                uploads: Memory::new(MAX_UPLOAD_SESSIONS),
                 redis: None,
                 background: BackgroundRuns::default(),
+                chunks: ChunkGate::default(),
             }),
         }
     }
@@ -215,8 +226,10 @@ impl Ownership {
         Ownership {
             inner: Arc::new(Inner {
                 memory: Memory::new(max_entries),
+                uploads: Memory::new(MAX_UPLOAD_SESSIONS),
                 redis: Some(redis_store::Shared::new(manager, timeout)),
                 background: BackgroundRuns::default(),
+                chunks: ChunkGate::default(),
             }),
         }
     }
@@ -229,18 +242,24 @@ impl Ownership {
             return;
         }
         let ttl = ttl.min(MAX_TTL);
-        if let Some(redis) = &self.inner.redis {
-            // Local first: the answer to this very request may be followed by a
-            // call about the resource before Redis has answered.
-            self.inner
-                .memory
-                .insert(kind, id, owner.clone(), ttl, Instant::now());
-            redis.record(kind, id, &owner, ttl).await;
-        } else {
-            self.inner
-                .memory
-                .insert(kind, id, owner, ttl, Instant::now());
+        let memory = self.memory_for(kind);
+        // Never taken over: a record another client holds stays theirs.
+        if let Some(held) = memory.get(kind, id, Instant::now()) {
+            if held.client != owner.client {
+                log::warn!(
+                    "ownership: a {kind} another client holds was named again; its record is kept"
+                );
+                return;
+            }
         }
+        if let Some(redis) = &self.inner.redis {
+            if redis.record(kind, id, &owner, ttl).await == Some(false) {
+                // Redis holds it already: its record stands (this replica
+                // reads it on the next lookup).
+                return;
+            }
+        }
+        memory.insert(kind, id, owner, ttl, Instant::now());
     }
 
     /// Who made the resource, if it is known and not expired. With Redis, a
@@ -249,12 +268,11 @@ impl Ownership {
         if !is_resource_id(id) {
             return None;
         }
-        if let Some(owner) = self.inner.memory.get(kind, id, Instant::now()) {
+        if let Some(owner) = self.memory_for(kind).get(kind, id, Instant::now()) {
             return Some(owner);
         }
         let (owner, ttl) = self.inner.redis.as_ref()?.lookup(kind, id).await?;
-        self.inner
-            .memory
+        self.memory_for(kind)
             .insert(kind, id, owner.clone(), ttl, Instant::now());
         Some(owner)
     }
@@ -264,7 +282,7 @@ impl Ownership {
         if !is_resource_id(id) {
             return;
         }
-        self.inner.memory.remove(kind, id);
+        self.memory_for(kind).remove(kind, id);
         if let Some(redis) = &self.inner.redis {
             redis.forget(kind, id).await;
         }
@@ -280,7 +298,7 @@ impl Ownership {
             return self.forget(kind, id).await;
         }
         let ttl = ttl.min(MAX_TTL);
-        self.inner.memory.extend(kind, id, ttl, Instant::now());
+        self.memory_for(kind).extend(kind, id, ttl, Instant::now());
         if let Some(redis) = &self.inner.redis {
             redis.extend(kind, id, ttl).await;
         }
@@ -291,6 +309,18 @@ impl Ownership {
     /// Records only in Redis (made through other replicas) are not counted.
     pub fn held_by(&self, key: &KeyFingerprint) -> usize {
         self.inner.memory.held_by(key, Instant::now())
+    }
+
+    fn memory_for(&self, kind: Kind) -> &Memory {
+        match kind {
+            Kind::Upload => &self.inner.uploads,
+            _ => &self.inner.memory,
+        }
+    }
+
+    /// Upload chunks in flight on this replica.
+    pub fn chunks(&self) -> &ChunkGate {
+        &self.inner.chunks
     }
 
     /// Background interactions whose tokens are still to charge.

@@ -109,20 +109,30 @@ impl Shared {
         }
     }
 
-    pub(super) async fn record(&self, kind: Kind, id: &str, owner: &Owner, ttl: Duration) {
+    /// Writes the record unless one is there already (`NX`): a record is
+    /// never taken over by another client. `Some(false)`: Redis holds
+    /// another; `None`: Redis did not answer.
+    pub(super) async fn record(
+        &self,
+        kind: Kind,
+        id: &str,
+        owner: &Owner,
+        ttl: Duration,
+    ) -> Option<bool> {
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut set = redis::cmd("SET");
         set.arg(key(kind, id))
             .arg(encode(owner))
             .arg("PX")
-            .arg(millis);
+            .arg(millis)
+            .arg("NX");
         let mut conn = self.conn.clone();
-        let _ = self
-            .bounded(
-                "record",
-                async move { set.query_async::<()>(&mut conn).await },
-            )
-            .await;
+        self.bounded("record", async move {
+            set.query_async::<Option<String>>(&mut conn).await
+        })
+        .await
+        .ok()
+        .map(|written| written.is_some())
     }
 
     /// The owner and how long the record has left, if Redis has it.

@@ -272,8 +272,10 @@ fn reference(value: &str) -> Option<(Collection, String)> {
         Some(end) => text.get(..end)?,
         None => text,
     };
-    // Lenient where Gemini might be: a trailing slash, a `:method` suffix.
-    let path = trim_trailing_slashes(path);
+    // Lenient where Gemini might be: dot segments resolved, a trailing slash,
+    // a `:method` suffix.
+    let resolved = without_dot_segments(path);
+    let path = trim_trailing_slashes(&resolved);
     let slash = path.iter().rposition(|&b| b == b'/')?;
     let (before, last) = (path.get(..slash)?, path.get(slash + 1..)?);
     let id = match last.iter().position(|&b| b == b':') {
@@ -284,6 +286,23 @@ fn reference(value: &str) -> Option<(Collection, String)> {
         Some(slash) => before.get(slash + 1..)?,
         None => before,
     };
+    // What comes before the collection: nothing (`files/abc`), or an API
+    // version (`…/v1beta/files/abc`, whatever the host), or Gemini's host.
+    // Other paths that happen to hold a `files` folder
+    // (`https://example.com/files/report`) are someone's web page.
+    let parent = before.get(..before.len() - collection_name.len())?;
+    let gemini_shaped = parent.is_empty() || {
+        let parent = trim_trailing_slashes(parent);
+        let segment = match parent.iter().rposition(|&b| b == b'/') {
+            Some(slash) => parent.get(slash + 1..)?,
+            None => parent,
+        };
+        VERSIONS.iter().any(|v| segment.eq_ignore_ascii_case(v))
+            || memchr::memmem::find(&text.to_ascii_lowercase(), GEMINI_HOST).is_some()
+    };
+    if !gemini_shaped {
+        return None;
+    }
     let (collection, max) = if collection_name.eq_ignore_ascii_case(b"files") {
         (Collection::Files, MAX_FILE_ID)
     } else if collection_name.eq_ignore_ascii_case(b"cachedcontents") {
@@ -301,6 +320,28 @@ fn reference(value: &str) -> Option<(Collection, String)> {
         .map(|&b| char::from(b.to_ascii_lowercase()))
         .collect();
     Some((collection, id))
+}
+
+/// The API versions a Gemini resource URL names.
+const VERSIONS: [&[u8]; 3] = [b"v1", b"v1beta", b"v1alpha"];
+const GEMINI_HOST: &[u8] = b"generativelanguage.googleapis.com";
+
+/// `a/b/../c/./d` → `a/c/d`, as a URL parser would read the path.
+fn without_dot_segments(path: &[u8]) -> Vec<u8> {
+    if memchr::memmem::find(path, b"/.").is_none() && !path.starts_with(b".") {
+        return path.to_vec();
+    }
+    let mut kept: Vec<&[u8]> = Vec::new();
+    for segment in path.split(|&b| b == b'/') {
+        match segment {
+            b"." => {}
+            b".." => {
+                kept.pop();
+            }
+            other => kept.push(other),
+        }
+    }
+    kept.join(&b'/')
 }
 
 fn trim_trailing_slashes(mut path: &[u8]) -> &[u8] {

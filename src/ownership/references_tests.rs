@@ -301,3 +301,27 @@ fn percent_decoding_stops_at_a_fixed_point() {
     let layered = "files%25252525252Fx";
     assert_eq!(percent_decoded(layered.as_bytes()), None, "still changing");
 }
+
+#[test]
+fn only_gemini_shaped_paths_name_a_file() {
+    let named = [
+        r#"{"t":"files/abc"}"#,
+        r#"{"t":"https://generativelanguage.googleapis.com/v1beta/files/abc"}"#,
+        r#"{"t":"https://generativelanguage.googleapis.com/files/abc"}"#,
+        r#"{"t":"http://127.0.0.1:9/v1/files/abc"}"#,
+        r#"{"t":"https://anywhere.example/V1ALPHA/files/abc"}"#,
+        r#"{"t":"https://generativelanguage.googleapis.com/v1beta/files/abc/x/.."}"#,
+        r#"{"t":"https://x.example/v1beta/other/../files/abc"}"#,
+    ];
+    for body in named {
+        assert_eq!(scanned(body).files, vec!["abc".to_owned()], "{body}");
+    }
+    let web_pages = [
+        r#"{"t":"https://example.com/files/report"}"#,
+        r#"{"t":"/home/alice/files/notes"}"#,
+        r#"{"t":"https://example.com/v2/files/report"}"#,
+    ];
+    for body in web_pages {
+        assert_eq!(scanned(body), References::default(), "{body}");
+    }
+}

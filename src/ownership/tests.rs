@@ -265,3 +265,44 @@ fn ids_are_checked_per_kind() {
 
 #[path = "redis_tests.rs"]
 mod redis_tests;
+
+/// Upload sessions cost a client nothing at Gemini, so they live in a table
+/// of their own: however many a client opens, no resource record of another
+/// client makes room for them.
+#[tokio::test]
+async fn upload_sessions_never_evict_another_clients_resources() {
+    let ownership = Ownership::memory(3);
+    ownership
+        .record(Kind::CachedContent, "a-cache", server("a", b"k0"), HOUR)
+        .await;
+    for n in 0..10 {
+        ownership
+            .record(
+                Kind::Upload,
+                &format!("b-session-{n}"),
+                server("b", b"k1"),
+                48 * HOUR,
+            )
+            .await;
+    }
+    assert_eq!(
+        ownership.lookup(Kind::CachedContent, "a-cache").await,
+        Some(server("a", b"k0"))
+    );
+}
+
+/// A record is never taken over by another client naming the same id.
+#[tokio::test]
+async fn a_record_stays_with_the_client_that_made_it() {
+    let ownership = Ownership::memory(10);
+    ownership
+        .record(Kind::File, "abc", server("a", b"k0"), HOUR)
+        .await;
+    ownership
+        .record(Kind::File, "abc", server("b", b"k1"), HOUR)
+        .await;
+    assert_eq!(
+        ownership.lookup(Kind::File, "abc").await,
+        Some(server("a", b"k0"))
+    );
+}

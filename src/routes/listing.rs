@@ -9,6 +9,7 @@
 //! pagers follow the token.
 
 use super::owned::{self, collection};
+use super::page_token::Sealer;
 use super::passthrough::{self, Resources, Target};
 use crate::auth::Surface;
 use crate::errors::{ApiError, ErrorCode};
@@ -18,12 +19,12 @@ use crate::upstream::stream_reader::Framing;
 use crate::upstream::ReplyBody;
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use bytes::Bytes;
 
-/// Marks the service's own page tokens.
-const TOKEN_PREFIX: &str = "gp1.";
+/// Gemini pages read for one client request at most, while they hold none
+/// of this client's items: an empty page per other client's resource would
+/// tell how many there are.
+const MAX_PAGES_PER_REQUEST: usize = 10;
 
 /// The array Gemini lists each kind in.
 fn items_field(kind: Kind) -> &'static str {
@@ -45,7 +46,11 @@ pub async fn list(
     let own = own_key.is_some();
     let keys = state.upstream.context().keys.clone_order();
     let (position, upstream_token) = match (&params.token, own) {
-        (Some(token), false) => decode(token, &keys)?,
+        (Some(token), false) => decode(
+            &Sealer::from_secret(state.upstream.context().keys.page_secret()),
+            token,
+            &keys,
+        )?,
         _ => (0, None),
     };
     if own || keys.is_empty() {
@@ -61,35 +66,65 @@ pub async fn list(
         position += 1;
         upstream_token = None;
     }
-    let Some((index, fingerprint)) = keys.get(position).cloned() else {
-        return Ok(page(kind, Vec::new(), None));
-    };
-    let target = list_target(path, params.query(upstream_token.as_deref())?, Some(index));
-    let reply = passthrough::call(req, state, &admission, own_key, target, Bytes::new())
+    let sealer = Sealer::from_secret(state.upstream.context().keys.page_secret());
+    let mut mine = Vec::new();
+    let mut next = None;
+    for _ in 0..MAX_PAGES_PER_REQUEST {
+        let Some((index, fingerprint)) = keys.get(position).cloned() else {
+            break;
+        };
+        let target = list_target(
+            path.clone(),
+            params.query(upstream_token.as_deref())?,
+            Some(index),
+        );
+        let reply = passthrough::call(
+            req,
+            state,
+            &admission,
+            own_key.clone(),
+            target,
+            Bytes::new(),
+        )
         .await?
         .reply;
-    if reply.failure.is_some() || !reply.status.is_success() {
-        return Ok(passthrough::respond(req, reply));
-    }
-    let ReplyBody::Full(body) = &reply.body else {
-        return Ok(passthrough::respond(req, reply));
-    };
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|_| ApiError::new(ErrorCode::UpstreamError, "Gemini's list could not be read"))?;
-    let mut mine = Vec::new();
-    if let Some(items) = value.get(items_field(kind)).and_then(|v| v.as_array()) {
-        for item in items {
-            if owned_by(state, kind, item, &admission.client.name, &fingerprint).await {
-                mine.push(item.clone());
+        if reply.failure.is_some() || !reply.status.is_success() {
+            return Ok(passthrough::respond(req, reply));
+        }
+        let ReplyBody::Full(body) = &reply.body else {
+            return Ok(passthrough::respond(req, reply));
+        };
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+            ApiError::new(ErrorCode::UpstreamError, "Gemini's list could not be read")
+        })?;
+        if let Some(items) = value.get(items_field(kind)).and_then(|v| v.as_array()) {
+            for item in items {
+                if owned_by(state, kind, item, &admission.client.name, &fingerprint).await {
+                    mine.push(item.clone());
+                }
             }
         }
+        // Where the next page starts: further in this project, or the next
+        // usable key's first page.
+        match value.get("nextPageToken").and_then(|v| v.as_str()) {
+            Some(token) if !token.is_empty() => upstream_token = Some(token.to_owned()),
+            _ => {
+                upstream_token = None;
+                position += 1;
+                while position < keys.len()
+                    && !state.upstream.context().keys.usable(keys[position].0)
+                {
+                    position += 1;
+                }
+            }
+        }
+        next = keys
+            .get(position)
+            .map(|(_, fingerprint)| encode(&sealer, fingerprint, upstream_token.as_deref()));
+        if !mine.is_empty() || next.is_none() {
+            break;
+        }
     }
-    let next = match value.get("nextPageToken").and_then(|v| v.as_str()) {
-        Some(next) if !next.is_empty() => Some(encode(&fingerprint, Some(next))),
-        _ => keys
-            .get(position + 1)
-            .map(|(_, fingerprint)| encode(fingerprint, None)),
-    };
     Ok(page(kind, mine, next))
 }
 
@@ -179,20 +214,20 @@ impl Params {
     }
 }
 
-fn encode(fingerprint: &KeyFingerprint, upstream: Option<&str>) -> String {
+fn encode(sealer: &Sealer, fingerprint: &KeyFingerprint, upstream: Option<&str>) -> String {
     let raw = format!("{}:{}", fingerprint.as_str(), upstream.unwrap_or(""));
-    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw))
+    sealer.seal(raw.as_bytes())
 }
 
 /// Where a page token points: the key's place in the order, and Gemini's token.
 fn decode(
+    sealer: &Sealer,
     token: &str,
     keys: &[(usize, KeyFingerprint)],
 ) -> Result<(usize, Option<String>), ApiError> {
     let invalid = || ApiError::new(ErrorCode::InvalidRequest, "the page token is not valid");
-    let raw = token
-        .strip_prefix(TOKEN_PREFIX)
-        .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
+    let raw = sealer
+        .open(token)
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(invalid)?;
     let (fingerprint, upstream) = raw.split_once(':').ok_or_else(invalid)?;

@@ -10,6 +10,7 @@ use crate::errors::{ApiError, ErrorCode, ResponseCode};
 use crate::keys::Admission;
 use crate::live_sessions::SessionGuard;
 use crate::model_id::ModelId;
+use crate::ownership::references;
 use crate::request_log::RequestLog;
 use crate::routes::passthrough;
 use crate::routes::stream::StreamOutcome;
@@ -248,6 +249,20 @@ async fn run_session(parts: Parts, mut session: Session, mut stream: MessageStre
         )
         .await;
     }
+    // A session keeps the key it connected with and cannot be pinned to a
+    // resource's: on the shared keys, naming one is refused, or another
+    // client's file could be read through a key that holds it.
+    let shared_key = matches!(parts.credential, Credential::Server);
+    if shared_key && names_a_resource(first.bytes(), &mut Vec::new()) {
+        return refuse(
+            &parts,
+            session,
+            CloseCode::Policy,
+            ErrorCode::InvalidRequest,
+            NAMES_A_RESOURCE,
+        )
+        .await;
+    }
     let charge = match auth::admit_model(&state, &parts.admission, Some(&model)) {
         Ok(charge) => charge,
         Err(e) => {
@@ -280,7 +295,7 @@ async fn run_session(parts: Parts, mut session: Session, mut stream: MessageStre
         connect_timeout: state.limits.upstream_timeout,
     };
     let relay = state.upstream.live(call);
-    let pump = pump(stream, inbound_tx, session.clone(), stall);
+    let pump = pump(stream, inbound_tx, session.clone(), stall, shared_key);
     tokio::pin!(relay);
     tokio::pin!(pump);
     let outcome = tokio::select! {
@@ -336,6 +351,47 @@ async fn next_message(
     }
 }
 
+const NAMES_A_RESOURCE: &str =
+    "files, cached contents and interactions cannot be named in a Live session on the service's keys";
+
+/// Whether a client message (or a fragment, with the end of the one before
+/// it) names a resource, or might: a fragment is not JSON, so any trigger in
+/// it counts.
+fn message_names_a_resource(message: &Message, carried: &mut Vec<u8>) -> bool {
+    match message {
+        Message::Text(text) => names_a_resource(text.as_bytes(), &mut Vec::new()),
+        Message::Binary(bytes) => names_a_resource(bytes, &mut Vec::new()),
+        Message::Continuation(
+            actix_ws::Item::FirstText(bytes)
+            | actix_ws::Item::FirstBinary(bytes)
+            | actix_ws::Item::Continue(bytes),
+        ) => names_a_resource(bytes, carried),
+        Message::Continuation(actix_ws::Item::Last(bytes)) => {
+            let named = names_a_resource(bytes, carried);
+            carried.clear();
+            named
+        }
+        _ => false,
+    }
+}
+
+/// `carried` joins a fragment to the end of the previous one; a whole
+/// message passes an empty one.
+fn names_a_resource(bytes: &[u8], carried: &mut Vec<u8>) -> bool {
+    const CARRY: usize = 64;
+    let scanned = if carried.is_empty() {
+        references::scan(bytes)
+    } else {
+        let mut joined = std::mem::take(carried);
+        joined.extend_from_slice(bytes);
+        references::scan(&joined)
+    };
+    carried.clear();
+    carried.extend_from_slice(&bytes[bytes.len().saturating_sub(CARRY)..]);
+    // Unreadable (a fragment, say) counts: it might name one.
+    !matches!(scanned, Ok(refs) if refs.is_empty())
+}
+
 /// Hands the client's frames to the relay, answering its pings here. Ends
 /// when the client closes or goes away, or the relay stops taking frames.
 async fn pump(
@@ -343,8 +399,12 @@ async fn pump(
     relay: mpsc::Sender<Inbound>,
     mut session: Session,
     stall: std::time::Duration,
+    shared_key: bool,
 ) {
     let budget = Arc::new(tokio::sync::Semaphore::new(INBOUND_BYTES));
+    // The end of the previous fragment of a fragmented message, so a
+    // reference cut across two fragments is still seen.
+    let mut carried: Vec<u8> = Vec::new();
     while let Some(message) = stream.recv().await {
         let message = match message {
             Ok(Message::Ping(bytes)) => {
@@ -359,6 +419,14 @@ async fn pump(
             Err(_) => return,
         };
         let closing = matches!(message, Message::Close(_));
+        if shared_key && message_names_a_resource(&message, &mut carried) {
+            let reason = CloseReason {
+                code: CloseCode::Policy,
+                description: Some(format!("INVALID_REQUEST: {NAMES_A_RESOURCE}")),
+            };
+            let _ = tokio::time::timeout(stall, session.close(Some(reason))).await;
+            return;
+        }
         // Waits while the frames not yet sent to Gemini hold the budget: the
         // client's socket is not read meanwhile.
         let size = match &message {

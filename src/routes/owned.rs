@@ -22,7 +22,9 @@ use std::time::Duration;
 pub fn default_ttl(kind: Kind) -> Duration {
     const HOUR: u64 = 3600;
     Duration::from_secs(match kind {
-        Kind::File | Kind::Batch | Kind::Upload => 48 * HOUR,
+        Kind::File | Kind::Batch => 48 * HOUR,
+        // Renewed by every chunk: a session idle this long is abandoned.
+        Kind::Upload => 24 * HOUR,
         Kind::CachedContent => HOUR,
         Kind::Interaction => 55 * 24 * HOUR,
     })

@@ -64,7 +64,7 @@ pub async fn file(
     match name.strip_suffix(":download") {
         Some(id) if req.method() == Method::GET => download(&req, &state, version, id).await,
         Some(_) => Err(method_not_allowed()),
-        None => named_call(&req, &state, version, Kind::File, &name, "", Bytes::new()).await,
+        None => named_call(&req, &state, version, Kind::File, &name, "", None).await,
     }
 }
 
@@ -137,10 +137,14 @@ pub async fn create_cache(
     let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
     let body = passthrough::body(&req, payload, &state).await?;
     let fields: ModelField = read_fields(&body)?;
-    let model = match fields.model {
-        Some(model) => Some(parse_model(&model)?),
-        None => None,
+    // Gemini needs it too; without one the allow-list would have nothing to check.
+    let Some(model) = fields.model else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "a cached content names its `model`",
+        ));
     };
+    let model = Some(parse_model(&model)?);
     let target = Target {
         surface: Surface::Gemini,
         method: Method::POST,
@@ -167,11 +171,7 @@ pub async fn cache(
 ) -> Result<HttpResponse, ApiError> {
     let (raw_version, id) = path.into_inner();
     let version = version(&raw_version)?;
-    let body = if req.method() == Method::PATCH {
-        passthrough::body(&req, payload, &state).await?
-    } else {
-        Bytes::new()
-    };
+    let body = (req.method() == Method::PATCH).then_some(payload);
     named_call(&req, &state, version, Kind::CachedContent, &id, "", body).await
 }
 
@@ -194,7 +194,7 @@ pub async fn batch(
         None if req.method() == Method::POST => return Err(method_not_allowed()),
         None => (name.as_str(), ""),
     };
-    named_call(&req, &state, version, Kind::Batch, id, verb, Bytes::new()).await
+    named_call(&req, &state, version, Kind::Batch, id, verb, None).await
 }
 
 /// `GET|DELETE /{version}/interactions/{id}` (a GET may stream, resumed from
@@ -206,16 +206,7 @@ pub async fn interaction(
 ) -> Result<HttpResponse, ApiError> {
     let (raw_version, id) = path.into_inner();
     let version = version(&raw_version)?;
-    named_call(
-        &req,
-        &state,
-        version,
-        Kind::Interaction,
-        &id,
-        "",
-        Bytes::new(),
-    )
-    .await
+    named_call(&req, &state, version, Kind::Interaction, &id, "", None).await
 }
 
 /// `POST /{version}/interactions/{id}/cancel`
@@ -233,7 +224,7 @@ pub async fn cancel_interaction(
         Kind::Interaction,
         &id,
         "/cancel",
-        Bytes::new(),
+        None,
     )
     .await
 }
@@ -247,10 +238,15 @@ async fn named_call(
     kind: Kind,
     raw_id: &str,
     verb: &str,
-    body: Bytes,
+    payload: Option<web::Payload>,
 ) -> Result<HttpResponse, ApiError> {
     let (admission, own_key) = passthrough::admit(req, state, Surface::Gemini).await?;
     let id = id_from_path(kind, raw_id)?;
+    // Read only once the client is known.
+    let body = match payload {
+        Some(payload) => passthrough::body(req, payload, state).await?,
+        None => Bytes::new(),
+    };
     let query = query(req)?;
     let streamed = kind == Kind::Interaction && query.encoded.contains("stream=true");
     let ownership = &state.upstream.context().ownership;
@@ -292,6 +288,10 @@ async fn named_call(
     }
     if let (true, Some(owner)) = (polled_batch && reply.status.is_success(), &owner) {
         owned::record_batch_output(state, owner, &reply).await;
+        // A batch lives as long as it is being polled, and 48 h after.
+        ownership
+            .extend(kind, &id, owned::default_ttl(Kind::Batch))
+            .await;
     }
     if let (true, Some(_), Some(value)) = (patched, &owner, &answer) {
         if let Some(ttl) = owned::expiry(value) {
@@ -314,6 +314,13 @@ pub async fn create_interaction(
     let (admission, own_key) = passthrough::admit(&req, &state, Surface::Gemini).await?;
     let body = passthrough::body(&req, payload, &state).await?;
     let fields: InteractionFields = read_fields(&body)?;
+    // An agent passes the allow-list like a model; both, when both are given.
+    if let (Some(_), Some(agent)) = (&fields.model, &fields.agent) {
+        let agent = parse_model(agent)?;
+        admission
+            .client
+            .authorize(None, Some(&agent.display_id()))?;
+    }
     let model = match fields.model.or(fields.agent) {
         Some(model) => Some(parse_model(&model)?),
         None => {

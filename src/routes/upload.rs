@@ -14,7 +14,8 @@ use super::owned::{self, not_found};
 use super::passthrough::{self, version, Resources, Target};
 use crate::auth::{self, Surface};
 use crate::errors::{ApiError, ErrorCode, ResponseCode, Shape};
-use crate::ownership::{KeyRef, Kind};
+use crate::ownership::chunks::MAX_PER_CLIENT as MAX_CHUNKS;
+use crate::ownership::{Busy, KeyRef, Kind};
 use crate::request_log::RequestLog;
 use crate::state::AppState;
 use crate::upstream::stream_reader::Framing;
@@ -42,6 +43,9 @@ const UPLOAD_STATUS: &str = "x-goog-upload-status";
 /// A client that sends no byte of its chunk for this long is cut, like any
 /// slow body.
 const BODY_STALL: Duration = Duration::from_secs(30);
+/// After the first [`BODY_STALL`], a chunk must average this many bytes a
+/// second, or a trickle of a byte every 29 s would hold its place forever.
+const MIN_BYTES_PER_SEC: u64 = 16 * 1024;
 /// Chunks waiting between the client and Gemini: a slow Gemini slows the
 /// client down rather than filling memory.
 const CHANNEL_CHUNKS: usize = 4;
@@ -104,6 +108,15 @@ async fn start(
         return Err(too_large(state));
     }
     let body = passthrough::body(req, payload, state).await?;
+    if own_key.is_none() && names_its_file(&body) {
+        // In a shared project a chosen name could be another client's file:
+        // Gemini's answer (taken, or free) would tell whether it exists.
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "a file uploaded with the service's keys cannot choose its `name`; \
+             Gemini names it (`displayName` is free)",
+        ));
+    }
     let target = Target {
         surface: Surface::Gemini,
         method: Method::POST,
@@ -160,6 +173,30 @@ async fn start(
     Ok(passthrough::respond(req, reply))
 }
 
+/// Whether a start's metadata chooses the file's name (`file.name`).
+fn names_its_file(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Start {
+        file: Option<Metadata>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        name: Option<String>,
+    }
+    if body.is_empty() {
+        return false;
+    }
+    match serde_json::from_slice::<Start>(body) {
+        Ok(start) => start
+            .file
+            .and_then(|f| f.name)
+            .is_some_and(|name| !name.trim().is_empty()),
+        // Metadata the service cannot read (a key given twice, say) might
+        // name one the way Gemini reads it.
+        Err(_) => true,
+    }
+}
+
 /// Where clients reach the service: `PUBLIC_BASE_URL`, else the request's
 /// own scheme and host (`X-Forwarded-Proto` and `Host` as a proxy in front
 /// sets them: only the asking client sees this URL).
@@ -185,7 +222,9 @@ async fn chunk(
     };
     RequestLog::update(req, |log| log.client = Some(owner.client.clone()));
     // A chunk may carry a key (the JS SDK sends it again); it must be the
-    // same client's. Without one, the upload id is the authority.
+    // same client's. Without one, the upload id is the authority, and the
+    // chunk is admitted as its client: same bucket, and only while the
+    // client is still in the keys file.
     let keys = auth::sdk_keys(req, Surface::Gemini);
     let mut own_key = None;
     if keys.client_key.is_some() {
@@ -194,7 +233,27 @@ async fn chunk(
             return Err(not_found(Kind::Upload));
         }
         own_key = admission.client.authorize(keys.own_key.as_deref(), None)?;
+    } else {
+        auth::admit_named(req, state, owner.client.clone()).await?;
     }
+    let _slot = context
+        .ownership
+        .chunks()
+        .enter(id, &owner.client)
+        .map_err(|busy| match busy {
+            Busy::Upload => ApiError::new(
+                ErrorCode::RateLimited,
+                "this upload already has a chunk in flight; send the next when it is answered",
+            )
+            .with_retry_after(1),
+            Busy::Client => ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this client already has {MAX_CHUNKS} upload chunks in flight; retry when one ends"
+                ),
+            )
+            .with_retry_after(1),
+        })?;
     let credential = match (&owner.key, own_key) {
         (KeyRef::Server(fingerprint), _) => match context.keys.index_of(fingerprint) {
             Some(index) => Some(Credential::Pinned(index)),
@@ -261,6 +320,12 @@ async fn chunk(
             }
         }
         context.ownership.forget(Kind::Upload, id).await;
+    } else if reply.status.is_success() {
+        // The session lives while chunks come.
+        context
+            .ownership
+            .extend(Kind::Upload, id, owned::default_ttl(Kind::Upload))
+            .await;
     }
     Ok(answer(reply))
 }
@@ -284,7 +349,17 @@ async fn pump(
     activity: &Activity,
 ) -> Result<(), ApiError> {
     let mut received: u64 = 0;
+    let started = std::time::Instant::now();
     loop {
+        let elapsed = started.elapsed();
+        if let Some(graced) = elapsed.checked_sub(BODY_STALL) {
+            if received < graced.as_secs().saturating_mul(MIN_BYTES_PER_SEC) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "the upload's body arrives too slowly; query the upload's status and resume",
+                ));
+            }
+        }
         let next = match tokio::time::timeout(BODY_STALL, payload.next()).await {
             Err(_) => {
                 return Err(ApiError::new(

@@ -98,6 +98,9 @@ pub struct KeyPool {
     /// What resource records name each key by: the same on every replica,
     /// whatever order its keys were given in.
     fingerprints: Vec<KeyFingerprint>,
+    /// Seals the service's page tokens (routes/page_token.rs): derived from
+    /// the keys, so every replica with the same keys opens every token.
+    page_secret: [u8; 32],
     states: Mutex<Vec<KeyState>>,
     next: AtomicUsize,
     metrics: Arc<Metrics>,
@@ -119,8 +122,12 @@ impl KeyPool {
             .iter()
             .map(|header| fingerprint(header.as_bytes()))
             .collect();
+        let page_secret =
+            crate::routes::page_token::Sealer::from_keys(headers.iter().map(HeaderValue::as_bytes))
+                .secret();
         let pool = KeyPool {
             fingerprints,
+            page_secret,
             states: Mutex::new(vec![KeyState::default(); headers.len()]),
             headers,
             next: AtomicUsize::new(0),
@@ -136,6 +143,11 @@ impl KeyPool {
         }
         pool.publish();
         pool
+    }
+
+    /// The secret page tokens are sealed with.
+    pub fn page_secret(&self) -> [u8; 32] {
+        self.page_secret
     }
 
     pub fn fingerprint(&self, index: usize) -> Option<&KeyFingerprint> {

@@ -549,3 +549,44 @@ async fn a_suspended_server_key_is_never_quoted_to_the_client_and_the_next_key_s
     let mut live = open(&app).await;
     assert_eq!(live.setup(MODEL).await, json!({"setupComplete": {}}));
 }
+
+#[actix_rt::test]
+async fn a_session_on_the_shared_keys_may_not_name_a_file_or_a_cache() {
+    let app = spawn_app().await;
+    // In its setup: refused before anything goes upstream.
+    let mut live =
+        LiveClient::connect(&ws_url(&app, "v1beta"), &[("x-goog-api-key", CLIENT_KEY)]).await;
+    live.send_json(
+        &json!({"setup": {"model": MODEL, "systemInstruction": {"parts": [
+        {"fileData": {"fileUri": "files/someone-elses", "mimeType": "application/pdf"}}]}}}),
+    )
+    .await;
+    let (code, reason) = live.closed().await.expect("a close frame");
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.starts_with("INVALID_REQUEST"), "{reason}");
+    assert_eq!(app.mock.live_sessions_opened(), 0);
+    // Later in the session: the session ends, the message never reaches Gemini.
+    let mut live =
+        LiveClient::connect(&ws_url(&app, "v1beta"), &[("x-goog-api-key", CLIENT_KEY)]).await;
+    live.setup(MODEL).await;
+    live.send_json(&json!({"clientContent": {"turns": [{"role": "user", "parts": [
+        {"fileData": {"file_uri": "https://generativelanguage.googleapis.com/v1beta/files/abc", "mimeType": "image/png"}}]}],
+        "turnComplete": true}}))
+        .await;
+    let (code, reason) = live.closed().await.expect("a close frame");
+    assert_eq!(code, 1008, "{reason}");
+    let sessions = app.mock.live_sessions();
+    assert!(
+        sessions.iter().all(|s| s
+            .messages
+            .iter()
+            .all(|m| !String::from_utf8_lossy(&m.data).contains("files/abc"))),
+        "the message naming the file stayed here"
+    );
+    // An ordinary turn still works.
+    let mut live =
+        LiveClient::connect(&ws_url(&app, "v1beta"), &[("x-goog-api-key", CLIENT_KEY)]).await;
+    live.setup(MODEL).await;
+    live.say("hello").await;
+    assert!(!live.turn().await.is_empty());
+}

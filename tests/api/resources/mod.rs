@@ -4,6 +4,7 @@
 //! key would land on the wrong project two times in three; two clients, so
 //! one can try everything on the other's resources.
 
+mod attacks;
 mod batches;
 mod big_upload;
 mod caches;
