@@ -2,11 +2,12 @@
 //!
 //! A client's resources may sit in the projects of several server keys, and
 //! Gemini lists one project at a time. So the list walks the keys in a fixed
-//! order (by fingerprint, the same on every replica), one Gemini page per
-//! client request, keeping the items this client made with that key; the
-//! page token the client gets back names the key and Gemini's own token.
-//! A page may come back empty with a token, as Gemini's own may: the SDKs'
-//! pagers follow the token.
+//! order (by fingerprint, the same on every replica), keeping the items this
+//! client made with each key, until its page is full and a later Gemini page
+//! is known to hold more of them; the page token the client gets back names
+//! that key and Gemini's own token, sealed (routes/page_token.rs). A page the
+//! client reaches by a token is never empty: the JS SDK's pager yields
+//! `undefined` for one.
 
 use super::owned::{self, collection};
 use super::page_token::Sealer;
@@ -21,10 +22,13 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
-/// Gemini pages read for one client request at most, while they hold none
-/// of this client's items: an empty page per other client's resource would
-/// tell how many there are.
-const MAX_PAGES_PER_REQUEST: usize = 10;
+/// Gemini pages read for one client request at most. Pages without this
+/// client's items are read through (an empty page per other client's
+/// resource would tell how many there are), and one page past a full one,
+/// to know whether another page follows.
+const MAX_PAGES_PER_REQUEST: usize = 20;
+/// Items a page holds when the client names no `pageSize` (Gemini's default).
+const DEFAULT_PAGE_SIZE: usize = 10;
 
 /// The array Gemini lists each kind in.
 fn items_field(kind: Kind) -> &'static str {
@@ -67,12 +71,22 @@ pub async fn list(
         upstream_token = None;
     }
     let sealer = Sealer::from_secret(state.upstream.context().keys.page_secret());
+    let wanted = params.page_size();
     let mut mine = Vec::new();
     let mut next = None;
-    for _ in 0..MAX_PAGES_PER_REQUEST {
+    let mut reads = 0;
+    // Pages are read until this one is full and a later page is known to
+    // hold more of the client's items: a page the client is sent to by a
+    // token is never empty (the JS SDK's pager yields `undefined` for one).
+    loop {
         let Some((index, fingerprint)) = keys.get(position).cloned() else {
             break;
         };
+        if reads == MAX_PAGES_PER_REQUEST {
+            next = Some(encode(&sealer, &fingerprint, upstream_token.as_deref()));
+            break;
+        }
+        reads += 1;
         let target = list_target(
             path.clone(),
             params.query(upstream_token.as_deref())?,
@@ -97,13 +111,20 @@ pub async fn list(
         let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
             ApiError::new(ErrorCode::UpstreamError, "Gemini's list could not be read")
         })?;
+        let mut found = Vec::new();
         if let Some(items) = value.get(items_field(kind)).and_then(|v| v.as_array()) {
             for item in items {
                 if owned_by(state, kind, item, &admission.client.name, &fingerprint).await {
-                    mine.push(item.clone());
+                    found.push(item.clone());
                 }
             }
         }
+        if !found.is_empty() && mine.len() >= wanted {
+            // This page starts the next one.
+            next = Some(encode(&sealer, &fingerprint, upstream_token.as_deref()));
+            break;
+        }
+        mine.extend(found);
         // Where the next page starts: further in this project, or the next
         // usable key's first page.
         match value.get("nextPageToken").and_then(|v| v.as_str()) {
@@ -117,12 +138,6 @@ pub async fn list(
                     position += 1;
                 }
             }
-        }
-        next = keys
-            .get(position)
-            .map(|(_, fingerprint)| encode(&sealer, fingerprint, upstream_token.as_deref()));
-        if !mine.is_empty() || next.is_none() {
-            break;
         }
     }
     Ok(page(kind, mine, next))
@@ -197,6 +212,15 @@ impl Params {
             size: get("pageSize"),
             token: get("pageToken"),
         })
+    }
+
+    /// How many items the client asked for a page.
+    fn page_size(&self) -> usize {
+        self.size
+            .as_deref()
+            .and_then(|size| size.parse::<usize>().ok())
+            .filter(|size| *size > 0)
+            .unwrap_or(DEFAULT_PAGE_SIZE)
     }
 
     /// The query that goes upstream, with Gemini's own page token.
