@@ -78,10 +78,7 @@ pub async fn list(
     // Pages are read until this one is full and a later page is known to
     // hold more of the client's items: a page the client is sent to by a
     // token is never empty (the JS SDK's pager yields `undefined` for one).
-    loop {
-        let Some((index, fingerprint)) = keys.get(position).cloned() else {
-            break;
-        };
+    while let Some((index, fingerprint)) = keys.get(position).cloned() {
         if reads == MAX_PAGES_PER_REQUEST {
             next = Some(encode(&sealer, &fingerprint, upstream_token.as_deref()));
             break;

@@ -1,4 +1,4 @@
-//! The SDKs' stored resources through the service (SPEC §7): files uploaded by the
+//! The SDKs' stored resources through the service (docs/api.md#files-caches-batches-and-interactions): files uploaded by the
 //! resumable protocol, cached contents, batches and interactions, made, used, listed
 //! and deleted by the real python google-genai and @google/genai, with three server
 //! keys in the pool and two clients. The scripts are `tests/sdk/check_resources.py`
