@@ -286,23 +286,6 @@ fn reference(value: &str) -> Option<(Collection, String)> {
         Some(slash) => before.get(slash + 1..)?,
         None => before,
     };
-    // What comes before the collection: nothing (`files/abc`), or an API
-    // version (`…/v1beta/files/abc`, whatever the host), or Gemini's host.
-    // Other paths that happen to hold a `files` folder
-    // (`https://example.com/files/report`) are someone's web page.
-    let parent = before.get(..before.len() - collection_name.len())?;
-    let gemini_shaped = parent.is_empty() || {
-        let parent = trim_trailing_slashes(parent);
-        let segment = match parent.iter().rposition(|&b| b == b'/') {
-            Some(slash) => parent.get(slash + 1..)?,
-            None => parent,
-        };
-        VERSIONS.iter().any(|v| segment.eq_ignore_ascii_case(v))
-            || memchr::memmem::find(&text.to_ascii_lowercase(), GEMINI_HOST).is_some()
-    };
-    if !gemini_shaped {
-        return None;
-    }
     let (collection, max) = if collection_name.eq_ignore_ascii_case(b"files") {
         (Collection::Files, MAX_FILE_ID)
     } else if collection_name.eq_ignore_ascii_case(b"cachedcontents") {
@@ -321,10 +304,6 @@ fn reference(value: &str) -> Option<(Collection, String)> {
         .collect();
     Some((collection, id))
 }
-
-/// The API versions a Gemini resource URL names.
-const VERSIONS: [&[u8]; 3] = [b"v1", b"v1beta", b"v1alpha"];
-const GEMINI_HOST: &[u8] = b"generativelanguage.googleapis.com";
 
 /// `a/b/../c/./d` → `a/c/d`, as a URL parser would read the path.
 fn without_dot_segments(path: &[u8]) -> Vec<u8> {

@@ -27,6 +27,8 @@ use bytes::Bytes;
 /// resource would tell how many there are), and one page past a full one,
 /// to know whether another page follows.
 const MAX_PAGES_PER_REQUEST: usize = 20;
+/// Gemini's largest page of files (and more than enough for the others).
+const UPSTREAM_PAGE_SIZE: &str = "100";
 /// Items a page holds when the client names no `pageSize` (Gemini's default).
 const DEFAULT_PAGE_SIZE: usize = 10;
 
@@ -220,12 +222,11 @@ impl Params {
             .unwrap_or(DEFAULT_PAGE_SIZE)
     }
 
-    /// The query that goes upstream, with Gemini's own page token.
+    /// The query that goes upstream, with Gemini's own page token. Gemini
+    /// is asked for its largest pages whatever the client's size: most of
+    /// each holds other clients' items, and fewer reads go further.
     fn query(&self, token: Option<&str>) -> Result<passthrough::Query, ApiError> {
-        let mut pairs: Vec<(&str, &str)> = Vec::new();
-        if let Some(size) = &self.size {
-            pairs.push(("pageSize", size));
-        }
+        let mut pairs: Vec<(&str, &str)> = vec![("pageSize", UPSTREAM_PAGE_SIZE)];
         if let Some(token) = token {
             pairs.push(("pageToken", token));
         }

@@ -251,22 +251,27 @@ async fn named_call(
     let streamed = kind == Kind::Interaction && query.encoded.contains("stream=true");
     let ownership = &state.upstream.context().ownership;
     // A poll that may see a background run end, which charges its tokens.
-    let poll = kind == Kind::Interaction
-        && req.method() == Method::GET
-        && !streamed
-        && ownership.background().is_pending(&id);
+    let pending = (kind == Kind::Interaction && req.method() == Method::GET)
+        .then(|| ownership.background().pending(&id))
+        .flatten();
+    let poll = pending.is_some() && !streamed;
+    // A streamed read of a run still to charge carries its usage in its
+    // `interaction.completed` event: that read charges it, and no later one.
+    let streamed_charge = pending.is_some() && streamed && ownership.background().ended(&id);
+    // The run's model, so its tokens count where its create's would have.
+    let model = pending.and_then(|model| ModelId::parse(&model).ok());
     let target = Target {
         surface: Surface::Gemini,
         method: req.method().clone(),
         path: format!("/{version}/{}/{id}{verb}", owned::collection(kind)),
         query,
-        model: None,
+        model,
         framing: if streamed {
             Framing::Events
         } else {
             Framing::Unary
         },
-        counts_tokens: false,
+        counts_tokens: streamed_charge,
         resources: Resources {
             named: Some((kind, id.clone())),
             route_charges: poll,
@@ -330,6 +335,7 @@ pub async fn create_interaction(
             ))
         }
     };
+    let target_model = model.as_ref().map(ModelId::display_id);
     let stream = fields.stream == Some(true);
     let stored = fields.store != Some(false);
     let target = Target {
@@ -361,7 +367,13 @@ pub async fn create_interaction(
                 .ok()
                 .and_then(|v: serde_json::Value| owned::created_id(Kind::Interaction, &v))
             {
-                state.upstream.context().ownership.background().started(&id);
+                let model = target_model.as_deref().unwrap_or_default();
+                state
+                    .upstream
+                    .context()
+                    .ownership
+                    .background()
+                    .started(&id, model);
             }
         }
     }

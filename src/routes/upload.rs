@@ -291,7 +291,7 @@ async fn chunk(
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     headers.extend(passthrough::forwarded_headers(req));
-    let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
     let activity = Activity::new();
     activity.touch();
     let call = UploadCall {
@@ -305,28 +305,32 @@ async fn chunk(
     };
     let pump = pump(payload, sender, length, room, state, &activity);
     let (pumped, answered) = tokio::join!(pump, state.upstream.upload(call));
+    if let Ok(reply) = &answered {
+        // Whatever the client's side did, a file Gemini made is recorded:
+        // otherwise it would sit in the shared project, nobody's.
+        let finished = reply.status.is_success()
+            && reply
+                .headers
+                .iter()
+                .any(|(name, value)| name.as_str() == UPLOAD_STATUS && value == "final");
+        if finished {
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
+                if matches!(owner.key, KeyRef::Server(_)) {
+                    owned::record_from_value(state, Kind::File, &owner, &value).await;
+                }
+            }
+            context.ownership.forget(Kind::Upload, id).await;
+        } else if reply.status.is_success() {
+            // The session lives while chunks come.
+            context
+                .ownership
+                .extend(Kind::Upload, id, owned::default_ttl(Kind::Upload))
+                .await;
+        }
+    }
     // The client's own failure says more than Gemini's answer to a cut body.
     pumped?;
     let reply = answered?;
-    let finished = reply.status.is_success()
-        && reply
-            .headers
-            .iter()
-            .any(|(name, value)| name.as_str() == UPLOAD_STATUS && value == "final");
-    if finished {
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
-            if matches!(owner.key, KeyRef::Server(_)) {
-                owned::record_from_value(state, Kind::File, &owner, &value).await;
-            }
-        }
-        context.ownership.forget(Kind::Upload, id).await;
-    } else if reply.status.is_success() {
-        // The session lives while chunks come.
-        context
-            .ownership
-            .extend(Kind::Upload, id, owned::default_ttl(Kind::Upload))
-            .await;
-    }
     Ok(answer(reply))
 }
 
@@ -339,10 +343,28 @@ fn answer(reply: crate::upstream::upload::UploadReply) -> HttpResponse {
     response.body(reply.body)
 }
 
-/// Feeds the client's body to the upload, at the pace Gemini takes it.
+/// Feeds the client's body to the upload, at the pace Gemini takes it. A
+/// failure is passed on as an error, which aborts the upstream request: a
+/// cleanly ended short body would be taken for the whole chunk.
 async fn pump(
+    payload: web::Payload,
+    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    length: Option<u64>,
+    room: u64,
+    state: &AppState,
+    activity: &Activity,
+) -> Result<(), ApiError> {
+    let fed = feed(payload, &sender, length, room, state, activity).await;
+    if fed.is_err() {
+        let cut = std::io::Error::other("the client's body was cut");
+        let _ = sender.send(Err(cut)).await;
+    }
+    fed
+}
+
+async fn feed(
     mut payload: web::Payload,
-    sender: mpsc::Sender<Bytes>,
+    sender: &mpsc::Sender<Result<Bytes, std::io::Error>>,
     length: Option<u64>,
     room: u64,
     state: &AppState,
@@ -389,7 +411,7 @@ async fn pump(
             ));
         }
         activity.touch();
-        if sender.send(chunk).await.is_err() {
+        if sender.send(Ok(chunk)).await.is_err() {
             // Gemini answered before taking the whole body; its answer says why.
             return Ok(());
         }

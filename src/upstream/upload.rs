@@ -16,7 +16,6 @@ use actix_web::body::SizedStream;
 use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::{Method, StatusCode};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,9 +43,10 @@ pub struct UploadCall {
     /// The body's length, from the client's `Content-Length`; `None`: sent
     /// chunked, as it came (an HTTP/2 or chunked request without one).
     pub length: Option<u64>,
-    /// The body, fed by the handler; a closed channel before `length` bytes
-    /// aborts the request.
-    pub body: mpsc::Receiver<Bytes>,
+    /// The body, fed by the handler. An `Err` aborts the request before its
+    /// end, so Gemini never takes a cut body for a whole one (and never
+    /// finalizes a file from it).
+    pub body: mpsc::Receiver<Result<Bytes, std::io::Error>>,
     /// When the handler last fed a byte, in ms since `epoch`: Gemini has
     /// `idle` from then to answer.
     pub activity: Arc<Activity>,
@@ -130,7 +130,7 @@ pub async fn run(
     if let Some(key) = key {
         request = request.insert_header((HeaderName::from_static("x-goog-api-key"), key));
     }
-    let body = tokio_stream_of(call.body).map(Ok::<_, actix_web::Error>);
+    let body = tokio_stream_of(call.body);
     let started = Instant::now();
     let sent = match call.length {
         Some(length) => request.send_body(SizedStream::new(length, body)),
@@ -218,6 +218,8 @@ pub async fn run(
     })
 }
 
-fn tokio_stream_of(mut receiver: mpsc::Receiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
+fn tokio_stream_of(
+    mut receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }

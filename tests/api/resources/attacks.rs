@@ -169,14 +169,44 @@ async fn keyless_upload_chunks_are_admitted_as_their_client() {
     );
 }
 
-/// Only Gemini-shaped paths name a file: a prompt that is a web URL, or a
-/// tool result holding a path, is an ordinary prompt.
+/// Any path ending in `/files/<id>` is checked, whatever its host: which of
+/// them Gemini resolves is not known, and one it did would read another
+/// client's file through a key that holds it. Prose, and file names Gemini
+/// could not have made (`report.pdf`), pass.
 #[actix_rt::test]
-async fn a_url_in_a_prompt_is_not_a_file_reference() {
+async fn any_path_to_a_file_is_checked_and_prose_passes() {
     let app = spawn_resources(&[]).await;
+    let file = upload(&app, A, b"A's secret notes", 1024).await;
+    let id = file["name"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("files/")
+        .unwrap()
+        .to_owned();
+    let before = app.mock.request_count();
+    for uri in [
+        format!("/files/{id}"),
+        format!("https://example.com/files/{id}"),
+        format!("https://generativelanguage.mtls.googleapis.com/files/{id}"),
+    ] {
+        let body = json!({"contents": [{"parts": [
+            {"fileData": {"fileUri": uri, "mimeType": "text/plain"}}, {"text": "hi"}]}]});
+        for _ in 0..3 {
+            let answer = call(
+                &app,
+                B,
+                Method::POST,
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                body.to_string(),
+            )
+            .await;
+            assert_not_found(&uri, &answer);
+        }
+    }
+    assert_eq!(app.mock.request_count(), before, "none reached Gemini");
     for text in [
-        "https://example.com/files/report",
-        "/home/alice/files/notes",
+        "https://example.com/files/report.pdf",
+        "the notes are in /home/alice/files/notes",
     ] {
         let body = json!({"contents": [{"role": "user", "parts": [{"text": text}]}]}).to_string();
         let answer = call(
@@ -205,4 +235,40 @@ async fn a_cache_patch_reads_no_body_before_the_client_key() {
         )
         .await;
     assert_eq!(answer.status, 401, "{}", answer.text());
+}
+
+/// Many of another client's files ahead of none of this one's: the list
+/// reads through them (Gemini's largest pages) and never sends the client to
+/// an empty page by a token.
+#[actix_rt::test]
+async fn a_page_reached_by_a_token_is_never_empty() {
+    let app = spawn_resources(&[]).await;
+    for n in 0..45u8 {
+        upload(&app, B, &[n; 4], 1024).await;
+    }
+    let mut token: Option<String> = None;
+    let mut empty_after_token = 0;
+    let mut upstream_lists = Vec::new();
+    for _ in 0..10 {
+        let path = match &token {
+            Some(t) => format!("/v1beta/files?pageSize=1&pageToken={t}"),
+            None => "/v1beta/files?pageSize=1".to_owned(),
+        };
+        let before = app.mock.request_count();
+        let page = call(&app, A, Method::GET, &path, "").await;
+        upstream_lists.push(app.mock.request_count() - before);
+        assert_eq!(page.status, 200, "{}", page.text());
+        if token.is_some() && page.json()["files"].is_null() {
+            empty_after_token += 1;
+        }
+        match page.json()["nextPageToken"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        empty_after_token, 0,
+        "Gemini lists per request: {upstream_lists:?}"
+    );
+    assert!(upstream_lists.iter().all(|n| *n <= 3), "{upstream_lists:?}");
 }

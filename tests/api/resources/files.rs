@@ -540,6 +540,7 @@ async fn a_chunk_without_a_content_length_is_streamed_as_it_comes() {
     let body = futures_util::stream::iter(
         (0..20).map(|_| Ok::<_, actix_web::Error>(bytes::Bytes::from(vec![1u8; 10_000]))),
     );
+    let files_before = app.mock.files().len();
     let mut over = awc::Client::default()
         .post(url)
         .insert_header(("X-Goog-Upload-Command", "upload, finalize"))
@@ -549,4 +550,7 @@ async fn a_chunk_without_a_content_length_is_streamed_as_it_comes() {
         .unwrap();
     assert_eq!(over.status().as_u16(), 413, "{:?}", over.body().await);
     assert_eq!(over.headers().get("x-goog-upload-status").unwrap(), "final");
+    // The cut body was not taken for a whole one: no file was made of it.
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.mock.files().len(), files_before);
 }

@@ -333,3 +333,63 @@ async fn a_background_runs_tokens_are_charged_once_when_a_poll_sees_it_end() {
     assert_eq!(again.status, 200);
     assert_eq!(counted(&app.metrics().await), total);
 }
+
+#[actix_rt::test]
+async fn a_background_run_read_only_as_a_stream_is_charged_once() {
+    let app = spawn_resources(&[]).await;
+    let made = create(
+        &app,
+        A,
+        json!({"model": "gemini-2.5-flash", "input": "long research task", "background": true}),
+    )
+    .await;
+    assert_eq!(made.status, 200, "{}", made.text());
+    let id = made.json()["id"].as_str().unwrap().to_owned();
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    let path = format!("/v1beta/interactions/{id}?stream=true");
+    let streamed = call(&app, A, Method::GET, &path, "").await;
+    assert_eq!(streamed.status, 200, "{}", streamed.text());
+    assert!(
+        streamed.text().contains("interaction.completed"),
+        "{}",
+        streamed.text()
+    );
+    let spent = f64::from(key_of_record(&app, &id));
+    let counted = |metrics: &str| -> f64 {
+        ["prompt", "response", "thoughts"]
+            .iter()
+            .filter_map(|kind| {
+                metric_value(
+                    metrics,
+                    &format!("gemini_proxy_tokens_total{{client=\"a\",kind=\"{kind}\",model=\"gemini-2.5-flash\"}}"),
+                )
+            })
+            .sum()
+    };
+    assert!(spent > 0.0);
+    assert_eq!(counted(&app.metrics().await), spent);
+    // Read again, streamed or polled: not charged twice.
+    assert_eq!(call(&app, A, Method::GET, &path, "").await.status, 200);
+    assert_eq!(
+        call(
+            &app,
+            A,
+            Method::GET,
+            &format!("/v1beta/interactions/{id}"),
+            ""
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(counted(&app.metrics().await), spent);
+}
+
+fn key_of_record(app: &TestApp, id: &str) -> u32 {
+    app.mock
+        .interactions()
+        .into_iter()
+        .find(|i| i.id == id)
+        .map(|i| i.total_tokens)
+        .unwrap_or_default()
+}
