@@ -11,6 +11,7 @@
 //! python SDK would retry each chunk three times.
 
 use super::owned::{self, not_found};
+use super::page_token::Sealer;
 use super::passthrough::{self, version, Resources, Target};
 use crate::auth::{self, Surface};
 use crate::errors::{ApiError, ErrorCode, ResponseCode, Shape};
@@ -56,7 +57,10 @@ pub async fn upload(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let upload_id = upload_id(req.query_string());
+    let upload_id = upload_id(req.query_string()).and_then(|token| match token {
+        None => Ok(None),
+        Some(token) => unseal(&state, &token).map(Some),
+    });
     let answered = match (version(&path), upload_id) {
         (Err(error), _) => Err(error),
         (Ok(version), Ok(None)) => start(&req, &state, version, payload).await,
@@ -77,11 +81,27 @@ pub async fn upload(
 fn upload_id(raw: &str) -> Result<Option<String>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
         .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "the query string is malformed"))?;
-    match pairs.into_iter().find(|(name, _)| name == "upload_id") {
-        None => Ok(None),
-        Some((_, id)) if crate::ownership::valid_id(Kind::Upload, &id) => Ok(Some(id)),
-        Some(_) => Err(not_found(Kind::Upload)),
-    }
+    Ok(pairs
+        .into_iter()
+        .find(|(name, _)| name == "upload_id")
+        .map(|(_, id)| id))
+}
+
+/// The service hands out Gemini's upload id sealed (routes/page_token.rs):
+/// a client that knew Gemini's own could send its chunks to Gemini directly,
+/// past `MAX_UPLOAD_BYTES` and the chunk limits, making files on a shared
+/// key that nobody's record holds. Every replica with the same keys opens it.
+fn seal(state: &AppState, id: &str) -> String {
+    Sealer::from_secret(state.upstream.context().keys.page_secret()).seal(id.as_bytes())
+}
+
+/// Gemini's upload id in a token the service sealed, or NOT_FOUND.
+fn unseal(state: &AppState, token: &str) -> Result<String, ApiError> {
+    Sealer::from_secret(state.upstream.context().keys.page_secret())
+        .open(token)
+        .and_then(|id| String::from_utf8(id).ok())
+        .filter(|id| crate::ownership::valid_id(Kind::Upload, id))
+        .ok_or_else(|| not_found(Kind::Upload))
 }
 
 async fn start(
@@ -143,7 +163,8 @@ async fn start(
             .to_str()
             .ok()
             .and_then(|url| url.split_once('?'))
-            .and_then(|(_, query)| upload_id(query).ok().flatten());
+            .and_then(|(_, query)| upload_id(query).ok().flatten())
+            .filter(|id| crate::ownership::valid_id(Kind::Upload, id));
         let (Some(id), Some(owner)) = (id, owner) else {
             return Err(ApiError::new(
                 ErrorCode::UpstreamError,
@@ -157,8 +178,9 @@ async fn start(
             .record(Kind::Upload, &id, owner, owned::default_ttl(Kind::Upload))
             .await;
         let rewritten = format!(
-            "{}/upload/{version}/files?upload_id={id}&upload_protocol=resumable",
-            public_origin(req, state)
+            "{}/upload/{version}/files?upload_id={}&upload_protocol=resumable",
+            public_origin(req, state),
+            seal(state, &id)
         );
         let value = HeaderValue::from_str(&rewritten).map_err(|_| {
             ApiError::new(

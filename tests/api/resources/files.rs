@@ -346,6 +346,22 @@ async fn upload_urls_point_at_the_service_and_never_carry_a_key() {
     assert_eq!(started.header("x-goog-upload-status"), Some("active"));
     let done = chunk(&app, &path, "upload, finalize", 0, b"hello", None).await;
     assert_eq!(done.status, 200, "{}", done.text());
+    // Gemini's own upload id never reaches the client (with it, chunks could
+    // go to Gemini directly, past the service's limits): it is sealed.
+    let upstream = app
+        .upstream_requests()
+        .into_iter()
+        .rfind(|r| r.path_and_query.contains("upload_id="))
+        .unwrap();
+    let theirs = upstream.path_and_query.split("upload_id=").nth(1).unwrap();
+    let theirs = theirs.split('&').next().unwrap();
+    assert!(!path.contains(theirs), "{path} shows Gemini's {theirs}");
+    // A token the service did not seal is no upload.
+    let forged = path.replace("upload_id=gp2.", "upload_id=gp2.A");
+    assert_not_found(
+        "a forged upload token",
+        &chunk(&app, &forged, "query", 0, b"", None).await,
+    );
 
     let public = spawn_resources(&[("PUBLIC_BASE_URL", "https://gemini.example.com/")]).await;
     let started = start(&public, A, "/upload/v1beta/files", 5).await;
