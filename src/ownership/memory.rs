@@ -9,7 +9,7 @@
 
 use super::{KeyFingerprint, KeyRef, Kind, Owner, MAX_TTL};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Evictions are logged at most this often: a full table evicts on every
@@ -41,6 +41,8 @@ type Due = (Instant, u64);
 #[derive(Default)]
 struct Table {
     entries: [HashMap<Box<str>, Entry>; KINDS],
+    /// Live entries per client, so none can take the whole table.
+    per_client: HashMap<Arc<str>, usize>,
     by_expiry: BTreeMap<Due, (Kind, Box<str>)>,
     next_seq: u64,
     evicted_unlogged: u64,
@@ -50,13 +52,28 @@ struct Table {
 pub(super) struct Memory {
     table: Mutex<Table>,
     max_entries: usize,
+    max_per_client: usize,
+    at_share: AtShare,
+}
+
+/// What a client's record does when the client holds its share already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AtShare {
+    /// Is not kept (an upload session: its start is refused, clearly).
+    Refuse,
+    /// Takes the place of the client's own record that expires soonest (a
+    /// resource Gemini has made must stay reachable).
+    EvictOwn,
 }
 
 impl Memory {
-    pub(super) fn new(max_entries: usize) -> Memory {
+    /// At most `max_entries` in all, `max_per_client` of them one client's.
+    pub(super) fn new(max_entries: usize, max_per_client: usize, at_share: AtShare) -> Memory {
         Memory {
             table: Mutex::new(Table::default()),
             max_entries,
+            max_per_client,
+            at_share,
         }
     }
 
@@ -66,12 +83,21 @@ impl Memory {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn insert(&self, kind: Kind, id: &str, owner: Owner, ttl: Duration, now: Instant) {
+    /// Whether the record was kept: not when its client already holds its
+    /// share of the table.
+    pub(super) fn insert(
+        &self,
+        kind: Kind,
+        id: &str,
+        owner: Owner,
+        ttl: Duration,
+        now: Instant,
+    ) -> bool {
         if self.max_entries == 0 || ttl.is_zero() {
-            return;
+            return false;
         }
         let Some(expires) = now.checked_add(ttl.min(MAX_TTL)) else {
-            return;
+            return false;
         };
         let log = {
             let mut table = self.table();
@@ -79,11 +105,20 @@ impl Memory {
             let replaced = table.entries[slot(kind)].remove(id);
             if let Some(old) = replaced {
                 table.by_expiry.remove(&old.due);
+                table.forget_one(&old.owner.client);
+            } else if table.per_client.get(&owner.client).copied().unwrap_or(0)
+                >= self.max_per_client
+            {
+                match self.at_share {
+                    AtShare::Refuse => return false,
+                    AtShare::EvictOwn => table.evict_soonest_of(&owner.client),
+                }
             } else if table.len() >= self.max_entries {
                 table.evict_soonest();
             }
             let due = table.due(expires);
             table.by_expiry.insert(due, (kind, id.into()));
+            *table.per_client.entry(owner.client.clone()).or_default() += 1;
             table.entries[slot(kind)].insert(id.into(), Entry { owner, due });
             table.eviction_log(now)
         };
@@ -94,6 +129,7 @@ impl Memory {
                 self.max_entries
             );
         }
+        true
     }
 
     pub(super) fn get(&self, kind: Kind, id: &str, now: Instant) -> Option<Owner> {
@@ -106,6 +142,7 @@ impl Memory {
         let mut table = self.table();
         if let Some(old) = table.entries[slot(kind)].remove(id) {
             table.by_expiry.remove(&old.due);
+            table.forget_one(&old.owner.client);
         }
     }
 
@@ -163,13 +200,40 @@ impl Table {
                 break;
             }
             let (kind, id) = entry.remove();
-            self.entries[slot(kind)].remove(&id);
+            if let Some(old) = self.entries[slot(kind)].remove(&id) {
+                self.forget_one(&old.owner.client);
+            }
+        }
+    }
+
+    /// Drops the client's own record that expires soonest.
+    fn evict_soonest_of(&mut self, client: &Arc<str>) {
+        let due = self.by_expiry.iter().find_map(|(due, (kind, id))| {
+            let entry = self.entries[slot(*kind)].get(id)?;
+            (entry.owner.client == *client).then_some(*due)
+        });
+        if let Some((kind, id)) = due.and_then(|due| self.by_expiry.remove(&due)) {
+            if let Some(old) = self.entries[slot(kind)].remove(&id) {
+                self.forget_one(&old.owner.client);
+            }
+            self.evicted_unlogged += 1;
+        }
+    }
+
+    fn forget_one(&mut self, client: &Arc<str>) {
+        if let Some(count) = self.per_client.get_mut(client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_client.remove(client);
+            }
         }
     }
 
     fn evict_soonest(&mut self) {
         if let Some((_, (kind, id))) = self.by_expiry.pop_first() {
-            self.entries[slot(kind)].remove(&id);
+            if let Some(old) = self.entries[slot(kind)].remove(&id) {
+                self.forget_one(&old.owner.client);
+            }
             self.evicted_unlogged += 1;
         }
     }

@@ -23,7 +23,7 @@ mod memory;
 mod redis_store;
 pub mod references;
 
-use memory::Memory;
+use memory::{AtShare, Memory};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
@@ -45,6 +45,19 @@ pub const MAX_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
 
 /// Upload sessions kept in this process at most (in a table of their own).
 pub const MAX_UPLOAD_SESSIONS: usize = 100_000;
+/// Upload sessions one client may hold open at once: no client can fill the
+/// table and push out another's unfinished uploads.
+pub const MAX_UPLOADS_PER_CLIENT: usize = 1_000;
+
+/// A client's share of a resource table: a fifth of a production-sized one
+/// (no client can push out everyone else's records), the whole of a small one.
+fn client_share(max_entries: usize) -> usize {
+    if max_entries >= 10_000 {
+        max_entries / 5
+    } else {
+        max_entries
+    }
+}
 
 /// The kinds of resource Gemini keeps per project. Each is its own namespace:
 /// a file and a batch may share an id.
@@ -206,8 +219,8 @@ impl Ownership {
     pub fn memory(max_entries: usize) -> Ownership {
         Ownership {
             inner: Arc::new(Inner {
-                memory: Memory::new(max_entries),
-                uploads: Memory::new(MAX_UPLOAD_SESSIONS),
+                memory: Memory::new(max_entries, client_share(max_entries), AtShare::EvictOwn),
+                uploads: Memory::new(MAX_UPLOAD_SESSIONS, MAX_UPLOADS_PER_CLIENT, AtShare::Refuse),
                 redis: None,
                 background: BackgroundRuns::default(),
                 chunks: ChunkGate::default(),
@@ -225,8 +238,8 @@ impl Ownership {
     ) -> Ownership {
         Ownership {
             inner: Arc::new(Inner {
-                memory: Memory::new(max_entries),
-                uploads: Memory::new(MAX_UPLOAD_SESSIONS),
+                memory: Memory::new(max_entries, client_share(max_entries), AtShare::EvictOwn),
+                uploads: Memory::new(MAX_UPLOAD_SESSIONS, MAX_UPLOADS_PER_CLIENT, AtShare::Refuse),
                 redis: Some(redis_store::Shared::new(manager, timeout)),
                 background: BackgroundRuns::default(),
                 chunks: ChunkGate::default(),
@@ -237,9 +250,11 @@ impl Ownership {
     /// Remembers that `owner` made the resource, for `ttl` (at most
     /// [`MAX_TTL`]). An id the store refuses ([`is_resource_id`]) or a zero
     /// `ttl` records nothing.
-    pub async fn record(&self, kind: Kind, id: &str, owner: Owner, ttl: Duration) {
+    /// Whether it was recorded: not when another client holds the id, nor
+    /// when this client already holds its share of this process's table.
+    pub async fn record(&self, kind: Kind, id: &str, owner: Owner, ttl: Duration) -> bool {
         if !is_resource_id(id) || ttl.is_zero() {
-            return;
+            return false;
         }
         let ttl = ttl.min(MAX_TTL);
         let memory = self.memory_for(kind);
@@ -249,17 +264,22 @@ impl Ownership {
                 log::warn!(
                     "ownership: a {kind} another client holds was named again; its record is kept"
                 );
-                return;
+                return false;
             }
+        }
+        // Local first: the answer to this very request may be followed by a
+        // call about the resource before Redis has answered.
+        if !memory.insert(kind, id, owner.clone(), ttl, Instant::now()) {
+            return false;
         }
         if let Some(redis) = &self.inner.redis {
             if redis.record(kind, id, &owner, ttl).await == Some(false) {
-                // Redis holds it already: its record stands (this replica
-                // reads it on the next lookup).
-                return;
+                // Redis holds it already: its record stands, and this
+                // replica reads it on the next lookup.
+                memory.remove(kind, id);
             }
         }
-        memory.insert(kind, id, owner, ttl, Instant::now());
+        true
     }
 
     /// Who made the resource, if it is known and not expired. With Redis, a

@@ -218,10 +218,10 @@ async fn a_redis_that_does_not_answer_leaves_local_memory_answering_within_the_t
         let started = Instant::now();
         match call {
             0 => assert_eq!(two.lookup(Kind::File, "unknown").await, None),
-            1 => {
+            1 => assert!(
                 two.record(Kind::File, "new", owner("bob", b"k"), HOUR)
                     .await
-            }
+            ),
             _ => two.extend(Kind::File, "new", HOUR).await,
         }
         let waited = started.elapsed();

@@ -1,4 +1,4 @@
-use super::memory::Memory;
+use super::memory::{AtShare, Memory};
 use super::*;
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,7 @@ async fn a_huge_ttl_is_capped_rather_than_overflowing() {
 
 #[test]
 fn an_entry_expires_at_its_ttl() {
-    let memory = Memory::new(10);
+    let memory = Memory::new(10, 10, AtShare::EvictOwn);
     let t0 = Instant::now();
     memory.insert(Kind::File, "a", own("alice"), secs(10), t0);
     assert!(memory.get(Kind::File, "a", t0 + secs(9)).is_some());
@@ -123,7 +123,7 @@ fn an_entry_expires_at_its_ttl() {
 
 #[test]
 fn extend_moves_the_expiry_of_a_live_entry_only() {
-    let memory = Memory::new(10);
+    let memory = Memory::new(10, 10, AtShare::EvictOwn);
     let t0 = Instant::now();
     memory.insert(Kind::CachedContent, "c", own("alice"), secs(10), t0);
     memory.extend(Kind::CachedContent, "c", secs(20), t0 + secs(5));
@@ -145,7 +145,7 @@ fn extend_moves_the_expiry_of_a_live_entry_only() {
 
 #[test]
 fn expired_entries_are_swept_by_later_inserts() {
-    let memory = Memory::new(1000);
+    let memory = Memory::new(1000, 1000, AtShare::EvictOwn);
     let t0 = Instant::now();
     for i in 0..100 {
         memory.insert(Kind::File, &format!("f{i}"), own("alice"), secs(10), t0);
@@ -158,7 +158,7 @@ fn expired_entries_are_swept_by_later_inserts() {
 
 #[test]
 fn a_full_table_evicts_the_entries_that_expire_soonest() {
-    let memory = Memory::new(3);
+    let memory = Memory::new(3, 3, AtShare::EvictOwn);
     let t0 = Instant::now();
     memory.insert(Kind::File, "a", own("alice"), secs(30), t0);
     memory.insert(Kind::File, "b", own("alice"), secs(10), t0);
@@ -182,14 +182,14 @@ fn a_full_table_evicts_the_entries_that_expire_soonest() {
 
 #[test]
 fn a_table_of_size_zero_keeps_nothing() {
-    let memory = Memory::new(0);
+    let memory = Memory::new(0, 0, AtShare::EvictOwn);
     memory.insert(Kind::File, "a", own("alice"), HOUR, Instant::now());
     assert_eq!(memory.len(), 0);
 }
 
 #[test]
 fn held_by_counts_the_live_records_of_one_server_key() {
-    let memory = Memory::new(100);
+    let memory = Memory::new(100, 100, AtShare::EvictOwn);
     let t0 = Instant::now();
     memory.insert(Kind::File, "a", server("alice", b"k1"), HOUR, t0);
     memory.insert(Kind::Batch, "a", server("bob", b"k1"), HOUR, t0);
@@ -304,5 +304,51 @@ async fn a_record_stays_with_the_client_that_made_it() {
     assert_eq!(
         ownership.lookup(Kind::File, "abc").await,
         Some(server("a", b"k0"))
+    );
+}
+
+/// No client can take more than its share of a table: a fifth of the
+/// resource records, a thousand open uploads.
+#[tokio::test]
+async fn a_client_holds_at_most_its_share_of_each_table() {
+    let ownership = Ownership::memory(10_000);
+    for n in 0..2_000 {
+        assert!(
+            ownership
+                .record(Kind::File, &format!("a-{n}"), server("a", b"k0"), HOUR)
+                .await
+        );
+    }
+    // Past its share, a client's new resource takes the place of its own
+    // record that expires soonest, never another client's.
+    assert!(
+        ownership
+            .record(Kind::File, "b-1", server("b", b"k0"), HOUR)
+            .await
+    );
+    assert!(
+        ownership
+            .record(Kind::File, "a-more", server("a", b"k0"), 2 * HOUR)
+            .await
+    );
+    assert!(ownership.lookup(Kind::File, "a-more").await.is_some());
+    assert_eq!(ownership.lookup(Kind::File, "a-0").await, None);
+    assert!(ownership.lookup(Kind::File, "b-1").await.is_some());
+    for n in 0..MAX_UPLOADS_PER_CLIENT {
+        assert!(
+            ownership
+                .record(Kind::Upload, &format!("u-{n}"), server("b", b"k1"), HOUR)
+                .await
+        );
+    }
+    assert!(
+        !ownership
+            .record(Kind::Upload, "u-more", server("b", b"k1"), HOUR)
+            .await
+    );
+    assert!(
+        ownership
+            .record(Kind::Upload, "u-a", server("a", b"k1"), HOUR)
+            .await
     );
 }

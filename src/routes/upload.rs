@@ -16,7 +16,7 @@ use super::passthrough::{self, version, Resources, Target};
 use crate::auth::{self, Surface};
 use crate::errors::{ApiError, ErrorCode, ResponseCode, Shape};
 use crate::ownership::chunks::MAX_PER_CLIENT as MAX_CHUNKS;
-use crate::ownership::{Busy, KeyRef, Kind};
+use crate::ownership::{Busy, KeyRef, Kind, MAX_UPLOADS_PER_CLIENT};
 use crate::request_log::RequestLog;
 use crate::state::AppState;
 use crate::upstream::stream_reader::Framing;
@@ -171,12 +171,22 @@ async fn start(
                 "Gemini's upload URL could not be read",
             ));
         };
-        state
+        let recorded = state
             .upstream
             .context()
             .ownership
             .record(Kind::Upload, &id, owner, owned::default_ttl(Kind::Upload))
             .await;
+        if !recorded {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this client has {MAX_UPLOADS_PER_CLIENT} uploads open; finish or abandon \
+                     some (a session is dropped 24 h after its last chunk)"
+                ),
+            )
+            .with_retry_after(60));
+        }
         let rewritten = format!(
             "{}/upload/{version}/files?upload_id={}&upload_protocol=resumable",
             public_origin(req, state),
