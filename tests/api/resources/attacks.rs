@@ -272,3 +272,20 @@ async fn a_page_reached_by_a_token_is_never_empty() {
     );
     assert!(upstream_lists.iter().all(|n| *n <= 3), "{upstream_lists:?}");
 }
+
+/// Opening uploads costs nothing at Gemini: a client may hold 1,000 open,
+/// and past that its starts are refused, while another client's still go.
+#[actix_rt::test]
+async fn a_client_may_hold_a_thousand_uploads_open() {
+    let app = spawn_resources(&[]).await;
+    for n in 0..1_000 {
+        let started = start(&app, B, "/upload/v1beta/files", 10).await;
+        assert_eq!(started.status, 200, "start {n}: {}", started.text());
+    }
+    let refused = start(&app, B, "/upload/v1beta/files", 10).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(code_of(&refused).as_deref(), Some("RATE_LIMITED"));
+    assert_eq!(refused.header("x-goog-upload-status"), Some("final"));
+    let other = start(&app, A, "/upload/v1beta/files", 10).await;
+    assert_eq!(other.status, 200, "{}", other.text());
+}
