@@ -22,6 +22,7 @@ pub mod chunks;
 mod memory;
 mod redis_store;
 pub mod references;
+pub mod seal;
 
 use memory::{AtShare, Memory};
 use sha2::{Digest, Sha256};

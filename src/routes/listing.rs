@@ -5,15 +5,15 @@
 //! order (by fingerprint, the same on every replica), keeping the items this
 //! client made with each key, until its page is full and a later Gemini page
 //! is known to hold more of them; the page token the client gets back names
-//! that key and Gemini's own token, sealed (routes/page_token.rs). A page the
+//! that key and Gemini's own token, sealed (src/ownership/seal.rs). A page the
 //! client reaches by a token is never empty: the JS SDK's pager yields
 //! `undefined` for one.
 
 use super::owned::{self, collection};
-use super::page_token::Sealer;
 use super::passthrough::{self, Resources, Target};
 use crate::auth::Surface;
 use crate::errors::{ApiError, ErrorCode};
+use crate::ownership::seal::Sealer;
 use crate::ownership::{KeyFingerprint, KeyRef, Kind};
 use crate::state::AppState;
 use crate::upstream::stream_reader::Framing;
@@ -51,12 +51,9 @@ pub async fn list(
     let path = format!("/{version}/{}", collection(kind));
     let own = own_key.is_some();
     let keys = state.upstream.context().keys.clone_order();
+    let sealer = state.upstream.context().keys.sealer();
     let (position, upstream_token) = match (&params.token, own) {
-        (Some(token), false) => decode(
-            &Sealer::from_secret(state.upstream.context().keys.page_secret()),
-            token,
-            &keys,
-        )?,
+        (Some(token), false) => decode(sealer, token, &keys)?,
         _ => (0, None),
     };
     if own || keys.is_empty() {
@@ -72,7 +69,6 @@ pub async fn list(
         position += 1;
         upstream_token = None;
     }
-    let sealer = Sealer::from_secret(state.upstream.context().keys.page_secret());
     let wanted = params.page_size();
     let mut mine = Vec::new();
     let mut next = None;
@@ -82,7 +78,7 @@ pub async fn list(
     // token is never empty (the JS SDK's pager yields `undefined` for one).
     while let Some((index, fingerprint)) = keys.get(position).cloned() {
         if reads == MAX_PAGES_PER_REQUEST {
-            next = Some(encode(&sealer, &fingerprint, upstream_token.as_deref()));
+            next = Some(encode(sealer, &fingerprint, upstream_token.as_deref()));
             break;
         }
         reads += 1;
@@ -120,7 +116,7 @@ pub async fn list(
         }
         if !found.is_empty() && mine.len() >= wanted {
             // This page starts the next one.
-            next = Some(encode(&sealer, &fingerprint, upstream_token.as_deref()));
+            next = Some(encode(sealer, &fingerprint, upstream_token.as_deref()));
             break;
         }
         mine.extend(found);

@@ -7,7 +7,6 @@ pub mod live;
 pub mod native;
 pub mod openai;
 pub mod owned;
-pub mod page_token;
 pub mod passthrough;
 pub mod proxy;
 pub mod resources;

@@ -11,7 +11,6 @@
 //! python SDK would retry each chunk three times.
 
 use super::owned::{self, not_found};
-use super::page_token::Sealer;
 use super::passthrough::{self, version, Resources, Target};
 use crate::auth::{self, Surface};
 use crate::errors::{ApiError, ErrorCode, ResponseCode, Shape};
@@ -87,17 +86,21 @@ fn upload_id(raw: &str) -> Result<Option<String>, ApiError> {
         .map(|(_, id)| id))
 }
 
-/// The service hands out Gemini's upload id sealed (routes/page_token.rs):
+/// The service hands out Gemini's upload id sealed (src/ownership/seal.rs):
 /// a client that knew Gemini's own could send its chunks to Gemini directly,
 /// past `MAX_UPLOAD_BYTES` and the chunk limits, making files on a shared
 /// key that nobody's record holds. Every replica with the same keys opens it.
 fn seal(state: &AppState, id: &str) -> String {
-    Sealer::from_secret(state.upstream.context().keys.page_secret()).seal(id.as_bytes())
+    state.upstream.context().keys.sealer().seal(id.as_bytes())
 }
 
 /// Gemini's upload id in a token the service sealed, or NOT_FOUND.
 fn unseal(state: &AppState, token: &str) -> Result<String, ApiError> {
-    Sealer::from_secret(state.upstream.context().keys.page_secret())
+    state
+        .upstream
+        .context()
+        .keys
+        .sealer()
         .open(token)
         .and_then(|id| String::from_utf8(id).ok())
         .filter(|id| crate::ownership::valid_id(Kind::Upload, id))

@@ -11,6 +11,7 @@
 
 use super::day::until_next_midnight_pacific;
 use crate::metrics::Metrics;
+use crate::ownership::seal::Sealer;
 use crate::ownership::{fingerprint, KeyFingerprint};
 use awc::http::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
@@ -98,9 +99,9 @@ pub struct KeyPool {
     /// What resource records name each key by: the same on every replica,
     /// whatever order its keys were given in.
     fingerprints: Vec<KeyFingerprint>,
-    /// Seals the service's page tokens (routes/page_token.rs): derived from
+    /// Seals the service's page tokens (src/ownership/seal.rs): derived from
     /// the keys, so every replica with the same keys opens every token.
-    page_secret: [u8; 32],
+    sealer: Sealer,
     states: Mutex<Vec<KeyState>>,
     next: AtomicUsize,
     metrics: Arc<Metrics>,
@@ -122,12 +123,10 @@ impl KeyPool {
             .iter()
             .map(|header| fingerprint(header.as_bytes()))
             .collect();
-        let page_secret =
-            crate::routes::page_token::Sealer::from_keys(headers.iter().map(HeaderValue::as_bytes))
-                .secret();
+        let sealer = Sealer::from_keys(headers.iter().map(HeaderValue::as_bytes));
         let pool = KeyPool {
             fingerprints,
-            page_secret,
+            sealer,
             states: Mutex::new(vec![KeyState::default(); headers.len()]),
             headers,
             next: AtomicUsize::new(0),
@@ -145,9 +144,9 @@ impl KeyPool {
         pool
     }
 
-    /// The secret page tokens are sealed with.
-    pub fn page_secret(&self) -> [u8; 32] {
-        self.page_secret
+    /// Seals the tokens the service hands out (src/ownership/seal.rs).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     pub fn fingerprint(&self, index: usize) -> Option<&KeyFingerprint> {

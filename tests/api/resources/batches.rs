@@ -63,10 +63,8 @@ async fn a_batch_is_polled_to_completion_listed_and_deleted_on_its_key() {
             "{done}"
         );
         let id = name.strip_prefix("batches/").unwrap();
-        assert!(
-            keys_of_calls_naming(&app, id).iter().all(|k| *k == key),
-            "every poll went out with {key}"
-        );
+        // Every poll went out with the batch's key.
+        assert_calls_on_key(&app, id, &key);
     }
     // A's list shows its three batches, whichever keys hold them; B's none.
     let mut listed = Vec::new();

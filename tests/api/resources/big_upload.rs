@@ -1,5 +1,6 @@
-//! A 1 GiB upload through the real binary keeps its memory flat: the bytes
-//! are streamed to Gemini as they arrive, at the pace Gemini takes them.
+//! The real binary with resources: a 1 GiB upload keeps its memory flat (the
+//! bytes are streamed to Gemini as they arrive, at the pace Gemini takes
+//! them), and a key Gemini refuses is logged with what it holds.
 
 use super::*;
 use crate::helpers::{binary_env, BinaryApp};
@@ -99,5 +100,47 @@ async fn a_one_gib_upload_keeps_the_services_memory_flat() {
     assert!(
         after < before + 64 * 1024,
         "peak RSS grew from {before} kB to {after} kB during a 1 GiB upload"
+    );
+}
+
+#[actix_rt::test]
+async fn a_refused_key_is_logged_with_the_resources_it_holds() {
+    let mock = gemini_mock::MockGemini::start(gemini_mock::MockConfig::default())
+        .await
+        .expect("mock");
+    let service = BinaryApp::start(&["serve"], &binary_env(&mock));
+    let file = send_upload(&service.address, 4).await;
+    let name = file["file"]["name"].as_str().expect("a file").to_owned();
+    mock.update_config(|c| {
+        c.key_refusals
+            .insert(SERVER_KEY.to_owned(), gemini_mock::KeyRefusal::Suspended);
+    });
+    let body = serde_json::json!({"contents": [{"parts": [
+        {"fileData": {"fileUri": name, "mimeType": "text/plain"}}, {"text": "hi"}]}]});
+    let mut used = awc::Client::default()
+        .post(format!(
+            "{}/v1beta/models/gemini-2.5-flash:generateContent",
+            service.address
+        ))
+        .insert_header(("x-goog-api-key", CLIENT_KEY))
+        .send_json(&body)
+        .await
+        .expect("an answer");
+    let answer = used.body().await.expect("a body");
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(used.status(), 502, "{answer}");
+    assert!(answer.contains("UPSTREAM_AUTH_ERROR"), "{answer}");
+    let started = std::time::Instant::now();
+    while !service.logs().contains("while it holds 1 resources") {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}",
+            service.logs()
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !service.logs().contains(SERVER_KEY),
+        "the key is never logged"
     );
 }

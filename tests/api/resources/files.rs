@@ -104,6 +104,7 @@ async fn an_upload_in_chunks_makes_a_file_used_on_the_key_that_holds_it() {
     let app = spawn_resources(&[]).await;
     for round in 0..3 {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8 + round).collect();
+        let before = app.upstream_requests().len();
         let file = upload(&app, A, &data, 128 * 1024).await;
         let name = file["name"].as_str().unwrap().to_owned();
         let id = name.strip_prefix("files/").unwrap().to_owned();
@@ -115,24 +116,17 @@ async fn an_upload_in_chunks_makes_a_file_used_on_the_key_that_holds_it() {
             .expect("the mock holds the file");
         assert_eq!(held.size, data.len() as u64);
         let key = held.project.strip_prefix("key:").unwrap().to_owned();
-        // The start and every chunk went out with the same key.
-        let upload_calls: Vec<_> = app
-            .upstream_requests()
-            .into_iter()
-            .filter(|r| r.path_and_query.starts_with("/upload/"))
-            .collect();
-        let chunks: Vec<_> = upload_calls
+        // The start and every chunk of this upload went out with its key.
+        let upload_calls: Vec<_> = app.upstream_requests().split_off(before);
+        let chunks = upload_calls
             .iter()
             .filter(|r| r.path_and_query.contains("upload_id="))
-            .collect();
-        assert!(chunks.len() >= 3, "several chunks");
+            .count();
+        assert_eq!(chunks, 3, "300,000 bytes in chunks of 128 KiB");
+        assert_eq!(upload_calls.len(), chunks + 1, "the start and its chunks");
         assert!(
-            upload_calls
-                .iter()
-                .rev()
-                .take(chunks.len() / (round as usize + 1) + 1)
-                .all(|r| r.api_key() == Some(&key)),
-            "every chunk of this upload carried its key"
+            upload_calls.iter().all(|r| r.api_key() == Some(&key)),
+            "every request of this upload carried its key"
         );
         let uri = file["uri"].as_str().unwrap().to_owned();
         for (what, body) in [

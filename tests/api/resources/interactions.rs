@@ -66,9 +66,7 @@ async fn a_conversation_continues_on_the_key_that_holds_it() {
         )
         .await;
         assert_eq!(get.status, 200, "{}", get.text());
-        assert!(keys_of_calls_naming(&app, &previous)
-            .iter()
-            .all(|k| *k == key));
+        assert_calls_on_key(&app, &previous, &key);
     }
 }
 
@@ -161,7 +159,7 @@ async fn a_streamed_interaction_is_recorded_from_its_first_event() {
         got = call(&app, A, Method::GET, &path, "").await;
     }
     assert_eq!(got.status, 200, "{}", got.text());
-    assert!(keys_of_calls_naming(&app, &id).iter().all(|k| *k == key));
+    assert_calls_on_key(&app, &id, &key);
     assert_not_found("B's get", &call(&app, B, Method::GET, &path, "").await);
     // A resumed event stream of the finished interaction, on its key.
     let resumed = call(
@@ -217,7 +215,7 @@ async fn a_background_interaction_is_polled_to_completion_and_deleted() {
     );
     assert_eq!(app.mock.request_count(), before);
     let key = key_of(&app, &id);
-    assert!(keys_of_calls_naming(&app, &id).iter().all(|k| *k == key));
+    assert_calls_on_key(&app, &id, &key);
 }
 
 #[actix_rt::test]
@@ -246,17 +244,7 @@ async fn an_interactions_tokens_are_counted_for_its_client() {
         .map(|i| f64::from(i.total_tokens))
         .sum();
     let metrics = app.metrics().await;
-    let counted: f64 = ["prompt", "response", "thoughts"]
-        .iter()
-        .filter_map(|kind| {
-            metric_value(
-                &metrics,
-                &format!(
-                    "gemini_proxy_tokens_total{{client=\"a\",kind=\"{kind}\",model=\"gemini-2.5-flash\"}}"
-                ),
-            )
-        })
-        .sum();
+    let counted = flash_tokens_of_a(&metrics);
     assert!(total > 0.0 && streamed_total > 0.0);
     assert_eq!(counted, total + streamed_total, "{metrics}");
 }
@@ -303,18 +291,11 @@ async fn a_background_runs_tokens_are_charged_once_when_a_poll_sees_it_end() {
     .await;
     assert_eq!(made.status, 200, "{}", made.text());
     let id = made.json()["id"].as_str().unwrap().to_owned();
-    let counted = |metrics: &str| -> f64 {
-        ["prompt", "response", "thoughts"]
-            .iter()
-            .filter_map(|kind| {
-                metric_value(
-                    metrics,
-                    &format!("gemini_proxy_tokens_total{{client=\"a\",kind=\"{kind}\",model=\"gemini-2.5-flash\"}}"),
-                )
-            })
-            .sum()
-    };
-    assert_eq!(counted(&app.metrics().await), 0.0, "nothing spent yet");
+    assert_eq!(
+        flash_tokens_of_a(&app.metrics().await),
+        0.0,
+        "nothing spent yet"
+    );
     let path = format!("/v1beta/interactions/{id}");
     let mut total = 0.0;
     for _ in 0..50 {
@@ -327,11 +308,11 @@ async fn a_background_runs_tokens_are_charged_once_when_a_poll_sees_it_end() {
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(total > 0.0);
-    assert_eq!(counted(&app.metrics().await), total);
+    assert_eq!(flash_tokens_of_a(&app.metrics().await), total);
     // Polled again: counted once.
     let again = call(&app, A, Method::GET, &path, "").await;
     assert_eq!(again.status, 200);
-    assert_eq!(counted(&app.metrics().await), total);
+    assert_eq!(flash_tokens_of_a(&app.metrics().await), total);
 }
 
 #[actix_rt::test]
@@ -355,19 +336,8 @@ async fn a_background_run_read_only_as_a_stream_is_charged_once() {
         streamed.text()
     );
     let spent = f64::from(key_of_record(&app, &id));
-    let counted = |metrics: &str| -> f64 {
-        ["prompt", "response", "thoughts"]
-            .iter()
-            .filter_map(|kind| {
-                metric_value(
-                    metrics,
-                    &format!("gemini_proxy_tokens_total{{client=\"a\",kind=\"{kind}\",model=\"gemini-2.5-flash\"}}"),
-                )
-            })
-            .sum()
-    };
     assert!(spent > 0.0);
-    assert_eq!(counted(&app.metrics().await), spent);
+    assert_eq!(flash_tokens_of_a(&app.metrics().await), spent);
     // Read again, streamed or polled: not charged twice.
     assert_eq!(call(&app, A, Method::GET, &path, "").await.status, 200);
     assert_eq!(
@@ -382,7 +352,7 @@ async fn a_background_run_read_only_as_a_stream_is_charged_once() {
         .status,
         200
     );
-    assert_eq!(counted(&app.metrics().await), spent);
+    assert_eq!(flash_tokens_of_a(&app.metrics().await), spent);
 }
 
 fn key_of_record(app: &TestApp, id: &str) -> u32 {
@@ -392,4 +362,19 @@ fn key_of_record(app: &TestApp, id: &str) -> u32 {
         .find(|i| i.id == id)
         .map(|i| i.total_tokens)
         .unwrap_or_default()
+}
+
+/// Client `a`'s tokens on gemini-2.5-flash, all kinds, as `/metrics` counts them.
+fn flash_tokens_of_a(metrics: &str) -> f64 {
+    ["prompt", "response", "thoughts"]
+        .iter()
+        .filter_map(|kind| {
+            metric_value(
+                metrics,
+                &format!(
+                    "gemini_proxy_tokens_total{{client=\"a\",kind=\"{kind}\",model=\"gemini-2.5-flash\"}}"
+                ),
+            )
+        })
+        .sum()
 }

@@ -90,11 +90,18 @@ pub fn assert_not_found(what: &str, response: &TestResponse) {
     );
 }
 
-/// The server key of every recorded request whose path and query contain `needle`.
-pub fn keys_of_calls_naming(app: &TestApp, needle: &str) -> Vec<String> {
-    app.upstream_requests()
+/// Checks that Gemini got at least one request whose path and query contain
+/// `needle`, and that every one of them carried `key`.
+pub fn assert_calls_on_key(app: &TestApp, needle: &str, key: &str) {
+    let keys: Vec<String> = app
+        .upstream_requests()
         .iter()
         .filter(|r| r.path_and_query.contains(needle))
         .map(|r| r.api_key().unwrap_or("<none>").to_owned())
-        .collect()
+        .collect();
+    assert!(!keys.is_empty(), "no call named {needle}");
+    assert!(
+        keys.iter().all(|k| k == key),
+        "calls naming {needle} went out with {keys:?}, not only {key}"
+    );
 }

@@ -1,8 +1,10 @@
-//! The page tokens of the service's own lists (routes/listing.rs). A token
-//! carries Gemini's own page token, which may encode the name of another
-//! client's resource; so it is sealed: encrypted and authenticated with a
-//! secret derived from the server keys (the same on every replica that has
-//! the same keys, known to no client).
+//! The tokens the service hands out about owned resources: the page tokens
+//! of its own lists (routes/listing.rs) and the upload ids of its upload URLs
+//! (routes/upload.rs). Each carries something of Gemini's a client must not
+//! read or forge (a page token that may name another client's resource, an
+//! upload id that would let chunks skip the service), so it is sealed:
+//! encrypted and authenticated with a secret derived from the server keys (the
+//! same on every replica that has the same keys, known to no client).
 //!
 //! HMAC-SHA-256 does both jobs, keyed with that secret: in counter mode as the
 //! keystream, and over the nonce and ciphertext as the tag (encrypt, then
@@ -35,15 +37,6 @@ impl Sealer {
             digest.update(key);
         }
         Sealer(digest.finalize().into())
-    }
-
-    /// From a secret made by [`Sealer::from_keys`] elsewhere.
-    pub fn from_secret(secret: [u8; 32]) -> Sealer {
-        Sealer(secret)
-    }
-
-    pub fn secret(&self) -> [u8; 32] {
-        self.0
     }
 
     pub fn seal(&self, plain: &[u8]) -> String {
