@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 #[derive(Message)]
 #[rtype(result = "CallOutcome")]
 pub struct Call {
-    pub call: UpstreamCall,
+    pub call: Box<UpstreamCall>,
     pub permit: Permit,
     pub cancelled: oneshot::Receiver<()>,
 }

@@ -191,7 +191,7 @@ pub async fn run(
     clients: &Clients,
     h2: &Clients<H2Pool>,
     context: &UpstreamContext,
-    mut call: UpstreamCall,
+    mut call: Box<UpstreamCall>,
     permit: Permit,
 ) -> CallOutcome {
     let mut permit = Some(permit);

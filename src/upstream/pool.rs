@@ -161,7 +161,14 @@ impl Upstream {
     /// Makes a call on an actor, or refuses at once with 503 when the pool is
     /// full. A stream keeps its place in the pool until it ends. Dropping the
     /// returned future cancels the call.
-    pub async fn call(&self, call: UpstreamCall) -> CallOutcome {
+    pub fn call(&self, call: UpstreamCall) -> impl std::future::Future<Output = CallOutcome> + '_ {
+        // Boxed once here: the call travels through the handler's future, the
+        // actor's message and the pipeline's future, and every call in flight
+        // would otherwise hold a copy of it at each step.
+        self.call_boxed(Box::new(call))
+    }
+
+    async fn call_boxed(&self, call: Box<UpstreamCall>) -> CallOutcome {
         let permit = match self.admit() {
             Ok(permit) => permit,
             Err(full) => return CallOutcome::refused(full),

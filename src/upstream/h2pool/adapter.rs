@@ -41,22 +41,12 @@ pub(in crate::upstream) async fn send(
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
 ) -> Result<Answer, Failure> {
-    if let Ok(uri) = url.parse::<Uri>() {
-        let mut map = http::HeaderMap::with_capacity(headers.len() + 1);
-        map.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("gemini-proxy/", env!("CARGO_PKG_VERSION"))),
-        );
-        for (name, value) in &headers {
-            if !CONNECTION_SPECIFIC.contains(&name.as_str()) {
-                map.insert(name.clone(), value.clone());
-            }
-        }
-        let head = Head {
-            method: method.clone(),
-            uri,
-            headers: map,
-        };
+    // Built before the wait, so nothing of the parse stays in this future.
+    let head = url
+        .parse::<Uri>()
+        .ok()
+        .map(|uri| h2_head(method, uri, &headers));
+    if let Some(head) = head {
         match h2.send(&head, body.clone()).await {
             Ok(Some(answer)) => return Ok(Answer::H2(answer)),
             Ok(None) => {}
@@ -72,6 +62,36 @@ pub(in crate::upstream) async fn send(
             }
         }
     }
+    // Boxed: every call in flight holds this future while it waits, and
+    // awc's request is large; over HTTP/2 it is never built.
+    Box::pin(send_with_awc(client, method, url, headers, body)).await
+}
+
+fn h2_head(method: &Method, uri: Uri, headers: &[(HeaderName, HeaderValue)]) -> Head {
+    let mut map = http::HeaderMap::with_capacity(headers.len() + 1);
+    map.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("gemini-proxy/", env!("CARGO_PKG_VERSION"))),
+    );
+    for (name, value) in headers {
+        if !CONNECTION_SPECIFIC.contains(&name.as_str()) {
+            map.insert(name.clone(), value.clone());
+        }
+    }
+    Head {
+        method: method.clone(),
+        uri,
+        headers: map,
+    }
+}
+
+async fn send_with_awc(
+    client: &Client,
+    method: &Method,
+    url: &str,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+) -> Result<Answer, Failure> {
     let mut request = client.request(method.clone(), url);
     for header in headers {
         request = request.insert_header(header);

@@ -60,7 +60,14 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 /// (h2's default, 64 KiB for the whole connection, would).
 const CONNECTION_WINDOW: u32 = STREAM_WINDOW * ASSUMED_MAX_STREAMS as u32;
 /// Tries of one request over HTTP/2 when connections refuse it unprocessed.
-const MAX_TRIES: u32 = 4;
+/// Several connections may be going away at once (a server that ends each
+/// after a count of requests ends connections opened together together), so
+/// a refusal may meet another; the call's deadline bounds the whole.
+const MAX_TRIES: u32 = 8;
+/// The fewest requests a server must have taken on each of two connections,
+/// ended at the same count, for the pool to retire connections at that count.
+/// Below it, a server going away is taken as a restart, not a rule.
+const MIN_LEARNED_REQUESTS: usize = 100;
 
 /// The ALPN answer that means HTTP/2; any other (or none) means awc.
 const ALPN_H2: &[u8] = b"h2";
@@ -123,6 +130,69 @@ struct Origin {
     /// One connection opened at a time per origin, so a burst of calls fills
     /// the new connection instead of each opening its own.
     opening: tokio::sync::Mutex<()>,
+    /// How many requests the server takes on a connection before it ends it
+    /// with GOAWAY (nginx's `keepalive_requests`, 1,000 by default), once two
+    /// connections in a row ended at the same count: a connection takes no
+    /// new stream past it, so no request races the server's GOAWAY.
+    rotation: Rotation,
+}
+
+/// What the pool learned of the server's requests-per-connection limit.
+#[derive(Default)]
+struct Rotation {
+    /// The connection (by serial) that last reported where it ended, and where.
+    last: Cell<Option<(u64, usize)>>,
+    /// Where the connection before that one ended.
+    before: Cell<Option<usize>>,
+    /// Learned: two connections in a row ended there.
+    after: Cell<Option<usize>>,
+    /// Streams refused, or lost with their connection, for tests.
+    refused: Cell<usize>,
+    /// Serials of the origin's connections.
+    next_serial: Cell<u64>,
+}
+
+impl Rotation {
+    fn serial(&self) -> u64 {
+        let serial = self.next_serial.get();
+        self.next_serial.set(serial + 1);
+        serial
+    }
+
+    /// Stream `id` was refused by the server's GOAWAY, or lost with its
+    /// connection before an answer (a server that ends a connection may close
+    /// it before this side reads its GOAWAY): the server took the streams
+    /// before it (client streams are numbered 1, 3, 5, ...). A connection
+    /// that merely broke does too, but two in a row do not break at the same
+    /// count.
+    fn count_refused(&self) {
+        self.refused.set(self.refused.get() + 1);
+    }
+
+    fn ended(&self, state: &ConnState, id: u32) {
+        let taken = (id.saturating_sub(1) / 2) as usize;
+        // Every stream past the server's last is refused, in no set order:
+        // the lowest says where the connection ended.
+        if state.ended_at.get().is_some_and(|known| known <= taken) {
+            return;
+        }
+        state.ended_at.set(Some(taken));
+        if taken < MIN_LEARNED_REQUESTS {
+            return;
+        }
+        match self.last.get() {
+            Some((serial, _)) if serial == state.serial => {}
+            Some((_, ended_at)) => self.before.set(Some(ended_at)),
+            None => {}
+        }
+        self.last.set(Some((state.serial, taken)));
+        if self.after.get().is_some_and(|after| taken < after) {
+            // The server ends connections sooner than it did: learn again.
+            self.after.set(None);
+        } else if self.before.get() == Some(taken) {
+            self.after.set(Some(taken));
+        }
+    }
 }
 
 struct Conn {
@@ -132,11 +202,31 @@ struct Conn {
 
 /// What the pool knows of a connection; its driver task keeps it current.
 struct ConnState {
+    /// Which of its origin's connections this is.
+    serial: u64,
     in_flight: Cell<usize>,
+    /// Streams opened on the connection since it opened.
+    opened_streams: Cell<usize>,
+    /// Where the server ended the connection, from the first stream it refused.
+    ended_at: Cell<Option<usize>>,
     max_streams: Cell<usize>,
+    /// Streams kept free below the server's limit: one more each time the
+    /// server refused a stream under it. nginx counts a stream until it has
+    /// cleaned it up, a while after the client reset it or read its last
+    /// frame, so it refuses streams under its announced limit, and it ends a
+    /// connection that sent it more than 100 refused streams. A connection
+    /// whose headroom reaches the limit takes no new stream and idles out.
+    headroom: Cell<usize>,
     closed: Cell<bool>,
     opened: Instant,
     idle_since: Cell<Instant>,
+}
+
+impl ConnState {
+    /// Streams this connection may carry at once.
+    fn room(&self) -> usize {
+        self.max_streams.get().saturating_sub(self.headroom.get())
+    }
 }
 
 /// A stream's place on its connection, given back when dropped.
@@ -145,6 +235,7 @@ pub(crate) struct StreamSlot(Rc<ConnState>);
 impl StreamSlot {
     fn take(state: &Rc<ConnState>) -> StreamSlot {
         state.in_flight.set(state.in_flight.get() + 1);
+        state.opened_streams.set(state.opened_streams.get() + 1);
         StreamSlot(state.clone())
     }
 }
@@ -184,6 +275,10 @@ impl H2Pool {
     /// Sends a request over HTTP/2 when its origin speaks it; `Ok(None)` when
     /// the origin is HTTP/1.1 (or plain HTTP), for awc to send. Dropping the
     /// future, or the answer's body, resets the stream.
+    ///
+    /// One flat loop: every call in flight holds this future while it waits
+    /// for its answer, so the rare steps (opening a connection) are boxed and
+    /// the waiting state stays small.
     pub async fn send(&self, head: &Head, body: Bytes) -> Result<Option<H2Response>, H2Error> {
         let Some(origin) = self.origin(&head.uri) else {
             return Ok(None);
@@ -193,30 +288,66 @@ impl H2Pool {
         // connections (nginx after 1,000 requests each), and under load
         // several may be going away at once.
         let mut tries = 0;
+        let mut broken = false;
         loop {
             tries += 1;
-            let Some((send, slot)) = self.acquire(&origin).await? else {
-                return Ok(None);
+            let (send, slot) = match origin.pick() {
+                Some(found) => found,
+                None => match Box::pin(self.open(&origin)).await? {
+                    Some(found) => found,
+                    None => return Ok(None),
+                },
             };
-            let conn = slot.0.clone();
-            match send_on(send, head, body.clone(), slot).await {
-                Err(H2Error::NotSent(e)) if tries < MAX_TRIES => {
+            let refused = match open_stream(send, head, body.clone()) {
+                Err(H2Error::NotSent(e)) => {
                     log::debug!("an HTTP/2 connection to Gemini took no new stream: {e}");
-                    // Its driver may not have seen the GOAWAY yet: the next
-                    // try must not pick the same connection.
-                    conn.closed.set(true);
-                    continue;
+                    e
                 }
-                Err(H2Error::Stream(e)) if tries < MAX_TRIES && never_processed(&e) => {
-                    // A GOAWAY ends the connection for new streams; one
-                    // refused stream alone does not.
-                    if e.is_go_away() {
-                        conn.closed.set(true);
+                Err(e) => return Err(e),
+                Ok((response, stream)) => {
+                    let id = u32::from(response.stream_id());
+                    let answer = response.await;
+                    drop(stream);
+                    match answer {
+                        Ok(response) => return Ok(Some(H2Response::new(response, slot))),
+                        Err(e) if never_processed(&e) => {
+                            log::debug!("an HTTP/2 connection to Gemini refused a stream: {e}");
+                            origin.rotation.count_refused();
+                            if e.is_go_away() {
+                                origin.rotation.ended(&slot.0, id);
+                            } else {
+                                let state = &slot.0;
+                                state.headroom.set(state.headroom.get() + 1);
+                            }
+                            e
+                        }
+                        // A server that ends a connection after its GOAWAY may
+                        // close it before this side reads the GOAWAY: the streams
+                        // it never took then fail as a broken connection. Like
+                        // any call whose connection broke before an answer
+                        // (classify_h2_error), it goes once more, on another.
+                        Err(e) if e.is_io() && !broken => {
+                            log::debug!(
+                                "an HTTP/2 connection to Gemini broke before an answer: {e}"
+                            );
+                            broken = true;
+                            origin.rotation.count_refused();
+                            origin.rotation.ended(&slot.0, id);
+                            e
+                        }
+                        Err(e) => return Err(H2Error::Stream(e)),
                     }
-                    log::debug!("an HTTP/2 connection to Gemini refused a stream: {e}");
-                    continue;
                 }
-                result => return result.map(Some),
+            };
+            // Refused by GOAWAY (or unable to open a stream at all), the
+            // connection takes no new stream; its driver may not have seen
+            // the GOAWAY yet, so the next try must not pick it. One refused
+            // stream alone (REFUSED_STREAM) does not end it.
+            if refused.is_go_away() || !refused.is_reset() {
+                slot.0.closed.set(true);
+            }
+            if tries >= MAX_TRIES {
+                return Err(H2Error::Stream(refused));
             }
         }
     }
@@ -235,6 +366,15 @@ impl H2Pool {
             .unwrap_or_default()
     }
 
+    /// Streams refused unprocessed by `uri`'s origin, and the requests per
+    /// connection the pool learned it takes; for tests.
+    #[cfg(test)]
+    fn rotation(&self, uri: &Uri) -> (usize, Option<usize>) {
+        self.origin(uri).map_or((0, None), |o| {
+            (o.rotation.refused.get(), o.rotation.after.get())
+        })
+    }
+
     /// Connections to `uri`'s origin that take new streams; for tests.
     #[cfg(test)]
     fn taking_streams(&self, uri: &Uri) -> usize {
@@ -242,7 +382,7 @@ impl H2Pool {
             o.conns
                 .borrow_mut()
                 .iter_mut()
-                .map(Conn::usable)
+                .map(|conn| conn.usable(o.rotation.after.get()))
                 .filter(|usable| *usable)
                 .count()
         })
@@ -266,20 +406,18 @@ impl H2Pool {
                 protocol: Cell::new(Protocol::Unknown),
                 conns: RefCell::new(Vec::new()),
                 opening: tokio::sync::Mutex::new(()),
+                rotation: Rotation::default(),
             })
         });
         (origin.protocol.get() != Protocol::Http1).then(|| origin.clone())
     }
 
-    /// A connection with room for one more stream, opened if none has;
+    /// Opens a connection to `origin` unless another call did meanwhile;
     /// `None` when the origin turned out to speak HTTP/1.1.
-    async fn acquire(
+    async fn open(
         &self,
         origin: &Origin,
     ) -> Result<Option<(SendRequest<Bytes>, StreamSlot)>, H2Error> {
-        if let Some(found) = origin.pick() {
-            return Ok(Some(found));
-        }
         let _opening = origin.opening.lock().await;
         // Another call may have opened one while this one waited.
         if let Some(found) = origin.pick() {
@@ -361,8 +499,12 @@ impl H2Pool {
             };
         let now = Instant::now();
         let state = Rc::new(ConnState {
+            serial: origin.rotation.serial(),
             in_flight: Cell::new(0),
+            opened_streams: Cell::new(0),
+            ended_at: Cell::new(None),
             max_streams: Cell::new(ASSUMED_MAX_STREAMS),
+            headroom: Cell::new(0),
             closed: Cell::new(false),
             opened: now,
             idle_since: Cell::new(now),
@@ -384,10 +526,11 @@ impl Origin {
     /// new stream.
     fn pick(&self) -> Option<(SendRequest<Bytes>, StreamSlot)> {
         let mut conns = self.conns.borrow_mut();
-        conns.retain_mut(|conn| conn.usable());
+        let rotate_after = self.rotation.after.get();
+        conns.retain_mut(|conn| conn.usable(rotate_after));
         conns.iter().find_map(|conn| {
             let state = &conn.state;
-            (state.in_flight.get() < state.max_streams.get())
+            (state.in_flight.get() < state.room())
                 .then(|| (conn.send.clone(), StreamSlot::take(state)))
         })
     }
@@ -397,9 +540,14 @@ impl Conn {
     /// Whether the connection may take new streams. `poll_ready` on the
     /// pool's own handle (which never opens a stream) fails once the
     /// connection received GOAWAY or broke.
-    fn usable(&mut self) -> bool {
+    fn usable(&mut self, rotate_after: Option<usize>) -> bool {
         let state = &self.state;
         if state.closed.get() || state.opened.elapsed() > CONNECTION_LIFETIME {
+            return false;
+        }
+        if rotate_after.is_some_and(|after| state.opened_streams.get() >= after) {
+            // Retired before the server ends it: its calls finish, and the
+            // connection closes when the last lets go.
             return false;
         }
         if state.in_flight.get() == 0 && state.idle_since.get().elapsed() > KEEP_ALIVE {
@@ -418,14 +566,13 @@ impl Conn {
     }
 }
 
-/// Opens the stream and waits for the answer's head; the slot travels with
-/// the body.
-async fn send_on(
+/// Opens the stream and hands it its body; the answer's head comes on the
+/// returned future. The stream handle must live until then.
+fn open_stream(
     mut send: SendRequest<Bytes>,
     head: &Head,
     body: Bytes,
-    slot: StreamSlot,
-) -> Result<H2Response, H2Error> {
+) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), H2Error> {
     let mut request = Request::builder()
         .method(head.method.clone())
         .uri(head.uri.clone())
@@ -442,8 +589,7 @@ async fn send_on(
         // server opens it; the body is already whole in memory.
         stream.send_data(body, true)?;
     }
-    let response = response.await?;
-    Ok(H2Response::new(response, slot))
+    Ok((response, stream))
 }
 
 /// Whether a failed stream was refused before the server worked on it, so

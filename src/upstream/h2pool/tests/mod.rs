@@ -23,6 +23,14 @@ struct Seen {
     resets: AtomicUsize,
     /// Sends GOAWAY (graceful) on every open connection.
     goaway: Notify,
+    /// Ends each connection after this many requests (0: never), as nginx
+    /// does after `keepalive_requests`: GOAWAY naming the last request taken,
+    /// so streams past it are refused.
+    rotate_after: AtomicUsize,
+    /// Refuses a stream (`REFUSED_STREAM`) while a connection already has this
+    /// many in progress (0: never), below the limit its SETTINGS announce, as
+    /// nginx does while it cleans up streams already answered.
+    refuse_above: AtomicUsize,
     /// `/stream` sends its second chunk when told.
     step: Notify,
 }
@@ -137,6 +145,8 @@ async fn serve(
         .await
         .unwrap();
     let mut going_away = false;
+    let mut taken = 0;
+    let in_progress = Rc::new(Cell::new(0usize));
     loop {
         let accepted = tokio::select! {
             accepted = conn.accept() => accepted,
@@ -146,10 +156,25 @@ async fn serve(
                 continue;
             }
         };
-        let Some(Ok((request, respond))) = accepted else {
+        let Some(Ok((request, mut respond))) = accepted else {
             return;
         };
-        actix_rt::spawn(answer(request, respond, index, seen.clone(), gate.clone()));
+        let refuse_above = seen.refuse_above.load(Ordering::SeqCst);
+        if refuse_above > 0 && in_progress.get() >= refuse_above {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
+        taken += 1;
+        if !going_away && taken == seen.rotate_after.load(Ordering::SeqCst) {
+            going_away = true;
+            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+        }
+        in_progress.set(in_progress.get() + 1);
+        let (seen, gate, in_progress) = (seen.clone(), gate.clone(), in_progress.clone());
+        actix_rt::spawn(async move {
+            answer(request, respond, index, seen, gate).await;
+            in_progress.set(in_progress.get() - 1);
+        });
     }
 }
 

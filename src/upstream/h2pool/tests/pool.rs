@@ -156,3 +156,128 @@ async fn plain_http_origins_are_left_to_awc() {
     assert!(pool.send(&head, Bytes::new()).await.unwrap().is_none());
     assert_eq!(server.accepted(), 0);
 }
+
+/// Sends `count` calls, `at_once` at a time, and checks every answer.
+async fn calls_in_waves(pool: &H2Pool, server: &Server, count: usize, at_once: usize) {
+    for wave in 0..count.div_ceil(at_once) {
+        let calls = (0..at_once.min(count - wave * at_once)).map(|_| async {
+            let mut answer = pool
+                .send(&server.head("/echo"), Bytes::from_static(b"hello"))
+                .await
+                .unwrap_or_else(|e| panic!("a call failed: {e}"))
+                .unwrap();
+            assert_eq!(answer.read_limited(1024).await.unwrap(), "hello");
+        });
+        futures_util::future::join_all(calls).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_server_that_ends_connections_after_a_count_loses_no_call_and_the_pool_learns_it() {
+    let server = Server::start(&[b"h2"], 100).await;
+    server.seen.rotate_after.store(150, Ordering::SeqCst);
+    let pool = server.pool();
+    let uri = server.uri("/");
+    // Waves of 40 straddle the 150th request: the streams of the wave past
+    // it are refused by the server's GOAWAY, or lost when it closes the
+    // connection before this side reads the GOAWAY, and go again.
+    calls_in_waves(&pool, &server, 600, 40).await;
+    let (refused, learned) = pool.rotation(&uri);
+    assert!(refused > 0, "the first connections ended under load");
+    // Where this side saw the connection end: never past the server's 150.
+    let learned = learned.expect("two connections ended at the same count");
+    assert!((MIN_LEARNED_REQUESTS..=150).contains(&learned), "{learned}");
+
+    // From now on a connection is retired before the server ends it, so no
+    // stream is refused or lost, and none is sent twice.
+    let (accepted, requests) = (
+        server.accepted(),
+        server.seen.requests.load(Ordering::SeqCst),
+    );
+    calls_in_waves(&pool, &server, 600, 40).await;
+    assert_eq!(pool.rotation(&uri), (refused, Some(learned)));
+    assert_eq!(server.seen.requests.load(Ordering::SeqCst) - requests, 600);
+    let opened = server.accepted() - accepted;
+    assert!(
+        (600 / learned..=600 / learned + 1).contains(&opened),
+        "{opened}"
+    );
+}
+
+#[test]
+fn a_count_is_learned_only_when_two_connections_in_a_row_end_at_it() {
+    let rotation = Rotation::default();
+    let ended = |id: u32| {
+        let state = ConnState {
+            serial: rotation.serial(),
+            in_flight: Cell::new(0),
+            opened_streams: Cell::new(0),
+            ended_at: Cell::new(None),
+            max_streams: Cell::new(100),
+            headroom: Cell::new(0),
+            closed: Cell::new(false),
+            opened: Instant::now(),
+            idle_since: Cell::new(Instant::now()),
+        };
+        // Every stream past the last one taken is refused; the first names the count.
+        for refused in [id + 4, id, id + 2] {
+            rotation.count_refused();
+            rotation.ended(&state, refused);
+        }
+    };
+    // Stream 2,001 is the 1,001st: the server took 1,000.
+    ended(2_001);
+    assert_eq!(rotation.after.get(), None, "one connection is not a rule");
+    ended(1_201);
+    assert_eq!(rotation.after.get(), None);
+    ended(1_201);
+    assert_eq!(rotation.after.get(), Some(600));
+    // A restart's GOAWAY after a few requests teaches nothing.
+    ended(21);
+    ended(21);
+    assert_eq!(rotation.after.get(), Some(600));
+    // The server ends connections sooner than it did: learned again.
+    ended(801);
+    assert_eq!(rotation.after.get(), None);
+    ended(801);
+    assert_eq!(rotation.after.get(), Some(400));
+}
+
+#[actix_rt::test]
+async fn a_server_that_refuses_streams_under_its_limit_gets_fewer_at_once() {
+    let server = Server::start(&[b"h2"], 100).await;
+    server.seen.refuse_above.store(90, Ordering::SeqCst);
+    let pool = server.pool();
+    let uri = server.uri("/");
+    let head = server.head("/slow");
+    let wave = || async {
+        let calls = (0..100).map(|_| pool.send(&head, Bytes::from_static(b"x")));
+        let waiting = futures_util::future::join_all(calls);
+        let opened = async {
+            server
+                .until("100 calls in progress", |seen| {
+                    seen.in_flight.load(Ordering::SeqCst) == 100
+                })
+                .await;
+            server.gate.send_replace(true);
+        };
+        let (answers, ()) = futures_util::future::join(waiting, opened).await;
+        server.gate.send_replace(false);
+        for answer in answers {
+            let mut answer = answer
+                .unwrap_or_else(|e| panic!("a call failed: {e}"))
+                .unwrap();
+            assert_eq!(answer.read_limited(1024).await.unwrap(), "x");
+        }
+    };
+    // The first connection refuses the streams past its 90th; each refusal
+    // leaves one more place free on it, and the calls go again.
+    wave().await;
+    let (refused, _) = pool.rotation(&uri);
+    assert_eq!(refused, 10, "the streams past the 90th, once each");
+    assert_eq!(server.accepted(), 2);
+    // Then 90 go on the first connection and 10 on the second: none refused.
+    wave().await;
+    assert_eq!(pool.rotation(&uri).0, refused);
+    assert_eq!(server.accepted(), 2);
+}
