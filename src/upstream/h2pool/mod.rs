@@ -64,6 +64,12 @@ const CONNECTION_WINDOW: u32 = STREAM_WINDOW * ASSUMED_MAX_STREAMS as u32;
 /// after a count of requests ends connections opened together together), so
 /// a refusal may meet another; the call's deadline bounds the whole.
 const MAX_TRIES: u32 = 8;
+/// A refused stream counts as the server's lag when the connection had at
+/// most this many places left.
+const NEAR_THE_LIMIT: usize = 10;
+/// How long a learned requests-per-connection count holds: then it is
+/// learned again, so a server whose limit rose is not rotated early for ever.
+const LEARNED_FOR: Duration = Duration::from_secs(600);
 /// The fewest requests a server must have taken on each of two connections,
 /// ended at the same count, for the pool to retire connections at that count.
 /// Below it, a server going away is taken as a restart, not a rule.
@@ -144,32 +150,36 @@ struct Rotation {
     last: Cell<Option<(u64, usize)>>,
     /// Where the connection before that one ended.
     before: Cell<Option<usize>>,
-    /// Learned: two connections in a row ended there.
-    after: Cell<Option<usize>>,
-    /// Streams refused, or lost with their connection, for tests.
+    /// Learned (two connections in a row ended there), and when.
+    learned: Cell<Option<(usize, Instant)>>,
+    /// Streams refused unprocessed, for tests.
     refused: Cell<usize>,
     /// Serials of the origin's connections.
     next_serial: Cell<u64>,
 }
 
 impl Rotation {
+    /// The learned count, while it holds.
+    fn after(&self) -> Option<usize> {
+        match self.learned.get() {
+            Some((count, at)) if at.elapsed() < LEARNED_FOR => Some(count),
+            _ => None,
+        }
+    }
+
     fn serial(&self) -> u64 {
         let serial = self.next_serial.get();
         self.next_serial.set(serial + 1);
         serial
     }
 
-    /// Stream `id` was refused by the server's GOAWAY, or lost with its
-    /// connection before an answer (a server that ends a connection may close
-    /// it before this side reads its GOAWAY): the server took the streams
-    /// before it (client streams are numbered 1, 3, 5, ...). A connection
-    /// that merely broke does too, but two in a row do not break at the same
-    /// count.
+    /// Stream `id` was refused by the server's GOAWAY: the server took the
+    /// streams before it (client streams are numbered 1, 3, 5, ...).
     fn count_refused(&self) {
         self.refused.set(self.refused.get() + 1);
     }
 
-    fn ended(&self, state: &ConnState, id: u32) {
+    fn ended(&self, state: &ConnState, id: u32, (host, port): (&str, u16)) {
         let taken = (id.saturating_sub(1) / 2) as usize;
         // Every stream past the server's last is refused, in no set order:
         // the lowest says where the connection ended.
@@ -186,11 +196,17 @@ impl Rotation {
             None => {}
         }
         self.last.set(Some((state.serial, taken)));
-        if self.after.get().is_some_and(|after| taken < after) {
+        match self.after() {
             // The server ends connections sooner than it did: learn again.
-            self.after.set(None);
-        } else if self.before.get() == Some(taken) {
-            self.after.set(Some(taken));
+            Some(after) if taken < after => self.learned.set(None),
+            Some(_) => {}
+            None if self.before.get() == Some(taken) => {
+                log::info!(
+                    "{host}:{port} ends HTTP/2 connections after {taken} requests; they are retired there"
+                );
+                self.learned.set(Some((taken, Instant::now())));
+            }
+            None => {}
         }
     }
 }
@@ -211,11 +227,13 @@ struct ConnState {
     ended_at: Cell<Option<usize>>,
     max_streams: Cell<usize>,
     /// Streams kept free below the server's limit: one more each time the
-    /// server refused a stream under it. nginx counts a stream until it has
-    /// cleaned it up, a while after the client reset it or read its last
-    /// frame, so it refuses streams under its announced limit, and it ends a
-    /// connection that sent it more than 100 refused streams. A connection
-    /// whose headroom reaches the limit takes no new stream and idles out.
+    /// server refused a stream while the connection was near it, at most a
+    /// quarter of it, for the connection's life (300 s at most). nginx
+    /// counts a stream until it has cleaned it up, a while after the client
+    /// reset it or read its last frame, so it refuses streams under its
+    /// announced limit, and it ends a connection that sent it more than 100
+    /// refused streams. A refusal far under the limit (a server shedding
+    /// load) changes nothing: the pool would only open more connections.
     headroom: Cell<usize>,
     closed: Cell<bool>,
     opened: Instant,
@@ -226,6 +244,16 @@ impl ConnState {
     /// Streams this connection may carry at once.
     fn room(&self) -> usize {
         self.max_streams.get().saturating_sub(self.headroom.get())
+    }
+
+    /// The server refused a stream under its announced limit. Called with
+    /// the refused stream's slot still held.
+    fn refused_under_limit(&self) {
+        let max = self.max_streams.get();
+        let near = self.in_flight.get() + NEAR_THE_LIMIT >= self.room();
+        if near && self.headroom.get() < max / 4 {
+            self.headroom.set(self.headroom.get() + 1);
+        }
     }
 }
 
@@ -288,7 +316,6 @@ impl H2Pool {
         // connections (nginx after 1,000 requests each), and under load
         // several may be going away at once.
         let mut tries = 0;
-        let mut broken = false;
         loop {
             tries += 1;
             let (send, slot) = match origin.pick() {
@@ -299,7 +326,8 @@ impl H2Pool {
                 },
             };
             let refused = match open_stream(send, head, body.clone()) {
-                Err(H2Error::NotSent(e)) => {
+                // The connection is going away or broke: the request never left.
+                Err(H2Error::NotSent(e)) if e.is_go_away() || e.is_io() => {
                     log::debug!("an HTTP/2 connection to Gemini took no new stream: {e}");
                     e
                 }
@@ -314,27 +342,18 @@ impl H2Pool {
                             log::debug!("an HTTP/2 connection to Gemini refused a stream: {e}");
                             origin.rotation.count_refused();
                             if e.is_go_away() {
-                                origin.rotation.ended(&slot.0, id);
+                                origin
+                                    .rotation
+                                    .ended(&slot.0, id, (&origin.host, origin.port));
                             } else {
-                                let state = &slot.0;
-                                state.headroom.set(state.headroom.get() + 1);
+                                slot.0.refused_under_limit();
                             }
                             e
                         }
-                        // A server that ends a connection after its GOAWAY may
-                        // close it before this side reads the GOAWAY: the streams
-                        // it never took then fail as a broken connection. Like
-                        // any call whose connection broke before an answer
-                        // (classify_h2_error), it goes once more, on another.
-                        Err(e) if e.is_io() && !broken => {
-                            log::debug!(
-                                "an HTTP/2 connection to Gemini broke before an answer: {e}"
-                            );
-                            broken = true;
-                            origin.rotation.count_refused();
-                            origin.rotation.ended(&slot.0, id);
-                            e
-                        }
+                        // A connection that broke before the answer: whether the
+                        // server took the request is unknown, so it is the
+                        // pipeline's to retry, with backoff and inside the
+                        // retry budget (classify_h2_error).
                         Err(e) => return Err(H2Error::Stream(e)),
                     }
                 }
@@ -371,8 +390,17 @@ impl H2Pool {
     #[cfg(test)]
     fn rotation(&self, uri: &Uri) -> (usize, Option<usize>) {
         self.origin(uri).map_or((0, None), |o| {
-            (o.rotation.refused.get(), o.rotation.after.get())
+            (o.rotation.refused.get(), o.rotation.after())
         })
+    }
+
+    /// Makes the pool act as if it had learned that `uri`'s origin ends
+    /// connections after `count` requests; for tests.
+    #[cfg(test)]
+    fn learned(&self, uri: &Uri, count: usize) {
+        if let Some(o) = self.origin(uri) {
+            o.rotation.learned.set(Some((count, Instant::now())));
+        }
     }
 
     /// Connections to `uri`'s origin that take new streams; for tests.
@@ -382,7 +410,7 @@ impl H2Pool {
             o.conns
                 .borrow_mut()
                 .iter_mut()
-                .map(|conn| conn.usable(o.rotation.after.get()))
+                .map(|conn| conn.usable(o.rotation.after()))
                 .filter(|usable| *usable)
                 .count()
         })
@@ -526,7 +554,7 @@ impl Origin {
     /// new stream.
     fn pick(&self) -> Option<(SendRequest<Bytes>, StreamSlot)> {
         let mut conns = self.conns.borrow_mut();
-        let rotate_after = self.rotation.after.get();
+        let rotate_after = self.rotation.after();
         conns.retain_mut(|conn| conn.usable(rotate_after));
         conns.iter().find_map(|conn| {
             let state = &conn.state;
@@ -595,7 +623,9 @@ fn open_stream(
 /// Whether a failed stream was refused before the server worked on it, so
 /// it can go again (RFC 9113 §8.7).
 fn never_processed(error: &h2::Error) -> bool {
-    (error.is_go_away() && error.is_remote()) || error.reason() == Some(h2::Reason::REFUSED_STREAM)
+    // Remote only: h2 itself resets a stream with REFUSED_STREAM when the
+    // answer's head is too large, after the server did the work.
+    error.is_remote() && (error.is_go_away() || error.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 /// Drives one connection and tells the pool what it learns: the server's

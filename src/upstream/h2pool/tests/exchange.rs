@@ -274,6 +274,29 @@ async fn run_pipeline(
     .await
 }
 
+#[actix_rt::test]
+async fn calls_through_a_server_that_ends_connections_after_a_count_are_all_answered_once() {
+    let server = Server::start(&[b"h2"], 100).await;
+    server.seen.rotate_after.store(150, Ordering::SeqCst);
+    let (pool, context) = (server.pool(), context(&server));
+    // Waves of 40 straddle each connection's 150th request: the streams its
+    // GOAWAY refused go again on another connection (a connection closed
+    // before this side read the GOAWAY is the pipeline's retry).
+    for _ in 0..15 {
+        let calls = (0..40).map(|_| run_pipeline(&pool, &context, call("/echo")));
+        for outcome in futures_util::future::join_all(calls).await {
+            let reply = outcome.result.unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(reply.status, http::StatusCode::OK);
+        }
+    }
+    assert!(server.accepted() >= 4, "the server ended its connections");
+    assert_eq!(
+        server.seen.requests.load(Ordering::SeqCst),
+        600,
+        "each call once"
+    );
+}
+
 /// Every call waiting for its answer holds the pipeline's future, so its size
 /// is memory per call in flight (docs/architecture.md#http2-upstream-calls-share-connections).
 /// Opening a connection and awc's request were once inside it: 6.3 KB a call

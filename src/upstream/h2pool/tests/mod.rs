@@ -23,9 +23,10 @@ struct Seen {
     resets: AtomicUsize,
     /// Sends GOAWAY (graceful) on every open connection.
     goaway: Notify,
-    /// Ends each connection after this many requests (0: never), as nginx
-    /// does after `keepalive_requests`: GOAWAY naming the last request taken,
-    /// so streams past it are refused.
+    /// Ends each connection after this many requests (0: never), like nginx
+    /// after `keepalive_requests`, with h2's graceful GOAWAY: the requests
+    /// that arrive before its last GOAWAY are still answered, those after it
+    /// refused, and the connection closes once its streams are done.
     rotate_after: AtomicUsize,
     /// Refuses a stream (`REFUSED_STREAM`) while a connection already has this
     /// many in progress (0: never), below the limit its SETTINGS announce, as
@@ -167,7 +168,7 @@ async fn serve(
         taken += 1;
         if !going_away && taken == seen.rotate_after.load(Ordering::SeqCst) {
             going_away = true;
-            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+            conn.graceful_shutdown();
         }
         in_progress.set(in_progress.get() + 1);
         let (seen, gate, in_progress) = (seen.clone(), gate.clone(), in_progress.clone());
