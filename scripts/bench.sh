@@ -8,9 +8,17 @@
 #   DURATION=5 scripts/bench.sh   # shorter runs
 #   ONLY=tls scripts/bench.sh     # the upstream over TLS: HTTP/2, and HTTP/1.1 for
 #                                 # comparison, with upstream connections counted
+#   TLS_ONLY=200ms ONLY=tls ...   # of those, one scenario (instant, 200ms)
+#   ONLY=tls10k scripts/bench.sh  # of those, the 1 s upstream with 10,000 in flight
+#                                 # (H2_ONLY=1: over HTTP/2 alone; H2_ONLY=h2c: only
+#                                 # the calls that come over cleartext HTTP/2 too)
+#   BENCH_UPSTREAM_LOG=/tmp/up.log ...   # keep the upstream nginx's log, at level info
+#   BENCH_WRAP="heaptrack -o /tmp/ht" ONLY=tls10k scripts/bench.sh
+#                                 # the proxy under a profiler (its RSS is then the wrapper's)
 #
-# Needs nginx-light, libnginx-mod-http-echo and wrk (installed with apt-get
-# when missing and running as root). Prints a Markdown table.
+# Needs nginx-light, libnginx-mod-http-echo, wrk and h2load (nghttp2-client;
+# installed with apt-get when missing and running as root). Prints a Markdown
+# table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,16 +34,18 @@ cleanup() {
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
   done
   sleep 0.3
+  [ -n "${BENCH_UPSTREAM_LOG:-}" ] && cp "$WORK/upstream.err" "$BENCH_UPSTREAM_LOG"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 need() {
-  command -v nginx >/dev/null && command -v wrk >/dev/null && [ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ] && return
+  command -v nginx >/dev/null && command -v wrk >/dev/null && command -v h2load >/dev/null \
+    && [ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ] && return
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq nginx-light libnginx-mod-http-echo wrk >/dev/null
+    apt-get update -qq && apt-get install -y -qq nginx-light libnginx-mod-http-echo wrk nghttp2-client >/dev/null
   else
-    echo "install nginx-light libnginx-mod-http-echo wrk first" >&2; exit 1
+    echo "install nginx-light libnginx-mod-http-echo wrk nghttp2-client first" >&2; exit 1
   fi
 }
 need
@@ -55,6 +65,9 @@ UP_FAST=$(free_port); UP_SLOW=$(free_port); UP_SECOND=$(free_port); FLOOR=$(free
 # The same answers over TLS: HTTP/2 (as Google's front end speaks it, 100
 # streams a connection) and, for the 1 s upstream, HTTP/1.1 for comparison.
 TLS_FAST=$(free_port); TLS_SLOW=$(free_port); TLS_SECOND=$(free_port); TLS1_SECOND=$(free_port)
+# The 200 ms one again, ending each connection after 1,000 requests with
+# GOAWAY (nginx's default keepalive_requests; servers rotate connections).
+TLS_ROTATING=$(free_port)
 mkdir -p "$WORK/tls"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" \
   -keyout "$WORK/tls/ca.key" -out "$WORK/tls/ca.pem" 2>/dev/null
@@ -70,7 +83,7 @@ EVENT1='data: {"candidates": [{"content": {"parts": [{"text": "The capital"}],"r
 EVENT2='data: {"candidates": [{"content": {"parts": [{"text": " of France is"}],"role": "model"},"index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 5,"totalTokenCount": 13},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
 EVENT3='data: {"candidates": [{"content": {"parts": [{"text": " Paris."}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 8,"candidatesTokenCount": 7,"totalTokenCount": 15},"modelVersion": "gemini-2.5-flash"}\r\n\r\n'
 
-upstream_server() { # port delay [h2|h1 over TLS]
+upstream_server() { # port delay [h2|h1 over TLS] [more directives]
   local sleep="" listen="listen 127.0.0.1:$1 backlog=65535;"
   [ "$2" != 0 ] && sleep="echo_sleep $2;"
   case "${3:-}" in
@@ -78,6 +91,7 @@ upstream_server() { # port delay [h2|h1 over TLS]
     h1) listen="listen 127.0.0.1:$1 ssl backlog=65535;" ;;
   esac
   [ -n "${3:-}" ] && listen="$listen ssl_certificate $WORK/tls/server.pem; ssl_certificate_key $WORK/tls/server.key;"
+  listen="$listen ${4:-}"
   cat <<EOF
   server {
     $listen
@@ -97,12 +111,14 @@ upstream_server() { # port delay [h2|h1 over TLS]
 EOF
 }
 
+UPSTREAM_LOG_LEVEL=warn
+[ -n "${BENCH_UPSTREAM_LOG:-}" ] && UPSTREAM_LOG_LEVEL=info
 cat > "$WORK/upstream.conf" <<EOF
 load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
 worker_processes 1;
 worker_rlimit_nofile 100000;
 pid $WORK/upstream.pid;
-error_log $WORK/upstream.err warn;
+error_log $WORK/upstream.err $UPSTREAM_LOG_LEVEL;
 events { worker_connections 60000; multi_accept on; }
 http {
   access_log off;
@@ -114,6 +130,7 @@ $(upstream_server "$UP_SLOW" 0.2)
 $(upstream_server "$UP_SECOND" 1)
 $(upstream_server "$TLS_FAST" 0 h2)
 $(upstream_server "$TLS_SLOW" 0.2 h2)
+$(upstream_server "$TLS_ROTATING" 0.2 h2 "keepalive_requests 1000;")
 $(upstream_server "$TLS_SECOND" 1 h2)
 $(upstream_server "$TLS1_SECOND" 1 h1)
 }
@@ -218,7 +235,7 @@ start_proxy() { # upstream-port [https]
   GEMINI_BASE_URL="${2:-http}://127.0.0.1:$1" GEMINI_API_KEY=server-key KEYS_FILE="$WORK/config/keys.toml" \
     UPSTREAM_CA_FILE="$WORK/tls/ca.pem" \
     HOST=127.0.0.1 PORT=$PROXY WORKERS=1 LOG_LEVEL=info UPSTREAM_TIMEOUT_SECS=30 RUST_LOG=${BENCH_RUST_LOG:-} \
-    taskset -c 0 "$ROOT/target/release/gemini-proxy" serve 2>"$WORK/proxy.log" &
+    taskset -c 0 ${BENCH_WRAP:-} "$ROOT/target/release/gemini-proxy" serve 2>"$WORK/proxy.log" &
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PROXY/health" >/dev/null 2>&1 && return; sleep 0.05; done
@@ -228,7 +245,7 @@ stop_proxy() {
   kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
   # Codes other than OK, from the access log, so a failed run says why.
   grep -o 'code=[A-Z_]*' "$WORK/proxy.log" | grep -v 'code=OK' | sort | uniq -c | sed 's/^/    /' >&2 || true
-  grep -v 'gemini_proxy::access' "$WORK/proxy.log" | grep -E 'WARN|ERROR|DEBUG' | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' >&2 || true
+  grep -v 'gemini_proxy::access' "$WORK/proxy.log" | grep -E 'WARN|ERROR|DEBUG|retired there' | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn | head -6 | sed 's/^/    /' >&2 || true
   : > "$WORK/proxy.log"
 }
 start_floor() { floor_conf "$1" "${2:-}"; taskset -c 0 nginx -c "$WORK/floor.conf" -p "$WORK" -e "$WORK/floor.err"; sleep 0.3; }
@@ -287,12 +304,47 @@ measure() {
   echo "  $label c=$conns: $rps req/s, p50 $p50, p99 $p99, cpu/req ${cpu}µs, peak RSS ${rss} MB, upstream connections $upstream_conns, errors $errors, non-2xx $non2xx" >&2
 }
 
+# measure_h2c label clients streams-per-client path body-file header...: like
+# measure, with h2load speaking cleartext HTTP/2 (prior knowledge) to the
+# proxy, so calls in flight share client connections as they do upstream.
+measure_h2c() {
+  local label=$1 clients=$2 streams=$3 path=$4 data=$5; shift 5
+  local headers=() h
+  for h in "$@"; do headers+=(-H "$h"); done
+  local before after out upstream_conns="-"
+  before=$(ticks "$PROXY_PID")
+  touch "$WORK/conns.run"; echo 0 > "$WORK/conns"
+  sample_upstream "$UPSTREAM_PORT" "$WORK/conns" &
+  local sampler=$!
+  out=$(taskset -c 1 h2load -c"$clients" -m"$streams" -t2 -D"$DURATION" -T10 -d "$data" \
+    -H 'content-type: application/json' "${headers[@]}" "http://127.0.0.1:$PROXY$path" 2>&1)
+  after=$(ticks "$PROXY_PID")
+  rm -f "$WORK/conns.run"; wait "$sampler" 2>/dev/null || true
+  upstream_conns=$(cat "$WORK/conns")
+  local rps total mean max non2xx errors cpu rss
+  rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+  read -r total errors < <(awk '/^requests:/ {print $8, $12+$14+$16}' <<<"$out")
+  non2xx=$(awk '/^status codes:/ {print $5+$7+$9}' <<<"$out")
+  mean=$(awk '/^time for request:/ {print $6}' <<<"$out")
+  max=$(awk '/^time for request:/ {print $5}' <<<"$out")
+  if [ "${total:-0}" -gt 0 ]; then
+    cpu=$(python3 -c "print(f'{($after-$before)/$HZ/$total*1e6:.1f}')")
+  else
+    cpu="-"
+  fi
+  rss=$(( $(hwm_kb "$PROXY_PID") / 1024 ))
+  TLS_ROWS+=("| $label | $clients × $streams | $rps | mean $mean | max $max | $cpu | $rss | $upstream_conns | ${errors:-?} | ${non2xx:-?} |")
+  echo "  $label c=$clients×$streams: $rps req/s, mean $mean, max $max, cpu/req ${cpu}µs, peak RSS ${rss} MB, upstream connections $upstream_conns, errors $errors, non-2xx $non2xx" >&2
+}
+printf '%s' '{"prompt":"What is the capital of France?"}' > "$WORK/proxy-body.json"
+
 # ONLY=instant: the instant-upstream rows alone (a quick before/after check);
 # ONLY=10k: the 1 s upstream row alone.
 ONLY=${ONLY:-all}
 for scenario in "instant:$UP_FAST:64" "200ms:$UP_SLOW:1000"; do
   [ "$ONLY" = 10k ] && break
   [ "$ONLY" = tls ] && break
+  [ "$ONLY" = tls10k ] && break
   [ "$ONLY" = instant ] && [ "${scenario%%:*}" != instant ] && continue
   IFS=: read -r name port conns <<<"$scenario"
   echo "scenario: $name upstream, $conns connections" >&2
@@ -323,13 +375,18 @@ done
 # is capped to fit the file-descriptor limit, and the table says so.
 FD_LIMIT=$(ulimit -n)
 MANY=${MANY:-10000}
+# Over HTTP/2 the calls share a few upstream connections: one socket a call.
+MANY_H2=$MANY
+[ $((MANY_H2 + 400)) -gt "$FD_LIMIT" ] && MANY_H2=$((FD_LIMIT - 400))
 if [ $((MANY * 2 + 200)) -gt "$FD_LIMIT" ]; then
   MANY=$(( (FD_LIMIT - 200) / 2 ))
   echo "note: open-file limit $FD_LIMIT (hard limit $(ulimit -Hn)) caps the run at $MANY connections" >&2
 fi
-if [ "$ONLY" = all ] || [ "$ONLY" = tls ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = tls ] || [ "$ONLY" = tls10k ]; then
   for scenario in "instant:$TLS_FAST:64" "200ms:$TLS_SLOW:1000"; do
     IFS=: read -r name port conns <<<"$scenario"
+    [ "$ONLY" = tls10k ] && break
+    [ "${TLS_ONLY:-$name}" != "$name" ] && continue
     echo "scenario: $name upstream over TLS + HTTP/2, $conns connections" >&2
     TLS_ROWS+=("| **$name upstream, TLS + HTTP/2** | | | | | | | | | |")
     UPSTREAM_PORT=$port
@@ -342,26 +399,44 @@ if [ "$ONLY" = all ] || [ "$ONLY" = tls ]; then
     measure "(d) native generateContent" "$conns" "http://127.0.0.1:$PROXY" "$WORK/native.lua" "$PROXY_PID"
     measure "(e) streamed (SSE)" "$conns" "http://127.0.0.1:$PROXY" "$WORK/stream.lua" "$PROXY_PID"
     stop_proxy
+    if [ "$name" = 200ms ]; then
+      UPSTREAM_PORT=$TLS_ROTATING
+      start_proxy "$TLS_ROTATING" https
+      measure "(c) an upstream that ends each connection after 1,000 requests" "$conns" "http://127.0.0.1:$PROXY" "$WORK/proxy.lua" "$PROXY_PID"
+      stop_proxy
+    fi
     UPSTREAM_PORT=
   done
 fi
 
 if [ "$ONLY" != instant ]; then
   if [ "$ONLY" != 10k ]; then
-    for scenario in "TLS + HTTP/2:$TLS_SECOND" "TLS + HTTP/1.1:$TLS1_SECOND"; do
-      IFS=: read -r name port <<<"$scenario"
-      echo "scenario: 1 s upstream over $name, $MANY connections" >&2
+    for scenario in "TLS + HTTP/2:$TLS_SECOND:$MANY_H2" "TLS + HTTP/1.1:$TLS1_SECOND:$MANY"; do
+      IFS=: read -r name port conns <<<"$scenario"
+      [ -n "${H2_ONLY:-}" ] && [ "$port" != "$TLS_SECOND" ] && continue
+      [ -n "${TLS_ONLY:-}" ] && continue
+      echo "scenario: 1 s upstream over $name, $conns connections" >&2
       TLS_ROWS+=("| **1 s upstream, $name** | | | | | | | | | |")
       UPSTREAM_PORT=$port
-      start_proxy "$port" https
-      measure "(c) POST /gemini-proxy" "$MANY" "http://127.0.0.1:$PROXY" "$WORK/proxy.lua" "$PROXY_PID"
-      stop_proxy
+      if [ "${H2_ONLY:-}" != h2c ]; then
+        start_proxy "$port" https
+        measure "(c) POST /gemini-proxy" "$conns" "http://127.0.0.1:$PROXY" "$WORK/proxy.lua" "$PROXY_PID"
+        stop_proxy
+      fi
+      if [ "$port" = "$TLS_SECOND" ]; then
+        # The same 10,000 calls from an application server that multiplexes
+        # them: 100 cleartext HTTP/2 connections of 100 streams each.
+        start_proxy "$port" https
+        measure_h2c "(c) over cleartext HTTP/2 from the client" 100 100 /gemini-proxy "$WORK/proxy-body.json" \
+          "x-api-key: bench-client-key"
+        stop_proxy
+      fi
       UPSTREAM_PORT=
     done
   fi
 fi
 
-if [ "$ONLY" != instant ] && [ "$ONLY" != tls ]; then
+if [ "$ONLY" != instant ] && [ "$ONLY" != tls ] && [ "$ONLY" != tls10k ]; then
   echo "scenario: 1 s upstream, $MANY connections" >&2
   ROWS+=("| **1 s upstream** | | | | | | | | |")
   start_proxy "$UP_SECOND"

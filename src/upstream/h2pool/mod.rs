@@ -61,20 +61,12 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 const CONNECTION_WINDOW: u32 = STREAM_WINDOW * ASSUMED_MAX_STREAMS as u32;
 /// Tries of one request over HTTP/2 when connections refuse it unprocessed.
 /// Several connections may be going away at once (a server that ends each
-/// after a count of requests ends connections opened together together), so
-/// a refusal may meet another; the call's deadline bounds the whole.
+/// after a count of requests ends those opened together at about the same
+/// time), so a refusal may meet another; the call's deadline bounds the whole.
 const MAX_TRIES: u32 = 8;
 /// A refused stream counts as the server's lag when the connection had at
 /// most this many places left.
 const NEAR_THE_LIMIT: usize = 10;
-/// How long a learned requests-per-connection count holds: then it is
-/// learned again, so a server whose limit rose is not rotated early for ever.
-const LEARNED_FOR: Duration = Duration::from_secs(600);
-/// The fewest requests a server must have taken on each of two connections,
-/// ended at the same count, for the pool to retire connections at that count.
-/// Below it, a server going away is taken as a restart, not a rule.
-const MIN_LEARNED_REQUESTS: usize = 100;
-
 /// The ALPN answer that means HTTP/2; any other (or none) means awc.
 const ALPN_H2: &[u8] = b"h2";
 
@@ -136,79 +128,8 @@ struct Origin {
     /// One connection opened at a time per origin, so a burst of calls fills
     /// the new connection instead of each opening its own.
     opening: tokio::sync::Mutex<()>,
-    /// How many requests the server takes on a connection before it ends it
-    /// with GOAWAY (nginx's `keepalive_requests`, 1,000 by default), once two
-    /// connections in a row ended at the same count: a connection takes no
-    /// new stream past it, so no request races the server's GOAWAY.
-    rotation: Rotation,
-}
-
-/// What the pool learned of the server's requests-per-connection limit.
-#[derive(Default)]
-struct Rotation {
-    /// The connection (by serial) that last reported where it ended, and where.
-    last: Cell<Option<(u64, usize)>>,
-    /// Where the connection before that one ended.
-    before: Cell<Option<usize>>,
-    /// Learned (two connections in a row ended there), and when.
-    learned: Cell<Option<(usize, Instant)>>,
-    /// Streams refused unprocessed, for tests.
+    /// Streams refused unprocessed; for tests.
     refused: Cell<usize>,
-    /// Serials of the origin's connections.
-    next_serial: Cell<u64>,
-}
-
-impl Rotation {
-    /// The learned count, while it holds.
-    fn after(&self) -> Option<usize> {
-        match self.learned.get() {
-            Some((count, at)) if at.elapsed() < LEARNED_FOR => Some(count),
-            _ => None,
-        }
-    }
-
-    fn serial(&self) -> u64 {
-        let serial = self.next_serial.get();
-        self.next_serial.set(serial + 1);
-        serial
-    }
-
-    /// Stream `id` was refused by the server's GOAWAY: the server took the
-    /// streams before it (client streams are numbered 1, 3, 5, ...).
-    fn count_refused(&self) {
-        self.refused.set(self.refused.get() + 1);
-    }
-
-    fn ended(&self, state: &ConnState, id: u32, (host, port): (&str, u16)) {
-        let taken = (id.saturating_sub(1) / 2) as usize;
-        // Every stream past the server's last is refused, in no set order:
-        // the lowest says where the connection ended.
-        if state.ended_at.get().is_some_and(|known| known <= taken) {
-            return;
-        }
-        state.ended_at.set(Some(taken));
-        if taken < MIN_LEARNED_REQUESTS {
-            return;
-        }
-        match self.last.get() {
-            Some((serial, _)) if serial == state.serial => {}
-            Some((_, ended_at)) => self.before.set(Some(ended_at)),
-            None => {}
-        }
-        self.last.set(Some((state.serial, taken)));
-        match self.after() {
-            // The server ends connections sooner than it did: learn again.
-            Some(after) if taken < after => self.learned.set(None),
-            Some(_) => {}
-            None if self.before.get() == Some(taken) => {
-                log::info!(
-                    "{host}:{port} ends HTTP/2 connections after {taken} requests; they are retired there"
-                );
-                self.learned.set(Some((taken, Instant::now())));
-            }
-            None => {}
-        }
-    }
 }
 
 struct Conn {
@@ -218,13 +139,7 @@ struct Conn {
 
 /// What the pool knows of a connection; its driver task keeps it current.
 struct ConnState {
-    /// Which of its origin's connections this is.
-    serial: u64,
     in_flight: Cell<usize>,
-    /// Streams opened on the connection since it opened.
-    opened_streams: Cell<usize>,
-    /// Where the server ended the connection, from the first stream it refused.
-    ended_at: Cell<Option<usize>>,
     max_streams: Cell<usize>,
     /// Streams kept free below the server's limit: one more each time the
     /// server refused a stream while the connection was near it, at most a
@@ -263,7 +178,6 @@ pub(crate) struct StreamSlot(Rc<ConnState>);
 impl StreamSlot {
     fn take(state: &Rc<ConnState>) -> StreamSlot {
         state.in_flight.set(state.in_flight.get() + 1);
-        state.opened_streams.set(state.opened_streams.get() + 1);
         StreamSlot(state.clone())
     }
 }
@@ -333,19 +247,14 @@ impl H2Pool {
                 }
                 Err(e) => return Err(e),
                 Ok((response, stream)) => {
-                    let id = u32::from(response.stream_id());
                     let answer = response.await;
                     drop(stream);
                     match answer {
                         Ok(response) => return Ok(Some(H2Response::new(response, slot))),
                         Err(e) if never_processed(&e) => {
                             log::debug!("an HTTP/2 connection to Gemini refused a stream: {e}");
-                            origin.rotation.count_refused();
-                            if e.is_go_away() {
-                                origin
-                                    .rotation
-                                    .ended(&slot.0, id, (&origin.host, origin.port));
-                            } else {
+                            origin.refused.set(origin.refused.get() + 1);
+                            if !e.is_go_away() {
                                 slot.0.refused_under_limit();
                             }
                             e
@@ -385,22 +294,10 @@ impl H2Pool {
             .unwrap_or_default()
     }
 
-    /// Streams refused unprocessed by `uri`'s origin, and the requests per
-    /// connection the pool learned it takes; for tests.
+    /// Streams refused unprocessed by `uri`'s origin; for tests.
     #[cfg(test)]
-    fn rotation(&self, uri: &Uri) -> (usize, Option<usize>) {
-        self.origin(uri).map_or((0, None), |o| {
-            (o.rotation.refused.get(), o.rotation.after())
-        })
-    }
-
-    /// Makes the pool act as if it had learned that `uri`'s origin ends
-    /// connections after `count` requests; for tests.
-    #[cfg(test)]
-    fn learned(&self, uri: &Uri, count: usize) {
-        if let Some(o) = self.origin(uri) {
-            o.rotation.learned.set(Some((count, Instant::now())));
-        }
+    fn refused(&self, uri: &Uri) -> usize {
+        self.origin(uri).map_or(0, |o| o.refused.get())
     }
 
     /// Connections to `uri`'s origin that take new streams; for tests.
@@ -410,7 +307,7 @@ impl H2Pool {
             o.conns
                 .borrow_mut()
                 .iter_mut()
-                .map(|conn| conn.usable(o.rotation.after()))
+                .map(Conn::usable)
                 .filter(|usable| *usable)
                 .count()
         })
@@ -434,7 +331,7 @@ impl H2Pool {
                 protocol: Cell::new(Protocol::Unknown),
                 conns: RefCell::new(Vec::new()),
                 opening: tokio::sync::Mutex::new(()),
-                rotation: Rotation::default(),
+                refused: Cell::new(0),
             })
         });
         (origin.protocol.get() != Protocol::Http1).then(|| origin.clone())
@@ -527,10 +424,7 @@ impl H2Pool {
             };
         let now = Instant::now();
         let state = Rc::new(ConnState {
-            serial: origin.rotation.serial(),
             in_flight: Cell::new(0),
-            opened_streams: Cell::new(0),
-            ended_at: Cell::new(None),
             max_streams: Cell::new(ASSUMED_MAX_STREAMS),
             headroom: Cell::new(0),
             closed: Cell::new(false),
@@ -554,8 +448,7 @@ impl Origin {
     /// new stream.
     fn pick(&self) -> Option<(SendRequest<Bytes>, StreamSlot)> {
         let mut conns = self.conns.borrow_mut();
-        let rotate_after = self.rotation.after();
-        conns.retain_mut(|conn| conn.usable(rotate_after));
+        conns.retain_mut(|conn| conn.usable());
         conns.iter().find_map(|conn| {
             let state = &conn.state;
             (state.in_flight.get() < state.room())
@@ -568,14 +461,9 @@ impl Conn {
     /// Whether the connection may take new streams. `poll_ready` on the
     /// pool's own handle (which never opens a stream) fails once the
     /// connection received GOAWAY or broke.
-    fn usable(&mut self, rotate_after: Option<usize>) -> bool {
+    fn usable(&mut self) -> bool {
         let state = &self.state;
         if state.closed.get() || state.opened.elapsed() > CONNECTION_LIFETIME {
-            return false;
-        }
-        if rotate_after.is_some_and(|after| state.opened_streams.get() >= after) {
-            // Retired before the server ends it: its calls finish, and the
-            // connection closes when the last lets go.
             return false;
         }
         if state.in_flight.get() == 0 && state.idle_since.get().elapsed() > KEEP_ALIVE {

@@ -157,70 +157,6 @@ async fn plain_http_origins_are_left_to_awc() {
     assert_eq!(server.accepted(), 0);
 }
 
-/// Sends `count` calls, `at_once` at a time, and checks every answer.
-async fn calls_in_waves(pool: &H2Pool, server: &Server, count: usize, at_once: usize) {
-    for wave in 0..count.div_ceil(at_once) {
-        let calls = (0..at_once.min(count - wave * at_once)).map(|_| async {
-            let mut answer = pool
-                .send(&server.head("/echo"), Bytes::from_static(b"hello"))
-                .await
-                .unwrap_or_else(|e| panic!("a call failed: {e}"))
-                .unwrap();
-            assert_eq!(answer.read_limited(1024).await.unwrap(), "hello");
-        });
-        futures_util::future::join_all(calls).await;
-    }
-}
-
-#[actix_rt::test]
-async fn a_pool_that_learned_a_servers_count_retires_connections_there() {
-    let server = Server::start(&[b"h2"], 100).await;
-    let pool = server.pool();
-    let uri = server.uri("/");
-    pool.learned(&uri, 150);
-    calls_in_waves(&pool, &server, 600, 40).await;
-    // Four connections of exactly 150 requests: each retired before a server
-    // that ends connections at 150 would have refused anything.
-    assert_eq!(server.accepted(), 4);
-    assert_eq!(server.seen.requests.load(Ordering::SeqCst), 600);
-    assert_eq!(pool.rotation(&uri), (0, Some(150)));
-}
-
-#[test]
-fn a_count_is_learned_only_when_two_connections_in_a_row_end_at_it() {
-    let rotation = Rotation::default();
-    let ended = |id: u32| {
-        let state = conn_state(rotation.serial());
-        // Every stream past the last one taken is refused; the first names the count.
-        for refused in [id + 4, id, id + 2] {
-            rotation.count_refused();
-            rotation.ended(&state, refused, ("gemini", 443));
-        }
-    };
-    // Stream 2,001 is the 1,001st: the server took 1,000.
-    ended(2_001);
-    assert_eq!(rotation.after(), None, "one connection is not a rule");
-    ended(1_201);
-    assert_eq!(rotation.after(), None);
-    ended(1_201);
-    assert_eq!(rotation.after(), Some(600));
-    // A restart's GOAWAY after a few requests teaches nothing.
-    ended(21);
-    ended(21);
-    assert_eq!(rotation.after(), Some(600));
-    // The server ends connections sooner than it did: learned again.
-    ended(801);
-    assert_eq!(rotation.after(), None);
-    ended(801);
-    assert_eq!(rotation.after(), Some(400));
-    // A learned count holds for a while only: a server whose limit rose is
-    // not rotated early for ever.
-    if let Some(long_ago) = Instant::now().checked_sub(LEARNED_FOR) {
-        rotation.learned.set(Some((400, long_ago)));
-        assert_eq!(rotation.after(), None);
-    }
-}
-
 #[actix_rt::test]
 async fn a_server_that_refuses_streams_under_its_limit_gets_fewer_at_once() {
     let server = Server::start(&[b"h2"], 100).await;
@@ -251,21 +187,18 @@ async fn a_server_that_refuses_streams_under_its_limit_gets_fewer_at_once() {
     // The first connection refuses the streams past its 90th; each refusal
     // leaves one more place free on it, and the calls go again.
     wave().await;
-    let (refused, _) = pool.rotation(&uri);
+    let refused = pool.refused(&uri);
     assert_eq!(refused, 10, "the streams past the 90th, once each");
     assert_eq!(server.accepted(), 2);
     // Then 90 go on the first connection and 10 on the second: none refused.
     wave().await;
-    assert_eq!(pool.rotation(&uri).0, refused);
+    assert_eq!(pool.refused(&uri), refused);
     assert_eq!(server.accepted(), 2);
 }
 
-fn conn_state(serial: u64) -> ConnState {
+fn conn_state() -> ConnState {
     ConnState {
-        serial,
         in_flight: Cell::new(0),
-        opened_streams: Cell::new(0),
-        ended_at: Cell::new(None),
         max_streams: Cell::new(100),
         headroom: Cell::new(0),
         closed: Cell::new(false),
@@ -276,7 +209,7 @@ fn conn_state(serial: u64) -> ConnState {
 
 #[test]
 fn only_refusals_near_the_limit_keep_places_free_and_at_most_a_quarter() {
-    let state = conn_state(0);
+    let state = conn_state();
     // A server shedding load refuses far under its limit: no change, or the
     // pool would answer load shedding with more connections.
     state.in_flight.set(10);
