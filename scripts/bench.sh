@@ -245,7 +245,7 @@ stop_proxy() {
   kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
   # Codes other than OK, from the access log, so a failed run says why.
   grep -o 'code=[A-Z_]*' "$WORK/proxy.log" | grep -v 'code=OK' | sort | uniq -c | sed 's/^/    /' >&2 || true
-  grep -v 'gemini_proxy::access' "$WORK/proxy.log" | grep -E 'WARN|ERROR|DEBUG|retired there' | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn | head -6 | sed 's/^/    /' >&2 || true
+  grep -v 'gemini_proxy::access' "$WORK/proxy.log" | grep -E 'WARN|ERROR|DEBUG' | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' >&2 || true
   : > "$WORK/proxy.log"
 }
 start_floor() { floor_conf "$1" "${2:-}"; taskset -c 0 nginx -c "$WORK/floor.conf" -p "$WORK" -e "$WORK/floor.err"; sleep 0.3; }
