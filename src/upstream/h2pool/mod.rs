@@ -230,11 +230,15 @@ impl H2Pool {
         // connections (nginx after 1,000 requests each), and under load
         // several may be going away at once.
         let mut tries = 0;
+        // The connection that refused the last try: the next goes elsewhere,
+        // or a server that keeps refusing on one connection would spend every
+        // try there.
+        let mut refused_by: Option<Rc<ConnState>> = None;
         loop {
             tries += 1;
-            let (send, slot) = match origin.pick() {
+            let (send, slot) = match origin.pick(refused_by.as_ref()) {
                 Some(found) => found,
-                None => match self.open(&origin).await? {
+                None => match self.open(&origin, refused_by.as_ref()).await? {
                     Some(found) => found,
                     None => return Ok(None),
                 },
@@ -277,6 +281,7 @@ impl H2Pool {
             if tries >= MAX_TRIES {
                 return Err(H2Error::Stream(refused));
             }
+            refused_by = Some(slot.0.clone());
         }
     }
 
@@ -342,10 +347,11 @@ impl H2Pool {
     async fn open(
         &self,
         origin: &Origin,
+        except: Option<&Rc<ConnState>>,
     ) -> Result<Option<(SendRequest<Bytes>, StreamSlot)>, H2Error> {
         let _opening = origin.opening.lock().await;
         // Another call may have opened one while this one waited.
-        if let Some(found) = origin.pick() {
+        if let Some(found) = origin.pick(except) {
             return Ok(Some(found));
         }
         if origin.protocol.get() == Protocol::Http1 {
@@ -450,12 +456,13 @@ impl Origin {
     /// The first connection with room, so streams pack into as few
     /// connections as the server allows; drops connections that can take no
     /// new stream.
-    fn pick(&self) -> Option<(SendRequest<Bytes>, StreamSlot)> {
+    fn pick(&self, except: Option<&Rc<ConnState>>) -> Option<(SendRequest<Bytes>, StreamSlot)> {
         let mut conns = self.conns.borrow_mut();
         conns.retain_mut(|conn| conn.usable());
         conns.iter().find_map(|conn| {
             let state = &conn.state;
-            (state.in_flight.get() < state.room())
+            let skipped = except.is_some_and(|except| Rc::ptr_eq(except, state));
+            (!skipped && state.in_flight.get() < state.room())
                 .then(|| (conn.send.clone(), StreamSlot::take(state)))
         })
     }
