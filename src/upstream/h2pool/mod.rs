@@ -148,7 +148,7 @@ struct ConnState {
     /// reset it or read its last frame, so it refuses streams under its
     /// announced limit, and it ends a connection that sent it more than 100
     /// refused streams. A refusal far under the limit (a server shedding
-    /// load) changes nothing: the pool would only open more connections.
+    /// load) keeps no place free: the pool would only open more connections.
     headroom: Cell<usize>,
     closed: Cell<bool>,
     opened: Instant,
@@ -158,7 +158,9 @@ struct ConnState {
 impl ConnState {
     /// Streams this connection may carry at once.
     fn room(&self) -> usize {
-        self.max_streams.get().saturating_sub(self.headroom.get())
+        let max = self.max_streams.get();
+        // Clamped when read too: the server may lower its limit later.
+        max.saturating_sub(self.headroom.get().min(max / 4))
     }
 
     /// The server refused a stream under its announced limit. Called with

@@ -224,3 +224,32 @@ fn only_refusals_near_the_limit_keep_places_free_and_at_most_a_quarter() {
     }
     assert_eq!(state.room(), 75);
 }
+
+#[actix_rt::test]
+async fn a_refused_call_goes_again_on_another_connection() {
+    // Refusing past 50 of the 100 it announces, the first connection keeps
+    // refusing after its free places reach their cap (25): a call whose tries
+    // all went back to it would run out of them.
+    let server = Server::start(&[b"h2"], 100).await;
+    server.seen.refuse_above.store(50, Ordering::SeqCst);
+    let pool = server.pool();
+    let head = server.head("/slow");
+    let calls = (0..100).map(|_| pool.send(&head, Bytes::from_static(b"x")));
+    let waiting = futures_util::future::join_all(calls);
+    let opened = async {
+        server
+            .until("100 calls in progress", |seen| {
+                seen.in_flight.load(Ordering::SeqCst) == 100
+            })
+            .await;
+        server.gate.send_replace(true);
+    };
+    let (answers, ()) = futures_util::future::join(waiting, opened).await;
+    for answer in answers {
+        let mut answer = answer
+            .unwrap_or_else(|e| panic!("a call failed: {e}"))
+            .unwrap();
+        assert_eq!(answer.read_limited(1024).await.unwrap(), "x");
+    }
+    assert!(pool.refused(&server.uri("/")) >= 50);
+}
