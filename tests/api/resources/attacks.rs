@@ -1,7 +1,7 @@
 //! Attacks a client holding a valid key could try on another's resources
 //! through the shared server keys, each shut.
 
-use super::files::{chunk, local_path, start, upload};
+use super::files::{chunk, file_id, local_path, start, upload};
 use super::*;
 use serde_json::json;
 
@@ -31,13 +31,7 @@ async fn start_named(app: &TestApp, client: &str, name: &str, size: usize) -> Te
 #[actix_rt::test]
 async fn a_chosen_file_name_says_nothing_about_anothers_files() {
     let app = spawn_resources(&[]).await;
-    let file = upload(&app, A, b"A's secret notes", 1024).await;
-    let id = file["name"]
-        .as_str()
-        .unwrap()
-        .strip_prefix("files/")
-        .unwrap()
-        .to_owned();
+    let id = file_id(&upload(&app, A, b"A's secret notes", 1024).await);
     let before = app.mock.request_count();
     let probe = start_named(&app, B, &id, 3).await;
     let fresh = start_named(&app, B, "no-such-file-here", 3).await;
@@ -176,13 +170,7 @@ async fn keyless_upload_chunks_are_admitted_as_their_client() {
 #[actix_rt::test]
 async fn any_path_to_a_file_is_checked_and_prose_passes() {
     let app = spawn_resources(&[]).await;
-    let file = upload(&app, A, b"A's secret notes", 1024).await;
-    let id = file["name"]
-        .as_str()
-        .unwrap()
-        .strip_prefix("files/")
-        .unwrap()
-        .to_owned();
+    let id = file_id(&upload(&app, A, b"A's secret notes", 1024).await);
     let before = app.mock.request_count();
     for uri in [
         format!("/files/{id}"),

@@ -59,6 +59,12 @@ pub async fn chunk(
         .await
 }
 
+/// A file's bare id (`files/<id>` without the prefix).
+pub fn file_id(file: &serde_json::Value) -> String {
+    let name = file["name"].as_str().expect("a file name");
+    name.strip_prefix("files/").expect("files/<id>").to_owned()
+}
+
 /// Uploads `data` in chunks of `chunk_size` for `client`; answers the file.
 pub async fn upload(
     app: &TestApp,

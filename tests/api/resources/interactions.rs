@@ -19,6 +19,19 @@ fn key_of(app: &TestApp, id: &str) -> String {
         .unwrap_or_else(|| panic!("the mock holds no interaction {id}"))
 }
 
+/// Starts a background interaction on Flash for `client`: its id, and the answer.
+async fn background(app: &TestApp, client: &str, input: &str) -> (String, TestResponse) {
+    let made = create(
+        app,
+        client,
+        json!({"model": "gemini-2.5-flash", "input": input, "background": true}),
+    )
+    .await;
+    assert_eq!(made.status, 200, "{}", made.text());
+    let id = made.json()["id"].as_str().unwrap().to_owned();
+    (id, made)
+}
+
 #[actix_rt::test]
 async fn a_conversation_continues_on_the_key_that_holds_it() {
     let app = spawn_resources(&[]).await;
@@ -73,14 +86,7 @@ async fn a_conversation_continues_on_the_key_that_holds_it() {
 #[actix_rt::test]
 async fn another_client_cannot_see_continue_cancel_or_delete_an_interaction() {
     let app = spawn_resources(&[]).await;
-    let made = create(
-        &app,
-        A,
-        json!({"model": "gemini-2.5-flash", "input": "secret plans", "background": true}),
-    )
-    .await;
-    assert_eq!(made.status, 200, "{}", made.text());
-    let id = made.json()["id"].as_str().unwrap().to_owned();
+    let (id, _) = background(&app, A, "secret plans").await;
     let before = app.mock.request_count();
     let path = format!("/v1beta/interactions/{id}");
     for (what, response) in [
@@ -177,14 +183,7 @@ async fn a_streamed_interaction_is_recorded_from_its_first_event() {
 #[actix_rt::test]
 async fn a_background_interaction_is_polled_to_completion_and_deleted() {
     let app = spawn_resources(&[]).await;
-    let made = create(
-        &app,
-        A,
-        json!({"model": "gemini-2.5-flash", "input": "research", "background": true}),
-    )
-    .await;
-    assert_eq!(made.status, 200, "{}", made.text());
-    let id = made.json()["id"].as_str().unwrap().to_owned();
+    let (id, made) = background(&app, A, "research").await;
     let path = format!("/v1beta/interactions/{id}");
     let mut status = made.json()["status"]
         .as_str()
@@ -283,14 +282,7 @@ async fn an_interaction_with_a_model_outside_the_allow_list_is_refused() {
 #[actix_rt::test]
 async fn a_background_runs_tokens_are_charged_once_when_a_poll_sees_it_end() {
     let app = spawn_resources(&[]).await;
-    let made = create(
-        &app,
-        A,
-        json!({"model": "gemini-2.5-flash", "input": "long research task", "background": true}),
-    )
-    .await;
-    assert_eq!(made.status, 200, "{}", made.text());
-    let id = made.json()["id"].as_str().unwrap().to_owned();
+    let (id, _) = background(&app, A, "long research task").await;
     assert_eq!(
         flash_tokens_of_a(&app.metrics().await),
         0.0,
@@ -318,14 +310,7 @@ async fn a_background_runs_tokens_are_charged_once_when_a_poll_sees_it_end() {
 #[actix_rt::test]
 async fn a_background_run_read_only_as_a_stream_is_charged_once() {
     let app = spawn_resources(&[]).await;
-    let made = create(
-        &app,
-        A,
-        json!({"model": "gemini-2.5-flash", "input": "long research task", "background": true}),
-    )
-    .await;
-    assert_eq!(made.status, 200, "{}", made.text());
-    let id = made.json()["id"].as_str().unwrap().to_owned();
+    let (id, _) = background(&app, A, "long research task").await;
     actix_rt::time::sleep(Duration::from_millis(600)).await;
     let path = format!("/v1beta/interactions/{id}?stream=true");
     let streamed = call(&app, A, Method::GET, &path, "").await;

@@ -157,41 +157,44 @@ async fn plain_http_origins_are_left_to_awc() {
     assert_eq!(server.accepted(), 0);
 }
 
+/// Sends 100 calls to `/slow` at once, lets them answer once all 100 are in
+/// progress on the server, and checks every answer.
+async fn hundred_slow_calls(pool: &H2Pool, server: &Server) {
+    let head = server.head("/slow");
+    let calls = (0..100).map(|_| pool.send(&head, Bytes::from_static(b"x")));
+    let waiting = futures_util::future::join_all(calls);
+    let opened = async {
+        server
+            .until("100 calls in progress", |seen| {
+                seen.in_flight.load(Ordering::SeqCst) == 100
+            })
+            .await;
+        server.gate.send_replace(true);
+    };
+    let (answers, ()) = futures_util::future::join(waiting, opened).await;
+    server.gate.send_replace(false);
+    for answer in answers {
+        let mut answer = answer
+            .unwrap_or_else(|e| panic!("a call failed: {e}"))
+            .unwrap();
+        assert_eq!(answer.read_limited(1024).await.unwrap(), "x");
+    }
+}
+
 #[actix_rt::test]
 async fn a_server_that_refuses_streams_under_its_limit_gets_fewer_at_once() {
     let server = Server::start(&[b"h2"], 100).await;
     server.seen.refuse_above.store(90, Ordering::SeqCst);
     let pool = server.pool();
     let uri = server.uri("/");
-    let head = server.head("/slow");
-    let wave = || async {
-        let calls = (0..100).map(|_| pool.send(&head, Bytes::from_static(b"x")));
-        let waiting = futures_util::future::join_all(calls);
-        let opened = async {
-            server
-                .until("100 calls in progress", |seen| {
-                    seen.in_flight.load(Ordering::SeqCst) == 100
-                })
-                .await;
-            server.gate.send_replace(true);
-        };
-        let (answers, ()) = futures_util::future::join(waiting, opened).await;
-        server.gate.send_replace(false);
-        for answer in answers {
-            let mut answer = answer
-                .unwrap_or_else(|e| panic!("a call failed: {e}"))
-                .unwrap();
-            assert_eq!(answer.read_limited(1024).await.unwrap(), "x");
-        }
-    };
     // The first connection refuses the streams past its 90th; each refusal
     // leaves one more place free on it, and the calls go again.
-    wave().await;
+    hundred_slow_calls(&pool, &server).await;
     let refused = pool.refused(&uri);
     assert_eq!(refused, 10, "the streams past the 90th, once each");
     assert_eq!(server.accepted(), 2);
     // Then 90 go on the first connection and 10 on the second: none refused.
-    wave().await;
+    hundred_slow_calls(&pool, &server).await;
     assert_eq!(pool.refused(&uri), refused);
     assert_eq!(server.accepted(), 2);
 }
@@ -233,23 +236,6 @@ async fn a_refused_call_goes_again_on_another_connection() {
     let server = Server::start(&[b"h2"], 100).await;
     server.seen.refuse_above.store(50, Ordering::SeqCst);
     let pool = server.pool();
-    let head = server.head("/slow");
-    let calls = (0..100).map(|_| pool.send(&head, Bytes::from_static(b"x")));
-    let waiting = futures_util::future::join_all(calls);
-    let opened = async {
-        server
-            .until("100 calls in progress", |seen| {
-                seen.in_flight.load(Ordering::SeqCst) == 100
-            })
-            .await;
-        server.gate.send_replace(true);
-    };
-    let (answers, ()) = futures_util::future::join(waiting, opened).await;
-    for answer in answers {
-        let mut answer = answer
-            .unwrap_or_else(|e| panic!("a call failed: {e}"))
-            .unwrap();
-        assert_eq!(answer.read_limited(1024).await.unwrap(), "x");
-    }
+    hundred_slow_calls(&pool, &server).await;
     assert!(pool.refused(&server.uri("/")) >= 50);
 }
