@@ -18,8 +18,12 @@ use tokio::sync::oneshot;
 /// answers (streams). Sent by [`super::UpstreamPool`] on behalf of a handler,
 /// with the handler's in-flight `permit`; `cancelled` resolves when the
 /// handler goes away (its client disconnected), which abandons the call.
+///
+/// The outcome comes back boxed: the channel that carries it is allocated
+/// when the call is sent, with room for the answer, and every call in flight
+/// holds it.
 #[derive(Message)]
-#[rtype(result = "CallOutcome")]
+#[rtype(result = "Box<CallOutcome>")]
 pub struct Call {
     pub call: Box<UpstreamCall>,
     pub permit: Permit,
@@ -70,7 +74,7 @@ impl Actor for UpstreamActor {
 
 impl Handler<Call> for UpstreamActor {
     // A plain future, not AtomicResponse: calls must run concurrently.
-    type Result = ResponseFuture<CallOutcome>;
+    type Result = ResponseFuture<Box<CallOutcome>>;
 
     fn handle(&mut self, msg: Call, _: &mut Context<Self>) -> Self::Result {
         let clients = self.clients.clone();
@@ -78,12 +82,12 @@ impl Handler<Call> for UpstreamActor {
         let context = self.context.clone();
         Box::pin(async move {
             let work = pipeline::run(&clients, &h2, &context, msg.call, msg.permit);
-            tokio::select! {
+            Box::new(tokio::select! {
                 outcome = work => outcome,
                 // Dropping `work` drops the request: awc closes its connection, h2
                 // resets its stream.
                 _ = msg.cancelled => CallOutcome::cancelled(),
-            }
+            })
         })
     }
 }

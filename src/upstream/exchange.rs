@@ -88,7 +88,7 @@ pub(super) async fn attempt(
         KeyStyle::GoogHeader => (HeaderName::from_static("x-goog-api-key"), key),
         KeyStyle::Bearer => (AUTHORIZATION, bearer(&key)),
     });
-    let sent = adapter::send(client, h2, &call.method, url, headers, call.body.clone());
+    let sent = adapter::send(client, h2, &call.method, url, &headers, &call.body);
     let mut response = match tokio::time::timeout_at(deadline, sent).await {
         Err(_) => return failed(classify::deadline_passed()),
         Ok(Err(failure)) => return failed(failure),

@@ -189,7 +189,7 @@ impl Upstream {
                 cancelled,
             })
             .await;
-        sent.unwrap_or_else(|error| actor_gone(index, error))
+        sent.map_or_else(|error| actor_gone(index, error), |outcome| *outcome)
     }
 }
 

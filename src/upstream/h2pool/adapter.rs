@@ -7,7 +7,7 @@ use super::{BodyError, H2Error, H2Pool, H2Response, Head};
 use crate::errors::ErrorCode;
 use crate::upstream::classify::{self, Failure};
 use awc::error::PayloadError;
-use awc::http::header::{HeaderName, HeaderValue, USER_AGENT};
+use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::{Method, StatusCode, Uri};
 use awc::{Client, ClientResponse};
 use bytes::Bytes;
@@ -15,39 +15,30 @@ use futures_util::Stream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// Headers HTTP/2 forbids (RFC 9113 §8.2.2); h2 refuses a request that has one.
-const CONNECTION_SPECIFIC: &[&str] = &[
-    "connection",
-    "host",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// Gemini's answer, from whichever client carried the request.
 pub(in crate::upstream) enum Answer {
     Awc(ClientResponse),
     H2(H2Response),
 }
 
-/// Sends one request: over HTTP/2 when `url`'s origin speaks it, else with awc.
+/// Sends one request: over HTTP/2 when `url`'s origin speaks it, else with
+/// awc. Everything is borrowed from the attempt: every call in flight holds
+/// this future while it waits, and a copy of each part would be held twice.
 pub(in crate::upstream) async fn send(
     client: &Client,
     h2: &H2Pool,
     method: &Method,
     url: &str,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    body: Bytes,
+    headers: &[(HeaderName, HeaderValue)],
+    body: &Bytes,
 ) -> Result<Answer, Failure> {
-    // Built before the wait, so nothing of the parse stays in this future.
-    let head = url
-        .parse::<Uri>()
-        .ok()
-        .map(|uri| h2_head(method, uri, &headers));
-    if let Some(head) = head {
-        match h2.send(&head, body.clone()).await {
+    if let Ok(uri) = url.parse::<Uri>() {
+        let head = Head {
+            method,
+            uri,
+            headers,
+        };
+        match h2.send(&head, body).await {
             Ok(Some(answer)) => return Ok(Answer::H2(answer)),
             Ok(None) => {}
             Err(e) => {
@@ -67,36 +58,18 @@ pub(in crate::upstream) async fn send(
     Box::pin(send_with_awc(client, method, url, headers, body)).await
 }
 
-fn h2_head(method: &Method, uri: Uri, headers: &[(HeaderName, HeaderValue)]) -> Head {
-    let mut map = http::HeaderMap::with_capacity(headers.len() + 1);
-    map.insert(
-        USER_AGENT,
-        HeaderValue::from_static(concat!("gemini-proxy/", env!("CARGO_PKG_VERSION"))),
-    );
-    for (name, value) in headers {
-        if !CONNECTION_SPECIFIC.contains(&name.as_str()) {
-            map.insert(name.clone(), value.clone());
-        }
-    }
-    Head {
-        method: method.clone(),
-        uri,
-        headers: map,
-    }
-}
-
 async fn send_with_awc(
     client: &Client,
     method: &Method,
     url: &str,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    body: Bytes,
+    headers: &[(HeaderName, HeaderValue)],
+    body: &Bytes,
 ) -> Result<Answer, Failure> {
     let mut request = client.request(method.clone(), url);
     for header in headers {
-        request = request.insert_header(header);
+        request = request.insert_header(header.clone());
     }
-    match request.send_body(body).await {
+    match request.send_body(body.clone()).await {
         Ok(response) => Ok(Answer::Awc(response)),
         Err(e) => {
             if classify::is_refused_certificate(&e) {

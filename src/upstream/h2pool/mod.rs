@@ -31,6 +31,7 @@ pub use body::{BodyError, H2Response};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
+use http::header::{HeaderName, HeaderValue, USER_AGENT};
 use http::{HeaderMap, Method, Request, Uri};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -91,12 +92,25 @@ pub enum H2Error {
     NotSent(h2::Error),
 }
 
-/// The head of a request to send: everything but the body.
-pub struct Head {
-    pub method: Method,
+/// Headers HTTP/2 forbids (RFC 9113 §8.2.2); h2 refuses a request that has one.
+const CONNECTION_SPECIFIC: &[&str] = &[
+    "connection",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The head of a request to send: everything but the body. It borrows the
+/// call's own parts: every call in flight holds it while it waits, and the
+/// header map h2 sends is built for each try (h2 takes it by value anyway).
+pub struct Head<'a> {
+    pub method: &'a Method,
     /// Absolute: scheme and authority name the origin.
     pub uri: Uri,
-    pub headers: HeaderMap,
+    pub headers: &'a [(HeaderName, HeaderValue)],
 }
 
 /// The HTTP/2 connections of one upstream actor, by origin. Cheap to clone.
@@ -223,7 +237,7 @@ impl H2Pool {
     /// One flat loop: every call in flight holds this future while it waits
     /// for its answer, so the rare steps (opening a connection) are boxed and
     /// the waiting state stays small.
-    pub async fn send(&self, head: &Head, body: Bytes) -> Result<Option<H2Response>, H2Error> {
+    pub async fn send(&self, head: &Head<'_>, body: &Bytes) -> Result<Option<H2Response>, H2Error> {
         let Some(origin) = self.origin(&head.uri) else {
             return Ok(None);
         };
@@ -240,12 +254,13 @@ impl H2Pool {
             tries += 1;
             let (send, slot) = match origin.pick(refused_by.as_ref()) {
                 Some(found) => found,
-                None => match self.open(&origin, refused_by.as_ref()).await? {
+                // Boxed: only the calls that find every connection full hold it.
+                None => match Box::pin(self.open(&origin, refused_by.as_ref())).await? {
                     Some(found) => found,
                     None => return Ok(None),
                 },
             };
-            let refused = match open_stream(send, head, body.clone()) {
+            let refused = match open_stream(send, head, body) {
                 // The connection is going away or broke: the request never left.
                 Err(H2Error::NotSent(e)) if e.is_go_away() || e.is_io() => {
                     log::debug!("an HTTP/2 connection to Gemini took no new stream: {e}");
@@ -499,15 +514,15 @@ impl Conn {
 /// returned future. The stream handle must live until then.
 fn open_stream(
     mut send: SendRequest<Bytes>,
-    head: &Head,
-    body: Bytes,
+    head: &Head<'_>,
+    body: &Bytes,
 ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), H2Error> {
     let mut request = Request::builder()
         .method(head.method.clone())
         .uri(head.uri.clone())
         .body(())
         .map_err(|e| H2Error::Request(e.to_string()))?;
-    *request.headers_mut() = head.headers.clone();
+    *request.headers_mut() = header_map(head.headers);
     let end_of_stream = body.is_empty();
     // Refused here, the request never left: always safe to send elsewhere.
     let (response, mut stream) = send
@@ -516,9 +531,23 @@ fn open_stream(
     if !end_of_stream {
         // h2 holds what the window does not take yet and sends it as the
         // server opens it; the body is already whole in memory.
-        stream.send_data(body, true)?;
+        stream.send_data(body.clone(), true)?;
     }
     Ok((response, stream))
+}
+
+fn header_map(headers: &[(HeaderName, HeaderValue)]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len() + 1);
+    map.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("gemini-proxy/", env!("CARGO_PKG_VERSION"))),
+    );
+    for (name, value) in headers {
+        if !CONNECTION_SPECIFIC.contains(&name.as_str()) {
+            map.insert(name.clone(), value.clone());
+        }
+    }
+    map
 }
 
 /// Whether a failed stream was refused before the server worked on it, so

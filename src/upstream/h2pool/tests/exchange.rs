@@ -32,8 +32,8 @@ async fn the_adapter_sends_the_call_over_http2_and_reads_the_answer_like_awcs() 
         &pool,
         &Method::POST,
         &url,
-        headers,
-        Bytes::new(),
+        &headers,
+        &Bytes::new(),
     )
     .await
     .unwrap_or_else(|f| panic!("{}", f.message));
@@ -58,8 +58,8 @@ async fn the_adapter_sends_the_call_over_http2_and_reads_the_answer_like_awcs() 
         &pool,
         &Method::POST,
         &url,
-        vec![],
-        Bytes::from(vec![b'x'; 100]),
+        &[],
+        &Bytes::from(vec![b'x'; 100]),
     )
     .await
     .unwrap_or_else(|f| panic!("{}", f.message));
@@ -77,8 +77,8 @@ async fn the_adapter_relays_a_stream_over_http2_chunk_by_chunk() {
         &pool,
         &Method::POST,
         &url,
-        vec![],
-        Bytes::new(),
+        &[],
+        &Bytes::new(),
     )
     .await
     .unwrap_or_else(|f| panic!("{}", f.message));
@@ -97,8 +97,8 @@ async fn the_adapter_leaves_plain_http_to_awc_and_classifies_its_failures() {
         &pool,
         &Method::GET,
         "http://127.0.0.1:9/x",
-        vec![],
-        Bytes::new(),
+        &[],
+        &Bytes::new(),
     )
     .await
     .err()
@@ -114,17 +114,10 @@ async fn the_adapter_classifies_a_refused_http2_connection_as_retryable() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}/x", closed.local_addr().unwrap());
     drop(closed);
-    let failure = adapter::send(
-        &awc_client(),
-        &pool,
-        &Method::GET,
-        &url,
-        vec![],
-        Bytes::new(),
-    )
-    .await
-    .err()
-    .unwrap();
+    let failure = adapter::send(&awc_client(), &pool, &Method::GET, &url, &[], &Bytes::new())
+        .await
+        .err()
+        .unwrap();
     assert_eq!(failure.code, ErrorCode::UpstreamUnavailable);
     assert!(failure.retryable);
 }
@@ -312,7 +305,8 @@ async fn a_call_waiting_for_its_answer_holds_a_small_future() {
     let size = std::mem::size_of_val(&call);
     assert!(size <= 2_560, "the pipeline's future is {size} bytes");
     let head = server.head("/");
-    let send = pool.send(&head, Bytes::new());
+    let body = Bytes::new();
+    let send = pool.send(&head, &body);
     let size = std::mem::size_of_val(&send);
     assert!(size <= 384, "the HTTP/2 pool's future is {size} bytes");
 }

@@ -109,11 +109,11 @@ impl Server {
         format!("https://{}{path}", self.addr).parse().unwrap()
     }
 
-    fn head(&self, path: &str) -> Head {
+    fn head(&self, path: &str) -> Head<'static> {
         Head {
-            method: Method::POST,
+            method: &Method::POST,
             uri: self.uri(path),
-            headers: HeaderMap::new(),
+            headers: &[],
         }
     }
 

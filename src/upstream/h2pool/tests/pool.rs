@@ -11,7 +11,7 @@ async fn two_hundred_calls_in_flight_share_two_connections_of_a_hundred_streams(
         .map(|i| {
             let (pool, head) = (pool.clone(), server.head("/slow"));
             actix_rt::spawn(async move {
-                let mut answer = pool.send(&head, Bytes::from(format!("call {i}"))).await;
+                let mut answer = pool.send(&head, &Bytes::from(format!("call {i}"))).await;
                 let answer = answer.as_mut().unwrap().as_mut().unwrap();
                 answer.read_limited(1024).await.unwrap()
             })
@@ -35,7 +35,7 @@ async fn a_connection_that_received_goaway_takes_no_new_streams_and_its_calls_fi
     let server = Server::start(&[b"h2"], 100).await;
     let pool = server.pool();
     let mut first = pool
-        .send(&server.head("/stream"), Bytes::new())
+        .send(&server.head("/stream"), &Bytes::new())
         .await
         .unwrap()
         .unwrap();
@@ -51,7 +51,7 @@ async fn a_connection_that_received_goaway_takes_no_new_streams_and_its_calls_fi
     });
     seen.await.expect("the pool never saw the GOAWAY");
     let mut second = pool
-        .send(&server.head("/echo"), Bytes::from_static(b"hello"))
+        .send(&server.head("/echo"), &Bytes::from_static(b"hello"))
         .await
         .unwrap()
         .unwrap();
@@ -73,7 +73,8 @@ async fn a_dropped_call_resets_its_stream_and_frees_its_place() {
     let server = Server::start(&[b"h2"], 1).await;
     let pool = server.pool();
     let head = server.head("/hang");
-    let hanging = pool.send(&head, Bytes::new());
+    let body = Bytes::new();
+    let hanging = pool.send(&head, &body);
     let dropped = tokio::time::timeout(Duration::from_millis(300), hanging).await;
     assert!(dropped.is_err(), "the server never answers /hang");
     server
@@ -83,7 +84,7 @@ async fn a_dropped_call_resets_its_stream_and_frees_its_place() {
 
     // The server allows one stream: the freed one carries the next call.
     let mut next = pool
-        .send(&server.head("/echo"), Bytes::from_static(b"again"))
+        .send(&server.head("/echo"), &Bytes::from_static(b"again"))
         .await
         .unwrap()
         .unwrap();
@@ -96,7 +97,7 @@ async fn a_streamed_answer_arrives_chunk_by_chunk() {
     let server = Server::start(&[b"h2"], 100).await;
     let pool = server.pool();
     let mut answer = pool
-        .send(&server.head("/stream"), Bytes::new())
+        .send(&server.head("/stream"), &Bytes::new())
         .await
         .unwrap()
         .unwrap();
@@ -114,7 +115,7 @@ async fn bodies_larger_than_the_flow_control_windows_go_both_ways() {
     let pool = server.pool();
     let big = Bytes::from(vec![b'x'; 3 * 1024 * 1024]);
     let mut answer = pool
-        .send(&server.head("/echo"), big.clone())
+        .send(&server.head("/echo"), &big)
         .await
         .unwrap()
         .unwrap();
@@ -126,7 +127,7 @@ async fn a_body_past_the_limit_is_refused() {
     let server = Server::start(&[b"h2"], 100).await;
     let pool = server.pool();
     let mut answer = pool
-        .send(&server.head("/echo"), Bytes::from(vec![b'x'; 100]))
+        .send(&server.head("/echo"), &Bytes::from(vec![b'x'; 100]))
         .await
         .unwrap()
         .unwrap();
@@ -139,8 +140,8 @@ async fn an_origin_that_picks_http1_by_alpn_is_left_to_awc_from_then_on() {
     let server = Server::start(&[b"http/1.1"], 100).await;
     let pool = server.pool();
     let head = server.head("/echo");
-    assert!(pool.send(&head, Bytes::new()).await.unwrap().is_none());
-    assert!(pool.send(&head, Bytes::new()).await.unwrap().is_none());
+    assert!(pool.send(&head, &Bytes::new()).await.unwrap().is_none());
+    assert!(pool.send(&head, &Bytes::new()).await.unwrap().is_none());
     assert_eq!(server.accepted(), 1, "the answer is kept per origin");
 }
 
@@ -149,11 +150,11 @@ async fn plain_http_origins_are_left_to_awc() {
     let server = Server::start(&[b"h2"], 100).await;
     let pool = server.pool();
     let head = Head {
-        method: Method::GET,
+        method: &Method::GET,
         uri: format!("http://{}/echo", server.addr).parse().unwrap(),
-        headers: HeaderMap::new(),
+        headers: &[],
     };
-    assert!(pool.send(&head, Bytes::new()).await.unwrap().is_none());
+    assert!(pool.send(&head, &Bytes::new()).await.unwrap().is_none());
     assert_eq!(server.accepted(), 0);
 }
 
@@ -161,7 +162,8 @@ async fn plain_http_origins_are_left_to_awc() {
 /// progress on the server, and checks every answer.
 async fn hundred_slow_calls(pool: &H2Pool, server: &Server) {
     let head = server.head("/slow");
-    let calls = (0..100).map(|_| pool.send(&head, Bytes::from_static(b"x")));
+    let body = Bytes::from_static(b"x");
+    let calls = (0..100).map(|_| pool.send(&head, &body));
     let waiting = futures_util::future::join_all(calls);
     let opened = async {
         server
