@@ -15,6 +15,7 @@ use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, 
 use awc::http::StatusCode;
 use awc::Client;
 use bytes::Bytes;
+use std::future::Future;
 use std::time::Instant;
 
 /// Error bodies are read whole to classify them; Gemini's are small.
@@ -62,22 +63,18 @@ pub(super) struct Plan<'a> {
     pub(super) started: Instant,
 }
 
-pub(super) async fn attempt(
-    plan: Plan<'_>,
+/// One attempt. Every call in flight holds this future while it waits for
+/// its answer, so it is not an `async fn` (one of those keeps a second copy
+/// of its arguments), and the answer's body is read at one place only (a
+/// local kept across two waits has room in every state of the future).
+pub(super) fn attempt<'a>(
+    plan: Plan<'a>,
     key: HeaderValue,
     owner: KeyOwner,
-    permit: &mut Option<Permit>,
-    charge: &mut Option<Charge>,
-) -> Attempt {
-    let Plan {
-        client,
-        h2,
-        context,
-        call,
-        url,
-        started: call_started,
-    } = plan;
-    let deadline = tokio::time::Instant::from_std(call.deadline);
+    permit: &'a mut Option<Permit>,
+    charge: &'a mut Option<Charge>,
+) -> impl Future<Output = Attempt> + 'a {
+    let call = plan.call;
     let mut headers = call.headers.clone();
     // Bodies always go as JSON, whatever the client said: an answer the
     // service cannot read (protobuf, say) would slip its tokens and errors past it.
@@ -88,43 +85,53 @@ pub(super) async fn attempt(
         KeyStyle::GoogHeader => (HeaderName::from_static("x-goog-api-key"), key),
         KeyStyle::Bearer => (AUTHORIZATION, bearer(&key)),
     });
-    let sent = adapter::send(client, h2, &call.method, url, &headers, &call.body);
-    let mut response = match tokio::time::timeout_at(deadline, sent).await {
-        Err(_) => return failed(classify::deadline_passed()),
-        Ok(Err(failure)) => return failed(failure),
-        Ok(Ok(response)) => response,
-    };
-    let status = response.status();
-    // `/gemini-proxy` writes its own answer: no header of Gemini's goes back.
-    let headers = match call.expect {
-        Expect::Relay => passed_headers(response.headers()),
-        Expect::Answer => Vec::new(),
-    };
-
-    if !status.is_success() {
-        let body = tokio::time::timeout_at(deadline, response.body(MAX_ERROR_BODY_BYTES)).await;
-        let body = match body {
+    async move {
+        let deadline = tokio::time::Instant::from_std(call.deadline);
+        let sent = adapter::send(
+            plan.client,
+            plan.h2,
+            &call.method,
+            plan.url,
+            &headers,
+            &call.body,
+        );
+        let mut response = match tokio::time::timeout_at(deadline, sent).await {
+            Err(_) => return failed(classify::deadline_passed()),
+            Ok(Err(failure)) => return failed(failure),
+            Ok(Ok(response)) => response,
+        };
+        drop(headers);
+        let status = response.status();
+        // `/gemini-proxy` writes its own answer: no header of Gemini's goes back.
+        let headers = match call.expect {
+            Expect::Relay => passed_headers(response.headers()),
+            Expect::Answer => Vec::new(),
+        };
+        let succeeded = status.is_success();
+        if succeeded && call.framing != Framing::Unary {
+            return stream(plan, response, status, headers, permit, charge);
+        }
+        let limit = if succeeded {
+            MAX_RESPONSE_BYTES
+        } else {
+            MAX_ERROR_BODY_BYTES
+        };
+        let body = match tokio::time::timeout_at(deadline, response.body(limit)).await {
             Err(_) => return failed(classify::deadline_passed()),
             Ok(Err(failure)) => return failed(failure),
             Ok(Ok(body)) => body,
         };
-        return Attempt::Failure {
-            failure: classify::classify_failure(status.as_u16(), &body, owner),
-            answer: Some(ErrorAnswer {
-                status,
-                headers,
-                body,
-            }),
-        };
-    }
-
-    if call.framing == Framing::Unary {
-        let body = tokio::time::timeout_at(deadline, response.body(MAX_RESPONSE_BYTES));
-        let body = match body.await {
-            Err(_) => return failed(classify::deadline_passed()),
-            Ok(Err(failure)) => return failed(failure),
-            Ok(Ok(body)) => body,
-        };
+        drop(response);
+        if !succeeded {
+            return Attempt::Failure {
+                failure: classify::classify_failure(status.as_u16(), &body, owner),
+                answer: Some(ErrorAnswer {
+                    status,
+                    headers,
+                    body,
+                }),
+            };
+        }
         let answer = match call.expect {
             Expect::Relay => None,
             Expect::Answer if status != StatusCode::OK => {
@@ -144,16 +151,27 @@ pub(super) async fn attempt(
             (None, true) => unary_tokens(&body),
             (_, false) => None,
         };
-        return Attempt::Success(Reply {
+        Attempt::Success(Reply {
             status,
             headers,
             body: ReplyBody::Full(body),
             failure: None,
             answer,
             tokens,
-        });
+        })
     }
+}
 
+/// A stream's answer, handed to its relay.
+fn stream(
+    plan: Plan<'_>,
+    response: adapter::Answer,
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    permit: &mut Option<Permit>,
+    charge: &mut Option<Charge>,
+) -> Attempt {
+    let (call, context) = (plan.call, plan.context);
     let declared_length = response
         .header(&CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -163,7 +181,7 @@ pub(super) async fn attempt(
         client: call.client.clone(),
         model_label: context.metrics.model_succeeded(&call.model),
         counts_tokens: call.counts_tokens,
-        started: call_started,
+        started: plan.started,
         charge: charge.take(),
     };
     let relay = relay::start(

@@ -12,6 +12,7 @@ use awc::http::{Method, StatusCode, Uri};
 use awc::{Client, ClientResponse};
 use bytes::Bytes;
 use futures_util::Stream;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -22,40 +23,43 @@ pub(in crate::upstream) enum Answer {
 }
 
 /// Sends one request: over HTTP/2 when `url`'s origin speaks it, else with
-/// awc. Everything is borrowed from the attempt: every call in flight holds
-/// this future while it waits, and a copy of each part would be held twice.
-pub(in crate::upstream) async fn send(
-    client: &Client,
-    h2: &H2Pool,
-    method: &Method,
-    url: &str,
-    headers: &[(HeaderName, HeaderValue)],
-    body: &Bytes,
-) -> Result<Answer, Failure> {
-    if let Ok(uri) = url.parse::<Uri>() {
-        let head = Head {
-            method,
-            uri,
-            headers,
-        };
-        match h2.send(&head, body).await {
-            Ok(Some(answer)) => return Ok(Answer::H2(answer)),
-            Ok(None) => {}
-            Err(e) => {
-                if matches!(e, H2Error::RefusedCertificate(_)) {
-                    log::warn!(
-                        "{e}; an upstream or a TLS-inspecting egress with a private CA needs its root in UPSTREAM_CA_FILE"
-                    );
-                } else {
-                    log::debug!("upstream call over HTTP/2 failed before an answer: {e}");
+/// awc. Every call in flight holds this future while it waits, so it
+/// borrows the attempt's parts, and it is not an `async fn`: one of those
+/// keeps a second copy of its arguments.
+pub(in crate::upstream) fn send<'a>(
+    client: &'a Client,
+    h2: &'a H2Pool,
+    method: &'a Method,
+    url: &'a str,
+    headers: &'a [(HeaderName, HeaderValue)],
+    body: &'a Bytes,
+) -> impl Future<Output = Result<Answer, Failure>> + 'a {
+    let head = url.parse::<Uri>().ok().map(|uri| Head {
+        method,
+        uri,
+        headers,
+    });
+    async move {
+        if let Some(head) = &head {
+            match h2.send(head, body).await {
+                Ok(Some(answer)) => return Ok(Answer::H2(answer)),
+                Ok(None) => {}
+                Err(e) => {
+                    if matches!(e, H2Error::RefusedCertificate(_)) {
+                        log::warn!(
+                            "{e}; an upstream or a TLS-inspecting egress with a private CA needs its root in UPSTREAM_CA_FILE"
+                        );
+                    } else {
+                        log::debug!("upstream call over HTTP/2 failed before an answer: {e}");
+                    }
+                    return Err(classify_h2_error(&e));
                 }
-                return Err(classify_h2_error(&e));
             }
         }
+        // Boxed: every call in flight holds this future while it waits, and
+        // awc's request is large; over HTTP/2 it is never built.
+        Box::pin(send_with_awc(client, method, url, headers, body)).await
     }
-    // Boxed: every call in flight holds this future while it waits, and
-    // awc's request is large; over HTTP/2 it is never built.
-    Box::pin(send_with_awc(client, method, url, headers, body)).await
 }
 
 async fn send_with_awc(
