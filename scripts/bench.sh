@@ -337,6 +337,7 @@ measure_h2c() {
   echo "  $label c=$clients×$streams: $rps req/s, mean $mean, max $max, cpu/req ${cpu}µs, peak RSS ${rss} MB, upstream connections $upstream_conns, errors $errors, non-2xx $non2xx" >&2
 }
 printf '%s' '{"prompt":"What is the capital of France?"}' > "$WORK/proxy-body.json"
+printf '%s' "$body" > "$WORK/native-body.json"
 
 # ONLY=instant: the instant-upstream rows alone (a quick before/after check);
 # ONLY=10k: the 1 s upstream row alone.
@@ -429,6 +430,11 @@ if [ "$ONLY" != instant ]; then
         start_proxy "$port" https
         measure_h2c "(c) over cleartext HTTP/2 from the client" 100 100 /gemini-proxy "$WORK/proxy-body.json" \
           "x-api-key: bench-client-key"
+        stop_proxy
+        # The SDKs' route, the same way (a fresh process: peak RSS is per row).
+        start_proxy "$port" https
+        measure_h2c "(d) native generateContent, over cleartext HTTP/2" 100 100 "$NATIVE" "$WORK/native-body.json" \
+          "x-goog-api-key: bench-client-key"
         stop_proxy
       fi
       UPSTREAM_PORT=

@@ -13,11 +13,13 @@ use crate::routes::proxy::read_body;
 use crate::routes::stream::{RelayedStream, StreamOutcome};
 use crate::state::AppState;
 use crate::upstream::stream_reader::Framing;
-use crate::upstream::{Credential, Expect, KeyStyle, Reply, ReplyBody, UpstreamCall};
+use crate::upstream::{CallOutcome, Credential, Expect, KeyStyle, Reply, ReplyBody, UpstreamCall};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
+use futures_util::FutureExt;
+use std::future::Future;
 use std::time::Instant;
 
 /// Client request headers that may go upstream; everything else (the client's
@@ -174,103 +176,136 @@ pub async fn forward_get(
 }
 
 /// Checks the call against the client's policy, then hands it to the pipeline.
-pub async fn forward(
-    req: &HttpRequest,
-    state: &AppState,
-    admission: &Admission,
+///
+/// Not an `async fn`, like [`call`]: every call in flight holds this future
+/// while it waits, and an `async fn` keeps a second copy of its arguments.
+pub fn forward<'a>(
+    req: &'a HttpRequest,
+    state: &'a AppState,
+    admission: &'a Admission,
     own_key: Option<String>,
     target: Target,
     body: Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let called = call(req, state, admission, own_key, target, body).await?;
-    Ok(respond(req, called.reply))
+) -> impl Future<Output = Result<HttpResponse, ApiError>> + 'a {
+    // Mapped, not awaited in an async block: that would hold the call's
+    // future twice (once captured, once being awaited).
+    call(req, state, admission, own_key, target, body)
+        .map(move |called| Ok(respond(req, called?.reply)))
 }
 
 /// As [`forward`], answering Gemini's reply for the route to finish, with the
 /// call's owner (who it was made for, and with which key).
-pub async fn call(
-    req: &HttpRequest,
-    state: &AppState,
-    admission: &Admission,
+///
+/// Every call in flight holds this future while it waits for Gemini, so its
+/// other waits (on the ownership store, for calls that name or create a
+/// resource) are boxed where they happen, and it is not an `async fn` (one of
+/// those keeps a second copy of its arguments).
+#[allow(clippy::manual_async_fn)]
+pub fn call<'a>(
+    req: &'a HttpRequest,
+    state: &'a AppState,
+    admission: &'a Admission,
     own_key: Option<String>,
     target: Target,
     body: Bytes,
-) -> Result<Called, ApiError> {
-    let client = &admission.client;
-    let model = target.model.as_ref().map(ModelId::display_id);
-    if let Some(model) = &model {
-        RequestLog::update(req, |log| log.model = Some(model.clone()));
-    }
-    let mut credential = Credential::from(client.authorize(own_key.as_deref(), model.as_deref())?);
-    if matches!(credential, Credential::Server) {
-        let named = owned::named(target.resources.named.as_ref(), &body)?;
-        if let Some(index) = owned::pin(state, &client.name, &named).await? {
-            credential = Credential::Pinned(index);
+) -> impl Future<Output = Result<Called, ApiError>> + 'a {
+    async move {
+        let client = &admission.client;
+        let model = target.model.as_ref().map(ModelId::display_id);
+        if let Some(model) = &model {
+            RequestLog::update(req, |log| log.model = Some(model.clone()));
         }
-        if let Some(index) = target.resources.list_key {
-            credential = Credential::Pinned(index);
+        let mut credential =
+            Credential::from(client.authorize(own_key.as_deref(), model.as_deref())?);
+        if matches!(credential, Credential::Server) {
+            let named = owned::named(target.resources.named.as_ref(), &body)?;
+            if !named.is_empty() {
+                if let Some(index) = Box::pin(owned::pin(state, &client.name, &named)).await? {
+                    credential = Credential::Pinned(index);
+                }
+            }
+            if let Some(index) = target.resources.list_key {
+                credential = Credential::Pinned(index);
+            }
         }
-    }
-    let mut charge = auth::admit_model(state, admission, model.as_deref())?;
-    let route_charge = target
-        .resources
-        .route_charges
-        .then(|| std::mem::replace(&mut charge, crate::quota::Charge::none()));
-    let started = Instant::now();
-    let mut headers = forwarded_headers(req);
-    headers.extend(
-        req.headers()
-            .iter()
-            .filter(|(name, _)| target.resources.extra_headers.contains(&name.as_str()))
-            .map(|(name, value)| (name.clone(), value.clone())),
-    );
-    let own = matches!(credential, Credential::Client(_));
-    let call = UpstreamCall {
-        method: target.method.clone(),
-        path: target.path,
-        query: target.query.encoded,
-        credential,
-        key_style: match target.surface {
-            Surface::Gemini => KeyStyle::GoogHeader,
-            Surface::OpenAi => KeyStyle::Bearer,
-        },
-        headers,
-        body,
-        framing: target.framing,
-        expect: Expect::Relay,
-        model: model.unwrap_or_default(),
-        client: client.name.clone(),
-        counts_tokens: target.counts_tokens,
-        deadline: started + state.limits.upstream_timeout,
-        charge,
-    };
-    let outcome = state.upstream.call(call).await;
-    RequestLog::update(req, |log| log.attempts = outcome.attempts);
-    let mut reply = outcome.result?;
-    if target.resources.extra_headers.is_empty() {
-        // Only the upload route rewrites an upload URL; nowhere else may one
-        // pass (it could carry a key).
-        reply
-            .headers
-            .retain(|(name, _)| !name.as_str().starts_with("x-goog-upload-"));
-    }
-    let owner = owned::owner_of(state, &client.name, own, outcome.server_key);
-    if reply.failure.is_none() && reply.status.is_success() {
-        if let (Some(owner), Some(kind)) = (&owner, target.resources.creates) {
-            owned::record_created(state, kind, owner, &reply).await;
+        let mut charge = auth::admit_model(state, admission, model.as_deref())?;
+        let route_charge = target
+            .resources
+            .route_charges
+            .then(|| std::mem::replace(&mut charge, crate::quota::Charge::none()));
+        let started = Instant::now();
+        let mut headers = forwarded_headers(req);
+        headers.extend(
+            req.headers()
+                .iter()
+                .filter(|(name, _)| target.resources.extra_headers.contains(&name.as_str()))
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        let own = matches!(credential, Credential::Client(_));
+        let call = UpstreamCall {
+            method: target.method.clone(),
+            path: target.path,
+            query: target.query.encoded,
+            credential,
+            key_style: match target.surface {
+                Surface::Gemini => KeyStyle::GoogHeader,
+                Surface::OpenAi => KeyStyle::Bearer,
+            },
+            headers,
+            body,
+            framing: target.framing,
+            expect: Expect::Relay,
+            model: model.unwrap_or_default(),
+            client: client.name.clone(),
+            counts_tokens: target.counts_tokens,
+            deadline: started + state.limits.upstream_timeout,
+            charge,
+        };
+        // Taken apart at once, not named: a local kept across the wait
+        // below would have room in every state of this future.
+        let CallOutcome {
+            result,
+            attempts,
+            server_key,
+            ..
+        } = state.upstream.call(call).await;
+        RequestLog::update(req, |log| log.attempts = attempts);
+        let mut reply = result?;
+        if target.resources.extra_headers.is_empty() {
+            // Only the upload route rewrites an upload URL; nowhere else may one
+            // pass (it could carry a key).
+            reply
+                .headers
+                .retain(|(name, _)| !name.as_str().starts_with("x-goog-upload-"));
         }
-        if let (Some((kind, id)), true) = (
-            &target.resources.named,
-            target.method == Method::DELETE && !own,
-        ) {
-            state.upstream.context().ownership.forget(*kind, id).await;
+        let owner = owned::owner_of(state, &client.name, own, server_key);
+        if reply.failure.is_none() && reply.status.is_success() {
+            let created = owner.as_ref().zip(target.resources.creates);
+            let deleted = target
+                .resources
+                .named
+                .as_ref()
+                .filter(|_| target.method == Method::DELETE && !own);
+            // One wait, boxed, for both: only calls that create or delete a
+            // resource have one.
+            if created.is_some() || deleted.is_some() {
+                Box::pin(async {
+                    if let Some((owner, kind)) = created {
+                        owned::record_created(state, kind, owner, &reply).await;
+                    }
+                    if let Some((kind, id)) = deleted {
+                        state.upstream.context().ownership.forget(*kind, id).await;
+                    }
+                })
+                .await;
+            }
         }
+        Ok(Called {
+            reply,
+            owner,
+            charge: route_charge,
+        })
     }
-    Ok(Called {
-        reply,
-        owner,
-        charge: route_charge,
-    })
 }
 
 pub fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
