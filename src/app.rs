@@ -46,7 +46,7 @@ pub fn create_app(
         .wrap(cors_middleware(&options.cors))
         .wrap(from_fn(observe::observe))
         .wrap(metrics.http_middleware())
-        .wrap(from_fn(method::fold_unknown_methods))
+        .wrap(method::FoldUnknownMethods)
 }
 
 fn cors_middleware(origins: &CorsOrigins) -> Cors {
