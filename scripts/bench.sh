@@ -13,8 +13,10 @@
 #                                 # (H2_ONLY=1: over HTTP/2 alone; H2_ONLY=h2c: only
 #                                 # the calls that come over cleartext HTTP/2 too)
 #   BENCH_UPSTREAM_LOG=/tmp/up.log ...   # keep the upstream nginx's log, at level info
-#   BENCH_WRAP="heaptrack -o /tmp/ht" ONLY=tls10k scripts/bench.sh
-#                                 # the proxy under a profiler (its RSS is then the wrapper's)
+#   BENCH_WRAP=heaptrack H2_ONLY=h2c ONLY=tls10k scripts/bench.sh
+#                                 # the proxy under a profiler (its RSS is then the
+#                                 # wrapper's); heaptrack writes one file per row,
+#                                 # heaptrack.gemini-proxy.PID.zst, in the checkout
 #
 # Needs nginx-light, libnginx-mod-http-echo, wrk and h2load (nghttp2-client;
 # installed with apt-get when missing and running as root). Prints a Markdown
@@ -242,7 +244,10 @@ start_proxy() { # upstream-port [https]
   echo "the proxy did not start" >&2; cat "$WORK/proxy.log" >&2; exit 1
 }
 stop_proxy() {
-  kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
+  # Its children first: a wrapper (BENCH_WRAP) may not pass the signal on,
+  # and the next row's proxy would find the port taken.
+  pkill -TERM -P "$PROXY_PID" 2>/dev/null || true
+  kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true
   # Codes other than OK, from the access log, so a failed run says why.
   grep -o 'code=[A-Z_]*' "$WORK/proxy.log" | grep -v 'code=OK' | sort | uniq -c | sed 's/^/    /' >&2 || true
   grep -v 'gemini_proxy::access' "$WORK/proxy.log" | grep -E 'WARN|ERROR|DEBUG' | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' >&2 || true

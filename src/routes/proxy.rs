@@ -4,6 +4,7 @@
 
 use crate::auth;
 use crate::errors::{ApiError, ErrorCode};
+use crate::keys::Admission;
 use crate::proxy_request::{ProxyRequest, Target};
 use crate::request_log::RequestLog;
 use crate::state::AppState;
@@ -54,42 +55,11 @@ pub async fn gemini_proxy(
     let admission = auth::admit(&req, &state, key, true).await?;
     require_json(&req)?;
     let body = read_body(&req, payload, state.limits.max_body_bytes).await?;
-    let request = ProxyRequest::parse(&body, state.limits.max_prompt_chars)?;
-
-    let client = &admission.client;
-    let (model, own_key) = match &request.target {
-        Target::ServerDefault => (state.limits.default_model.clone(), None),
-        Target::Own { model, api_key } => (model.clone(), Some(api_key.as_ref())),
-    };
-    let model_id = model.display_id();
-    RequestLog::update(&req, |log| log.model = Some(model_id.clone()));
-    let credential = Credential::from(client.authorize(own_key, Some(&model_id))?);
-    let charge = auth::admit_model(&state, &admission, Some(&model_id))?;
-
-    let upstream_body = generate_body(
-        &request.prompt,
-        request.system_instruction.as_deref(),
-        request.generation_config,
-    );
-    let outcome = state
-        .upstream
-        .call(UpstreamCall {
-            method: Method::POST,
-            path: format!("/v1beta/{}:generateContent", model.resource()),
-            query: String::new(),
-            credential,
-            key_style: KeyStyle::GoogHeader,
-            headers: Vec::new(),
-            body: Bytes::from(upstream_body),
-            framing: Framing::Unary,
-            expect: Expect::Answer,
-            model: model_id.clone(),
-            client: client.name.clone(),
-            counts_tokens: true,
-            deadline: started + state.limits.upstream_timeout,
-            charge,
-        })
-        .await;
+    // Described by a function of its own, which takes the admission and the
+    // body: nothing of the request's parts stays in this future during the
+    // wait for Gemini, and every call in flight holds it.
+    let (call, model_id) = describe(&req, &state, admission, body, started)?;
+    let outcome = state.upstream.call(call).await;
     RequestLog::update(&req, |log| log.attempts = outcome.attempts);
     let reply = outcome.result?;
     // A request-level failure Gemini answered: its code and (key-free) message.
@@ -119,6 +89,49 @@ pub async fn gemini_proxy(
         },
     };
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// The call to Gemini a request describes, and the id of its model.
+fn describe(
+    req: &HttpRequest,
+    state: &AppState,
+    admission: Admission,
+    body: Bytes,
+    started: Instant,
+) -> Result<(UpstreamCall, String), ApiError> {
+    let request = ProxyRequest::parse(&body, state.limits.max_prompt_chars)?;
+    let client = &admission.client;
+    let (model, own_key) = match &request.target {
+        Target::ServerDefault => (state.limits.default_model.clone(), None),
+        Target::Own { model, api_key } => (model.clone(), Some(api_key.as_ref())),
+    };
+    let model_id = model.display_id();
+    RequestLog::update(req, |log| log.model = Some(model_id.clone()));
+    let credential = Credential::from(client.authorize(own_key, Some(&model_id))?);
+    let charge = auth::admit_model(state, &admission, Some(&model_id))?;
+
+    let upstream_body = generate_body(
+        &request.prompt,
+        request.system_instruction.as_deref(),
+        request.generation_config,
+    );
+    let call = UpstreamCall {
+        method: Method::POST,
+        path: format!("/v1beta/{}:generateContent", model.resource()),
+        query: String::new(),
+        credential,
+        key_style: KeyStyle::GoogHeader,
+        headers: Vec::new(),
+        body: Bytes::from(upstream_body),
+        framing: Framing::Unary,
+        expect: Expect::Answer,
+        model: model_id.clone(),
+        client: client.name.clone(),
+        counts_tokens: true,
+        deadline: started + state.limits.upstream_timeout,
+        charge,
+    };
+    Ok((call, model_id))
 }
 
 /// JSON only: `application/json`, with or without parameters such as charset.

@@ -214,13 +214,16 @@ pub fn run<'a>(
         let mut retries = 0;
         let mut busy_failovers = 0;
         let mut tried: Vec<usize> = Vec::new();
-        // The last failure Gemini answered, in case the policy gives up on it.
-        let mut last: Option<(Failure, Option<ErrorAnswer>)> = None;
-        let give_up = |last: Option<(Failure, Option<ErrorAnswer>)>, fallback: ApiError| match last
-        {
-            Some((failure, answer)) => gave_up(context, &call, failure, answer),
-            None => Err(fallback),
-        };
+        // The last failure Gemini answered, in case the policy gives up on it;
+        // boxed, as the future holds room for it and most calls have none.
+        let mut last: Option<Box<(Failure, Option<ErrorAnswer>)>> = None;
+        let give_up =
+            |last: Option<Box<(Failure, Option<ErrorAnswer>)>>, fallback: ApiError| match last
+                .map(|last| *last)
+            {
+                Some((failure, answer)) => gave_up(context, &call, failure, answer),
+                None => Err(fallback),
+            };
         context.retry_budget.deposit();
         loop {
             // Checked here, not left to the attempt's own timeout: a timeout polls its
@@ -242,7 +245,7 @@ pub fn run<'a>(
                     {
                         Ok(picked) => (picked.header, Some(picked.index), KeyOwner::Server),
                         Err(reason) => {
-                            let error = match (reason, last) {
+                            let error = match (reason, last.map(|last| *last)) {
                                 // Keys this request tried and moved on from: the
                                 // last of their failures says why none is left.
                                 (NoKey::NoneLeft, Some((failure, _))) => failure_error(failure),
@@ -302,20 +305,20 @@ pub fn run<'a>(
                     KeyVerdict::Rest(hits) => {
                         rest_for(context, index, &call.model, hits, failure.retry_delay);
                         tried.push(index);
-                        last = Some((failure, None));
+                        last = Some(Box::new((failure, None)));
                         continue;
                     }
                     KeyVerdict::Refused => {
                         context.keys.refuse(index);
                         report_holdings(context, index);
                         tried.push(index);
-                        last = Some((failure, None));
+                        last = Some(Box::new((failure, None)));
                         continue;
                     }
                     KeyVerdict::Busy if busy_failovers < MAX_BUSY_FAILOVERS => {
                         busy_failovers += 1;
                         tried.push(index);
-                        last = Some((failure, None));
+                        last = Some(Box::new((failure, None)));
                         continue;
                     }
                     // A server key's quota is never relayed.
@@ -343,7 +346,7 @@ pub fn run<'a>(
                         .with_label_values(&[failure.code.as_str()])
                         .inc();
                     // Gemini's answer goes back as it came if time runs out during the pause.
-                    last = Some((failure, answer));
+                    last = Some(Box::new((failure, answer)));
                     actix_rt::time::sleep(pause).await;
                     continue;
                 }

@@ -260,45 +260,36 @@ impl H2Pool {
                     None => return Ok(None),
                 },
             };
-            let refused = match open_stream(send, head, body) {
+            // Taken apart before the wait: a match around it would keep the
+            // whole result in the future while it waits.
+            let (response, stream) = match open_stream(send, head, body) {
+                Ok(opened) => opened,
                 // The connection is going away or broke: the request never left.
                 Err(H2Error::NotSent(e)) if e.is_go_away() || e.is_io() => {
                     log::debug!("an HTTP/2 connection to Gemini took no new stream: {e}");
-                    e
+                    refused_by = Some(refused(&slot, e, tries)?);
+                    continue;
                 }
                 Err(e) => return Err(e),
-                Ok((response, stream)) => {
-                    let answer = response.await;
-                    drop(stream);
-                    match answer {
-                        Ok(response) => return Ok(Some(H2Response::new(response, slot))),
-                        Err(e) if never_processed(&e) => {
-                            log::debug!("an HTTP/2 connection to Gemini refused a stream: {e}");
-                            origin.refused.set(origin.refused.get() + 1);
-                            if !e.is_go_away() {
-                                slot.0.refused_under_limit();
-                            }
-                            e
-                        }
-                        // A connection that broke before the answer: whether the
-                        // server took the request is unknown, so it is the
-                        // pipeline's to retry, with backoff and inside the
-                        // retry budget (classify_h2_error).
-                        Err(e) => return Err(H2Error::Stream(e)),
-                    }
-                }
             };
-            // Refused by GOAWAY (or unable to open a stream at all), the
-            // connection takes no new stream; its driver may not have seen
-            // the GOAWAY yet, so the next try must not pick it. One refused
-            // stream alone (REFUSED_STREAM) does not end it.
-            if refused.is_go_away() || !refused.is_reset() {
-                slot.0.closed.set(true);
+            let answer = response.await;
+            drop(stream);
+            match answer {
+                Ok(response) => return Ok(Some(H2Response::new(response, slot))),
+                Err(e) if never_processed(&e) => {
+                    log::debug!("an HTTP/2 connection to Gemini refused a stream: {e}");
+                    origin.refused.set(origin.refused.get() + 1);
+                    if !e.is_go_away() {
+                        slot.0.refused_under_limit();
+                    }
+                    refused_by = Some(refused(&slot, e, tries)?);
+                }
+                // A connection that broke before the answer: whether the
+                // server took the request is unknown, so it is the
+                // pipeline's to retry, with backoff and inside the
+                // retry budget (classify_h2_error).
+                Err(e) => return Err(H2Error::Stream(e)),
             }
-            if tries >= MAX_TRIES {
-                return Err(H2Error::Stream(refused));
-            }
-            refused_by = Some(slot.0.clone());
         }
     }
 
@@ -548,6 +539,21 @@ fn header_map(headers: &[(HeaderName, HeaderValue)]) -> HeaderMap {
         }
     }
     map
+}
+
+/// A try the server refused unprocessed: the connection that refused it, for
+/// the next try to avoid, or the refusal when the tries are spent. Refused by
+/// GOAWAY (or unable to open a stream at all), the connection takes no new
+/// stream; its driver may not have seen the GOAWAY yet, so the next try must
+/// not pick it. One refused stream alone (REFUSED_STREAM) does not end it.
+fn refused(slot: &StreamSlot, error: h2::Error, tries: u32) -> Result<Rc<ConnState>, H2Error> {
+    if error.is_go_away() || !error.is_reset() {
+        slot.0.closed.set(true);
+    }
+    if tries >= MAX_TRIES {
+        return Err(H2Error::Stream(error));
+    }
+    Ok(slot.0.clone())
 }
 
 /// Whether a failed stream was refused before the server worked on it, so
