@@ -244,10 +244,16 @@ start_proxy() { # upstream-port [https]
   echo "the proxy did not start" >&2; cat "$WORK/proxy.log" >&2; exit 1
 }
 stop_proxy() {
-  # Its children first: a wrapper (BENCH_WRAP) may not pass the signal on,
-  # and the next row's proxy would find the port taken.
-  pkill -TERM -P "$PROXY_PID" 2>/dev/null || true
-  kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true
+  if [ -n "${BENCH_WRAP:-}" ]; then
+    # The proxy is the wrapper's child, and a wrapper may not pass a signal
+    # on (heaptrack's dies, leaving the proxy holding the port for the next
+    # row, and its own writers unfinished): the proxy alone is stopped, and
+    # the wrapper ends by itself once it has written its data.
+    pkill -TERM -x gemini-proxy -P "$PROXY_PID"
+  else
+    kill "$PROXY_PID"
+  fi
+  wait "$PROXY_PID" 2>/dev/null || true
   # Codes other than OK, from the access log, so a failed run says why.
   grep -o 'code=[A-Z_]*' "$WORK/proxy.log" | grep -v 'code=OK' | sort | uniq -c | sed 's/^/    /' >&2 || true
   grep -v 'gemini_proxy::access' "$WORK/proxy.log" | grep -E 'WARN|ERROR|DEBUG' | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' >&2 || true

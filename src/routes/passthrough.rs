@@ -187,8 +187,8 @@ pub fn forward<'a>(
     target: Target,
     body: Bytes,
 ) -> impl Future<Output = Result<HttpResponse, ApiError>> + 'a {
-    // Mapped, not awaited in an async block: that would hold the call's
-    // future twice (once captured, once being awaited).
+    // Mapped, not awaited in an async block that captures it: such a block
+    // holds the call's future twice, as captured and as being awaited.
     call(req, state, admission, own_key, target, body)
         .map(move |called| Ok(respond(req, called?.reply)))
 }

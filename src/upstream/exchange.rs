@@ -100,6 +100,7 @@ pub(super) fn attempt<'a>(
             Ok(Err(failure)) => return failed(failure),
             Ok(Ok(response)) => response,
         };
+        // Not kept across the wait for the body.
         drop(headers);
         let status = response.status();
         // `/gemini-proxy` writes its own answer: no header of Gemini's goes back.

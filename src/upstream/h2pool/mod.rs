@@ -254,7 +254,8 @@ impl H2Pool {
             tries += 1;
             let (send, slot) = match origin.pick(refused_by.as_ref()) {
                 Some(found) => found,
-                // Boxed: only the calls that find every connection full hold it.
+                // Boxed: only the calls that find no connection with room (the
+                // first to an origin, or every one full or going away) hold it.
                 None => match Box::pin(self.open(&origin, refused_by.as_ref())).await? {
                     Some(found) => found,
                     None => return Ok(None),
@@ -267,7 +268,7 @@ impl H2Pool {
                 // The connection is going away or broke: the request never left.
                 Err(H2Error::NotSent(e)) if e.is_go_away() || e.is_io() => {
                     log::debug!("an HTTP/2 connection to Gemini took no new stream: {e}");
-                    refused_by = Some(refused(&slot, e, tries)?);
+                    refused_by = Some(retry_elsewhere(&slot, e, tries)?);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -282,7 +283,7 @@ impl H2Pool {
                     if !e.is_go_away() {
                         slot.0.refused_under_limit();
                     }
-                    refused_by = Some(refused(&slot, e, tries)?);
+                    refused_by = Some(retry_elsewhere(&slot, e, tries)?);
                 }
                 // A connection that broke before the answer: whether the
                 // server took the request is unknown, so it is the
@@ -528,7 +529,9 @@ fn open_stream(
 }
 
 fn header_map(headers: &[(HeaderName, HeaderValue)]) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(headers.len() + 1);
+    // `with_capacity` panics past http's limit; a request head is bounded well
+    // under it (middleware/observe.rs), but an upstream actor must not panic.
+    let mut map = HeaderMap::try_with_capacity(headers.len() + 1).unwrap_or_default();
     map.insert(
         USER_AGENT,
         HeaderValue::from_static(concat!("gemini-proxy/", env!("CARGO_PKG_VERSION"))),
@@ -541,12 +544,17 @@ fn header_map(headers: &[(HeaderName, HeaderValue)]) -> HeaderMap {
     map
 }
 
-/// A try the server refused unprocessed: the connection that refused it, for
-/// the next try to avoid, or the refusal when the tries are spent. Refused by
-/// GOAWAY (or unable to open a stream at all), the connection takes no new
-/// stream; its driver may not have seen the GOAWAY yet, so the next try must
-/// not pick it. One refused stream alone (REFUSED_STREAM) does not end it.
-fn refused(slot: &StreamSlot, error: h2::Error, tries: u32) -> Result<Rc<ConnState>, H2Error> {
+/// A try that never reached the server (refused unprocessed, or its
+/// connection could take no new stream): the connection, for the next try to
+/// avoid, or the error when the tries are spent. Refused by GOAWAY (or unable
+/// to open a stream at all), the connection takes no new stream; its driver
+/// may not have seen the GOAWAY yet, so the next try must not pick it. One
+/// refused stream alone (REFUSED_STREAM) does not end it.
+fn retry_elsewhere(
+    slot: &StreamSlot,
+    error: h2::Error,
+    tries: u32,
+) -> Result<Rc<ConnState>, H2Error> {
     if error.is_go_away() || !error.is_reset() {
         slot.0.closed.set(true);
     }
