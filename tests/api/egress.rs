@@ -342,7 +342,7 @@ async fn the_binary_logs_what_the_proxy_did_at_trace_level_but_never_its_passwor
     )
     .await;
     assert_eq!(code_of(&answer).as_deref(), Some("UPSTREAM_UNAVAILABLE"));
-    let logs = app.logs();
+    let logs = app.logs_with("gemini_proxy::access").await;
     assert!(
         logs.contains("upstream_proxy=http://me:***@127.0.0.1:"),
         "{logs}"

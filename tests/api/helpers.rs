@@ -367,6 +367,24 @@ impl BinaryApp {
         self.logs.lock().expect("log lock").clone()
     }
 
+    /// The logs once they contain `what`, waiting up to 10 s: a line written
+    /// after the answer went out (an access line) reaches the reader thread
+    /// a moment later.
+    pub async fn logs_with(&self, what: &str) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            let logs = self.logs();
+            if logs.contains(what) {
+                return logs;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no {what:?} in the logs:\n{logs}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends a signal to the child (by its PID, which this test started).
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
