@@ -11,6 +11,8 @@ use std::time::Duration;
 
 /// Unary bodies above this are refused as `UPSTREAM_ERROR` (docs/upstream.md#retries-and-deadlines).
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+/// What every upstream request names itself, over awc and the HTTP/2 pool alike.
+pub const USER_AGENT: &str = concat!("gemini-proxy/", env!("CARGO_PKG_VERSION"));
 /// Idle keep-alive connections are closed after this; Google's front end keeps
 /// idle connections for longer, so ours is the one that decides.
 const KEEP_ALIVE: Duration = Duration::from_secs(60);
@@ -130,9 +132,6 @@ where
         .disable_redirects()
         // The caller enforces one deadline over headers and body together.
         .disable_timeout()
-        .add_default_header((
-            awc::http::header::USER_AGENT,
-            concat!("gemini-proxy/", env!("CARGO_PKG_VERSION")),
-        ))
+        .add_default_header((awc::http::header::USER_AGENT, USER_AGENT))
         .finish()
 }

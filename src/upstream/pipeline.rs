@@ -24,7 +24,6 @@ use crate::quota::Charge;
 use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::{Method, StatusCode};
 use bytes::Bytes;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,176 +187,168 @@ impl CallOutcome {
 /// with backoff, inside the deadline, while the retry budget allows. A
 /// client's own key is the only key its calls use. `permit` travels with a
 /// stream until it ends.
-///
-/// Not an `async fn`: one of those keeps a second copy of its arguments, and
-/// every call in flight holds this future while it waits.
-#[allow(clippy::manual_async_fn)]
-pub fn run<'a>(
-    clients: &'a Clients,
-    h2: &'a Clients<H2Pool>,
-    context: &'a UpstreamContext,
+pub async fn run(
+    clients: &Clients,
+    h2: &Clients<H2Pool>,
+    context: &UpstreamContext,
     mut call: Box<UpstreamCall>,
     permit: Permit,
-) -> impl Future<Output = CallOutcome> + 'a {
-    async move {
-        let mut permit = Some(permit);
-        // Travels with a stream, like the permit; a unary answer charges below.
-        let mut charge = Some(std::mem::replace(&mut call.charge, Charge::none()));
-        let call_started = Instant::now();
-        // Built once: every attempt goes to the same place, only the key changes.
-        let url = if call.query.is_empty() {
-            format!("{}{}", context.base_url, call.path)
-        } else {
-            format!("{}{}?{}", context.base_url, call.path, call.query)
-        };
-        let mut attempts = 0;
-        let mut retries = 0;
-        let mut busy_failovers = 0;
-        let mut tried: Vec<usize> = Vec::new();
-        // The last failure Gemini answered, in case the policy gives up on it;
-        // boxed, as the future holds room for it and most calls have none.
-        let mut last: Option<Box<(Failure, Option<ErrorAnswer>)>> = None;
-        let give_up =
-            |last: Option<Box<(Failure, Option<ErrorAnswer>)>>, fallback: ApiError| match last
-                .map(|last| *last)
-            {
-                Some((failure, answer)) => gave_up(context, &call, failure, answer),
-                None => Err(fallback),
-            };
-        context.retry_budget.deposit();
-        loop {
-            // Checked here, not left to the attempt's own timeout: a timeout polls its
-            // future once before it fires, so a late attempt would still reach Gemini.
-            if Instant::now() >= call.deadline {
-                return CallOutcome {
-                    result: give_up(last, failure_error(classify::deadline_passed())),
-                    attempts,
-                    model_label: context.metrics.model_label(&call.model),
-                    server_key: None,
-                };
-            }
-            let (key, index, owner) = match &call.credential {
-                Credential::Client(key) => (key.clone(), None, KeyOwner::Client),
-                Credential::Server | Credential::Pinned(_) => {
-                    match context
-                        .keys
-                        .pick(&call.model, &tried, pinned_key(&call.credential))
-                    {
-                        Ok(picked) => (picked.header, Some(picked.index), KeyOwner::Server),
-                        Err(reason) => {
-                            let error = match (reason, last.map(|last| *last)) {
-                                // Keys this request tried and moved on from: the
-                                // last of their failures says why none is left.
-                                (NoKey::NoneLeft, Some((failure, _))) => failure_error(failure),
-                                (reason, _) => no_key_error(reason),
-                            };
-                            return CallOutcome {
-                                result: Err(error),
-                                attempts,
-                                model_label: context.metrics.model_label(&call.model),
-                                server_key: None,
-                            };
-                        }
-                    }
-                }
-            };
-            attempts += 1;
-            let started = Instant::now();
-            let plan = Plan {
-                client: clients.route(route(&context.egress, &call.credential, index)),
-                h2: h2.route(route(&context.egress, &call.credential, index)),
-                context,
-                call: &call,
-                url: &url,
-                started: call_started,
-            };
-            // Matched at once, not named: a local kept across the backoff
-            // below would have room in every state of this future.
-            let (failure, answer) = match attempt(plan, key, owner, &mut permit, &mut charge).await
-            {
-                Attempt::Success(reply) => {
-                    let label = context.metrics.model_succeeded(&call.model);
-                    context
-                        .metrics
-                        .upstream_call(&label, "ok", started.elapsed());
-                    if let (true, Some(tokens)) = (call.counts_tokens, reply.tokens) {
-                        context.metrics.count_tokens(&call.client, &label, tokens);
-                    }
-                    if let (Some(charge), Some(tokens)) = (charge.take(), reply.tokens) {
-                        charge.tokens(tokens.total);
-                    }
-                    return CallOutcome {
-                        result: Ok(reply),
-                        attempts,
-                        model_label: label,
-                        server_key: index,
-                    };
-                }
-                Attempt::Failure { failure, answer } => (failure, answer),
-            };
-            let label = context.metrics.model_label(&call.model);
-            context
-                .metrics
-                .upstream_call(&label, failure.code.as_str(), started.elapsed());
-
-            if let Some(index) = index {
-                match &failure.key {
-                    KeyVerdict::Rest(hits) => {
-                        rest_for(context, index, &call.model, hits, failure.retry_delay);
-                        tried.push(index);
-                        last = Some(Box::new((failure, None)));
-                        continue;
-                    }
-                    KeyVerdict::Refused => {
-                        context.keys.refuse(index);
-                        report_holdings(context, index);
-                        tried.push(index);
-                        last = Some(Box::new((failure, None)));
-                        continue;
-                    }
-                    KeyVerdict::Busy if busy_failovers < MAX_BUSY_FAILOVERS => {
-                        busy_failovers += 1;
-                        tried.push(index);
-                        last = Some(Box::new((failure, None)));
-                        continue;
-                    }
-                    // A server key's quota is never relayed.
-                    KeyVerdict::Busy => {
-                        return CallOutcome {
-                            result: Err(failure_error(failure)),
-                            attempts,
-                            model_label: label,
-                            server_key: None,
-                        }
-                    }
-                    // This request's failure all the same; the key is asked by
-                    // itself whether it is refused.
-                    KeyVerdict::Suspect => context.keys.probe(index),
-                    KeyVerdict::Fine => {}
-                }
-            }
-            if failure.retryable && retries < MAX_RETRIES {
-                let pause = backoff(retries);
-                if Instant::now() + pause < call.deadline && context.retry_budget.try_withdraw() {
-                    retries += 1;
-                    context
-                        .metrics
-                        .upstream_retries
-                        .with_label_values(&[failure.code.as_str()])
-                        .inc();
-                    // Gemini's answer goes back as it came if time runs out during the pause.
-                    last = Some(Box::new((failure, answer)));
-                    actix_rt::time::sleep(pause).await;
-                    continue;
-                }
-            }
+) -> CallOutcome {
+    let mut permit = Some(permit);
+    // Travels with a stream, like the permit; a unary answer charges below.
+    let mut charge = Some(std::mem::replace(&mut call.charge, Charge::none()));
+    let call_started = Instant::now();
+    // Built once: every attempt goes to the same place, only the key changes.
+    let url = if call.query.is_empty() {
+        format!("{}{}", context.base_url, call.path)
+    } else {
+        format!("{}{}?{}", context.base_url, call.path, call.query)
+    };
+    let mut attempts = 0;
+    let mut retries = 0;
+    let mut busy_failovers = 0;
+    let mut tried: Vec<usize> = Vec::new();
+    // The last failure Gemini answered, in case the policy gives up on it;
+    // boxed, as the future holds room for it and most calls have none.
+    let mut last: Option<Box<(Failure, Option<ErrorAnswer>)>> = None;
+    let give_up = |last: Option<Box<(Failure, Option<ErrorAnswer>)>>, fallback: ApiError| match last
+        .map(|last| *last)
+    {
+        Some((failure, answer)) => gave_up(context, &call, failure, answer),
+        None => Err(fallback),
+    };
+    context.retry_budget.deposit();
+    loop {
+        // Checked here, not left to the attempt's own timeout: a timeout polls its
+        // future once before it fires, so a late attempt would still reach Gemini.
+        if Instant::now() >= call.deadline {
             return CallOutcome {
-                result: gave_up(context, &call, failure, answer),
+                result: give_up(last, failure_error(classify::deadline_passed())),
                 attempts,
-                model_label: label,
+                model_label: context.metrics.model_label(&call.model),
                 server_key: None,
             };
         }
+        let (key, index, owner) = match &call.credential {
+            Credential::Client(key) => (key.clone(), None, KeyOwner::Client),
+            Credential::Server | Credential::Pinned(_) => {
+                match context
+                    .keys
+                    .pick(&call.model, &tried, pinned_key(&call.credential))
+                {
+                    Ok(picked) => (picked.header, Some(picked.index), KeyOwner::Server),
+                    Err(reason) => {
+                        let error = match (reason, last.map(|last| *last)) {
+                            // Keys this request tried and moved on from: the
+                            // last of their failures says why none is left.
+                            (NoKey::NoneLeft, Some((failure, _))) => failure_error(failure),
+                            (reason, _) => no_key_error(reason),
+                        };
+                        return CallOutcome {
+                            result: Err(error),
+                            attempts,
+                            model_label: context.metrics.model_label(&call.model),
+                            server_key: None,
+                        };
+                    }
+                }
+            }
+        };
+        attempts += 1;
+        let started = Instant::now();
+        let plan = Plan {
+            client: clients.route(route(&context.egress, &call.credential, index)),
+            h2: h2.route(route(&context.egress, &call.credential, index)),
+            context,
+            call: &call,
+            url: &url,
+            started: call_started,
+        };
+        // Matched at once, not named: a local kept across the backoff
+        // below would have room in every state of this future.
+        let (failure, answer) = match attempt(plan, key, owner, &mut permit, &mut charge).await {
+            Attempt::Success(reply) => {
+                let label = context.metrics.model_succeeded(&call.model);
+                context
+                    .metrics
+                    .upstream_call(&label, "ok", started.elapsed());
+                if let (true, Some(tokens)) = (call.counts_tokens, reply.tokens) {
+                    context.metrics.count_tokens(&call.client, &label, tokens);
+                }
+                if let (Some(charge), Some(tokens)) = (charge.take(), reply.tokens) {
+                    charge.tokens(tokens.total);
+                }
+                return CallOutcome {
+                    result: Ok(reply),
+                    attempts,
+                    model_label: label,
+                    server_key: index,
+                };
+            }
+            Attempt::Failure { failure, answer } => (failure, answer),
+        };
+        let label = context.metrics.model_label(&call.model);
+        context
+            .metrics
+            .upstream_call(&label, failure.code.as_str(), started.elapsed());
+
+        if let Some(index) = index {
+            match &failure.key {
+                KeyVerdict::Rest(hits) => {
+                    rest_for(context, index, &call.model, hits, failure.retry_delay);
+                    tried.push(index);
+                    last = Some(Box::new((failure, None)));
+                    continue;
+                }
+                KeyVerdict::Refused => {
+                    context.keys.refuse(index);
+                    report_holdings(context, index);
+                    tried.push(index);
+                    last = Some(Box::new((failure, None)));
+                    continue;
+                }
+                KeyVerdict::Busy if busy_failovers < MAX_BUSY_FAILOVERS => {
+                    busy_failovers += 1;
+                    tried.push(index);
+                    last = Some(Box::new((failure, None)));
+                    continue;
+                }
+                // A server key's quota is never relayed.
+                KeyVerdict::Busy => {
+                    return CallOutcome {
+                        result: Err(failure_error(failure)),
+                        attempts,
+                        model_label: label,
+                        server_key: None,
+                    }
+                }
+                // This request's failure all the same; the key is asked by
+                // itself whether it is refused.
+                KeyVerdict::Suspect => context.keys.probe(index),
+                KeyVerdict::Fine => {}
+            }
+        }
+        if failure.retryable && retries < MAX_RETRIES {
+            let pause = backoff(retries);
+            if Instant::now() + pause < call.deadline && context.retry_budget.try_withdraw() {
+                retries += 1;
+                context
+                    .metrics
+                    .upstream_retries
+                    .with_label_values(&[failure.code.as_str()])
+                    .inc();
+                // Gemini's answer goes back as it came if time runs out during the pause.
+                last = Some(Box::new((failure, answer)));
+                actix_rt::time::sleep(pause).await;
+                continue;
+            }
+        }
+        return CallOutcome {
+            result: gave_up(context, &call, failure, answer),
+            attempts,
+            model_label: label,
+            server_key: None,
+        };
     }
 }
 

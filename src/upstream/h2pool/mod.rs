@@ -534,7 +534,7 @@ fn header_map(headers: &[(HeaderName, HeaderValue)]) -> HeaderMap {
     let mut map = HeaderMap::try_with_capacity(headers.len() + 1).unwrap_or_default();
     map.insert(
         USER_AGENT,
-        HeaderValue::from_static(concat!("gemini-proxy/", env!("CARGO_PKG_VERSION"))),
+        HeaderValue::from_static(crate::upstream::client::USER_AGENT),
     );
     for (name, value) in headers {
         if !CONNECTION_SPECIFIC.contains(&name.as_str()) {

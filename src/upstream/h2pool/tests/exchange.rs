@@ -293,9 +293,9 @@ async fn calls_through_a_server_that_ends_connections_after_a_count_are_all_answ
 /// Every call waiting for its answer holds the pipeline's future, so its size
 /// is memory per call in flight (docs/architecture.md#http2-upstream-calls-share-connections).
 /// Opening a connection and awc's request were once inside it (6.3 KB a call
-/// in a debug build), then each layer's `async fn` kept a second copy of its
-/// arguments and the request head (1.9 KB); it is 784 bytes now, in debug and
-/// release builds alike. If this fails, a large step has come into the
+/// in a debug build), then the layers below it kept second copies of their
+/// arguments and of the request head (1.9 KB); it is 816 bytes now, in debug
+/// and release builds alike. If this fails, a large step has come into the
 /// waiting future: box it where it happens.
 #[actix_rt::test]
 async fn a_call_waiting_for_its_answer_holds_a_small_future() {
