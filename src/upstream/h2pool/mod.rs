@@ -332,23 +332,30 @@ impl H2Pool {
             return None;
         }
         let authority = uri.authority()?;
-        let key = authority.as_str().to_ascii_lowercase();
         let mut origins = self.inner.origins.borrow_mut();
-        let origin = origins.entry(key).or_insert_with(|| {
-            Rc::new(Origin {
-                host: authority
-                    .host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                port: authority.port_u16().unwrap_or(443),
-                protocol: Cell::new(Protocol::Unknown),
-                conns: RefCell::new(Vec::new()),
-                opening: tokio::sync::Mutex::new(()),
-                refused: Cell::new(0),
-            })
-        });
-        (origin.protocol.get() != Protocol::Http1).then(|| origin.clone())
+        // Looked up as written first: every call names the same origin, and
+        // the lower-cased key would be an allocation on each.
+        let origin = match origins.get(authority.as_str()) {
+            Some(origin) => origin.clone(),
+            None => origins
+                .entry(authority.as_str().to_ascii_lowercase())
+                .or_insert_with(|| {
+                    Rc::new(Origin {
+                        host: authority
+                            .host()
+                            .trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_owned(),
+                        port: authority.port_u16().unwrap_or(443),
+                        protocol: Cell::new(Protocol::Unknown),
+                        conns: RefCell::new(Vec::new()),
+                        opening: tokio::sync::Mutex::new(()),
+                        refused: Cell::new(0),
+                    })
+                })
+                .clone(),
+        };
+        (origin.protocol.get() != Protocol::Http1).then_some(origin)
     }
 
     /// Opens a connection to `origin` unless another call did meanwhile;
